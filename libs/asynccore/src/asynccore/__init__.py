@@ -1,0 +1,1 @@
+"""asynccore: what every asyncstack service stands on."""

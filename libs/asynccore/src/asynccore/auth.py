@@ -1,0 +1,84 @@
+"""JWTs of the DESIGN.md contract: HS256, claims ``sub`` (user id), ``username``, ``exp``.
+
+The blog issues them; every service verifies them here. Verification is lazy and cached per request:
+a handler asks for the caller with :func:`optional_caller` or :func:`require_caller`, so endpoints that
+take other credentials (an admin bearer token) never trip over JWT parsing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+from aiohttp import web
+
+from asynccore.errors import ApiError
+
+__all__ = ["Caller", "issue_token", "optional_caller", "require_caller", "verify_token"]
+
+ALGORITHM = "HS256"
+SCHEMES = ("Token", "Bearer")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: str
+    username: str
+    token: str
+
+
+_CACHE: web.RequestKey[Caller | None] = web.RequestKey("asynccore_caller")
+
+
+def issue_token(secret: str, user_id: str, username: str, ttl_s: int) -> str:
+    now = int(time.time())
+    claims = {"sub": user_id, "username": username, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Caller:
+    """The caller a token names; 401 when it is expired, tampered, or signed another way."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "username"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise _unauthorized(f"invalid token: {exc}") from None
+    return Caller(user_id=str(claims["sub"]), username=str(claims["username"]), token=token)
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "token", message, headers={"WWW-Authenticate": "Token"})
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The credential from ``Authorization: Token <x>`` or ``Bearer <x>``; ``None`` when absent."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme not in SCHEMES or not token.strip():
+        raise _unauthorized("Authorization must be 'Token <jwt>' or 'Bearer <jwt>'")
+    return token.strip()
+
+
+def optional_caller(request: web.Request, secret: str) -> Caller | None:
+    """The caller if a token was sent (401 if it is bad), else ``None`` (anonymous)."""
+    if _CACHE in request:
+        cached: Caller | None = request[_CACHE]
+        return cached
+    token = bearer_token(request)
+    caller = verify_token(secret, token) if token is not None else None
+    request[_CACHE] = caller
+    return caller
+
+
+def require_caller(request: web.Request, secret: str) -> Caller:
+    """The caller; 401 when no token was sent or it does not verify."""
+    caller = optional_caller(request, secret)
+    if caller is None:
+        raise _unauthorized("authentication required")
+    return caller
