@@ -1,0 +1,68 @@
+# asyncstack — every target bootstraps what it needs; running one twice does nothing extra.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(HOME)/.local/bin:$(PATH)
+export PYTHONASYNCIODEBUG ?= 1
+UV := uv
+PKGS := libs/asynccore services/blog services/orders services/stream loadtests
+APT_PACKAGES := nginx prometheus wrk
+SCENARIO ?= blog
+
+.PHONY: help bootstrap uv sync apt services run test test-unit test-stack lint bench load up down warm \
+	bench-asynccore bench-blog bench-orders bench-stream
+
+help:
+	@echo "make run     the whole stack in the foreground (Ctrl-C stops it)"
+	@echo "make test    everything the project checks (what CI runs)"
+	@echo "make lint    ruff + mypy"
+	@echo "make bench   every benchmark; make load SCENARIO=blog one locust scenario"
+	@echo "make up/down the stack on a docker host"
+
+uv:
+	@command -v uv >/dev/null || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+sync: uv
+	@$(UV) sync --frozen --quiet
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+services:
+	@bash deploy/local/ensure-services
+
+bootstrap: sync apt services
+
+lint: sync
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src
+
+# pytest exit 5 = "no tests collected": an empty package is not a failure.
+test: bootstrap lint
+	@set -e; for pkg in $(PKGS); do \
+		if [ -d $$pkg/tests ]; then \
+			echo "== $$pkg"; \
+			$(UV) run pytest -W error::RuntimeWarning $$pkg/tests || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }; \
+		fi; \
+	done
+
+run: bootstrap
+	@bash deploy/local/run
+
+bench: bench-asynccore bench-blog bench-orders bench-stream
+
+bench-asynccore: bootstrap
+	$(UV) run python -m loadtests.bench.asynccore_red
+
+load: bootstrap
+	$(UV) run python -m loadtests.run $(SCENARIO)
+
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down

@@ -1,0 +1,3 @@
+from asynccore.crawl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""locustfiles, one per scenario; ``shop_day`` mixes the others."""
