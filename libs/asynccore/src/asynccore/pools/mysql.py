@@ -1,0 +1,186 @@
+"""MySQL/MariaDB (aiomysql) from a URL such as ``mysql://root@127.0.0.1:3306/orders``.
+
+Connections have autocommit off: a unit of work is explicit (``await conn.begin()`` … ``commit()``),
+and aiomysql discards a connection that is returned mid-transaction, so a forgotten commit cannot
+leak locks into the next caller. aiomysql has no read timeout: callers bound each query with
+``asyncio.timeout`` (the app's per-request deadline does it for handlers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiomysql
+from aiohttp import web
+from yarl import URL
+
+from asynccore.app import CleanupCtx, add_readiness_check
+from asynccore.pools import PoolStats, track_pool, untrack_pool
+
+__all__ = [
+    "MySQLTarget",
+    "close_mysql",
+    "drop_database",
+    "ensure_database",
+    "mysql_pool",
+    "open_mysql",
+    "parse_mysql_url",
+]
+
+# Identifiers cannot be bound as query parameters, so a database name is allowed only if it needs no
+# quoting at all.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+_CLOSE_TIMEOUT_S = 5.0
+# CREATE/DROP DATABASE wait for metadata locks held by open transactions; never forever.
+_DDL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class MySQLTarget:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def parse_mysql_url(url: str) -> MySQLTarget:
+    """Split ``mysql://user[:password]@host[:port]/database``; ``ValueError`` if it is not one."""
+    parsed = URL(url)
+    database = parsed.path.lstrip("/")
+    if parsed.scheme != "mysql" or not parsed.host:
+        raise ValueError(f"not a mysql:// URL with a host: {parsed.with_password(None)}")
+    if not _SAFE_NAME.fullmatch(database):
+        raise ValueError(f"database name must match [A-Za-z0-9_]+, got {database!r}")
+    return MySQLTarget(
+        host=parsed.host,
+        port=parsed.port or 3306,
+        user=parsed.user or "root",
+        password=parsed.password or "",
+        database=database,
+    )
+
+
+@asynccontextmanager
+async def _server_connection(target: MySQLTarget, connect_timeout_s: float) -> AsyncIterator[Any]:
+    """A connection to the server without selecting a database (for CREATE/DROP DATABASE)."""
+    async with asyncio.timeout(connect_timeout_s * 2):
+        conn = await aiomysql.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            connect_timeout=connect_timeout_s,
+            autocommit=True,
+            # "database exists" notes would surface as Python warnings on every start-up.
+            init_command="SET SESSION sql_notes = 0",
+        )
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+async def ensure_database(url: str, *, connect_timeout_s: float = 2.0) -> None:
+    """Create the database named in ``url`` (utf8mb4) unless it exists."""
+    target = parse_mysql_url(url)
+    async with (
+        _server_connection(target, connect_timeout_s) as conn,
+        conn.cursor() as cur,
+        asyncio.timeout(_DDL_TIMEOUT_S),
+    ):
+        # The name is checked against _SAFE_NAME in parse_mysql_url; identifiers cannot be parameters.
+        await cur.execute(
+            f"CREATE DATABASE IF NOT EXISTS `{target.database}`"
+            " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )
+
+
+async def drop_database(url: str, *, connect_timeout_s: float = 2.0) -> None:
+    """Drop the database named in ``url`` if it exists (test clean-up)."""
+    target = parse_mysql_url(url)
+    async with (
+        _server_connection(target, connect_timeout_s) as conn,
+        conn.cursor() as cur,
+        asyncio.timeout(_DDL_TIMEOUT_S),
+    ):
+        await cur.execute(f"DROP DATABASE IF EXISTS `{target.database}`")
+
+
+async def open_mysql(
+    url: str, *, maxsize: int = 20, connect_timeout_s: float = 2.0, create_database: bool = True
+) -> aiomysql.Pool:
+    """An ``aiomysql.Pool`` of at most ``maxsize`` connections (autocommit off, utf8mb4)."""
+    if create_database:
+        await ensure_database(url, connect_timeout_s=connect_timeout_s)
+    target = parse_mysql_url(url)
+    async with asyncio.timeout(connect_timeout_s * 2):
+        return await aiomysql.create_pool(
+            minsize=1,
+            maxsize=maxsize,
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            db=target.database,
+            connect_timeout=connect_timeout_s,
+            autocommit=False,
+            charset="utf8mb4",
+        )
+
+
+async def close_mysql(pool: aiomysql.Pool) -> None:
+    """Close ``pool``: wait briefly for borrowed connections, then cut them."""
+    pool.close()
+    try:
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            await pool.wait_closed()
+    except TimeoutError:
+        pool.terminate()
+        await pool.wait_closed()
+
+
+def _stats(pool: Any) -> PoolStats:
+    cond = pool._cond
+    # aiomysql holds the condition's lock while it connects, so callers queue on the lock too.
+    lock_waiters = cond._lock._waiters or ()
+    return PoolStats(
+        size=pool.maxsize, in_use=len(pool._used), waiting=len(cond._waiters) + len(lock_waiters)
+    )
+
+
+def mysql_pool(
+    key: web.AppKey[aiomysql.Pool],
+    url: str,
+    *,
+    name: str = "mysql",
+    maxsize: int = 20,
+    connect_timeout_s: float = 2.0,
+    create_database: bool = True,
+) -> CleanupCtx:
+    """A ``cleanup_ctx`` resource: ``app[key]`` is the pool; ``/readyz`` fails as ``name`` without a ping."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await open_mysql(
+            url, maxsize=maxsize, connect_timeout_s=connect_timeout_s, create_database=create_database
+        )
+        app[key] = pool
+
+        async def ping() -> None:
+            async with pool.acquire() as conn:
+                await conn.ping(reconnect=False)
+
+        add_readiness_check(app, name, ping)
+        track_pool(app, name, pool, _stats)
+        try:
+            yield
+        finally:
+            untrack_pool(pool)
+            await close_mysql(pool)
+
+    return ctx
