@@ -1,0 +1,99 @@
+"""Prometheus in the local stack: every process that serves metrics is a target, and every target is up."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import ROOT, Stack
+
+from asynccore.testing import wait_until
+
+pytestmark = pytest.mark.stack
+
+TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+# Procfile process -> (Prometheus job, port variable); processes not listed here are not scraped.
+SCRAPED = {
+    "prometheus": ("prometheus", "PROMETHEUS_PORT"),
+    "nginx-exporter": ("nginx", "NGINX_EXPORTER_PORT"),
+    "blog1": ("blog", "BLOG_PORT"),
+    "blog2": ("blog", "BLOG_PORT_2"),
+    "orders1": ("orders", "ORDERS_PORT"),
+    "orders2": ("orders", "ORDERS_PORT_2"),
+    "orders-worker": ("orders-worker", "ORDERS_WORKER_PORT"),
+    "stream1": ("stream", "STREAM_PORT"),
+    "stream2": ("stream", "STREAM_PORT_2"),
+}
+
+
+async def api(stack: Stack, path: str, **params: str) -> Any:
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT) as session,
+        session.get(f"{stack.prometheus}/api/v1/{path}", params=params) as resp,
+    ):
+        body = await resp.json()
+        assert body["status"] == "success", body
+        return body["data"]
+
+
+def promtool_check(config: str) -> None:
+    checked = subprocess.run(
+        ["promtool", "check", "config", config], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_every_process_of_the_stack_is_a_target_and_up(stack: Stack) -> None:
+    expected = {
+        (job, f"http://127.0.0.1:{stack.port(var)}/metrics")
+        for process, (job, var) in SCRAPED.items()
+        if process in stack.processes
+    }
+    seen: dict[tuple[str, str], str] = {}
+
+    async def all_up() -> bool:
+        targets = (await api(stack, "targets", state="active"))["activeTargets"]
+        seen.clear()
+        seen.update(
+            {(t["labels"]["job"], t["scrapeUrl"]): f"{t['health']} {t['lastError']}" for t in targets}
+        )
+        return set(seen) == expected and all(state.startswith("up") for state in seen.values())
+
+    try:
+        await wait_until(all_up, timeout=45, interval=0.5, message="every target up")
+    except AssertionError:
+        pytest.fail(f"expected {sorted(expected)} all up; Prometheus has {seen}")
+
+
+async def test_nginx_metrics_reach_prometheus_through_the_exporter(stack: Stack) -> None:
+    async def nginx_up() -> bool:
+        result = (await api(stack, "query", query="nginx_up"))["result"]
+        return bool(result) and result[0]["value"][1] == "1"
+
+    await wait_until(nginx_up, timeout=30, interval=0.5, message="nginx_up == 1 in Prometheus")
+
+    async def requests_total(session: aiohttp.ClientSession) -> int:
+        async with session.get(f"http://127.0.0.1:{stack.port('NGINX_EXPORTER_PORT')}/metrics") as resp:
+            text = await resp.text()
+        return int(
+            next(line for line in text.splitlines() if line.startswith("nginx_http_requests_total ")).split()[
+                1
+            ]
+        )
+
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        before = await requests_total(session)
+        async with session.get(f"{stack.front}/api/nothing-here") as resp:
+            assert resp.status == 404
+        assert await requests_total(session) > before
+
+
+def test_promtool_accepts_the_generated_local_config(stack: Stack) -> None:
+    promtool_check(str(stack.run_dir / "prometheus.yml"))
+
+
+def test_promtool_accepts_the_compose_config() -> None:
+    promtool_check(str(ROOT / "deploy" / "prometheus" / "prometheus.yml"))
