@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 export PYTHONASYNCIODEBUG ?= 1
 UV := uv
-PKGS := libs/asynccore services/blog services/orders services/stream loadtests
+PKGS := libs/asynccore services/blog services/orders services/stream loadtests deploy
 APT_PACKAGES := nginx prometheus wrk
 SCENARIO ?= blog
 
@@ -39,7 +39,8 @@ bootstrap: sync apt services
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src
+	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src \
+		deploy/local/nginx_exporter.py deploy/tests
 
 # pytest exit 5 = "no tests collected": an empty package is not a failure.
 test: bootstrap lint
@@ -50,6 +51,13 @@ test: bootstrap lint
 		fi; \
 	done
 
+# The same suites split: no local stack vs. the stack-level checks (nginx, Prometheus, dashboards, load smoke).
+test-unit: bootstrap
+	$(UV) run pytest -W error::RuntimeWarning -m "not stack" $(foreach p,$(PKGS),$(wildcard $(p)/tests))
+
+test-stack: bootstrap
+	$(UV) run pytest -W error::RuntimeWarning -m stack deploy/tests
+
 run: bootstrap
 	@bash deploy/local/run
 
@@ -57,6 +65,19 @@ bench: bench-asynccore bench-blog bench-orders bench-stream
 
 bench-asynccore: bootstrap
 	$(UV) run python -m loadtests.bench.asynccore_red
+
+bench-blog: bootstrap
+	$(UV) run python -m loadtests.bench.blog
+
+bench-orders: bootstrap
+	$(UV) run python -m loadtests.bench.orders
+
+bench-stream: bootstrap
+	$(UV) run python -m loadtests.bench.stream
+
+# Crawl the running site through nginx: warms the blog cache and fails on any broken link.
+warm: sync
+	$(UV) run python -m blog.warm --base-url $${BASE_URL:-http://127.0.0.1:8080/}
 
 load: bootstrap
 	$(UV) run python -m loadtests.run $(SCENARIO)
