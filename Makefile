@@ -42,21 +42,25 @@ lint: sync
 	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src \
 		deploy/local/nginx_exporter.py deploy/tests
 
-# pytest exit 5 = "no tests collected": an empty package is not a failure.
-test: bootstrap lint
+# One pytest per package (each has its own conftest); exit 5 = "no tests collected" is not a failure.
+define pytest_each
 	@set -e; for pkg in $(PKGS); do \
 		if [ -d $$pkg/tests ]; then \
 			echo "== $$pkg"; \
-			$(UV) run pytest -W error::RuntimeWarning $$pkg/tests || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }; \
+			$(UV) run pytest -W error::RuntimeWarning $(1) $$pkg/tests || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }; \
 		fi; \
 	done
+endef
 
-# The same suites split: no local stack vs. the stack-level checks (nginx, Prometheus, dashboards, load smoke).
+test: bootstrap lint
+	$(call pytest_each,)
+
+# The same suites split: without the local stack, and only the stack-level checks.
 test-unit: bootstrap
-	$(UV) run pytest -W error::RuntimeWarning -m "not stack" $(foreach p,$(PKGS),$(wildcard $(p)/tests))
+	$(call pytest_each,-m "not stack")
 
 test-stack: bootstrap
-	$(UV) run pytest -W error::RuntimeWarning -m stack deploy/tests
+	$(call pytest_each,-m stack)
 
 run: bootstrap
 	@bash deploy/local/run
