@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+# One image for every Python process of the stack (blog, orders, orders-worker, stream, the sandboxes):
+# docker-compose.yml picks the console script with `command:`. Two stages: the builder resolves the
+# committed uv.lock into a virtualenv; the runtime copies only that venv onto a slim Python.
+
+ARG PYTHON_VERSION=3.11
+ARG UV_VERSION=0.13.9
+
+FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+ARG PYTHON_VERSION
+COPY --from=uv /uv /usr/local/bin/uv
+# Bytecode compiled at build time (fast start), real copies rather than links into the cache mount,
+# and the system Python of this image only (the runtime stage has the same one at the same path).
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python${PYTHON_VERSION} \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+WORKDIR /src
+
+# Third-party dependencies first, from the lock and the package manifests only: this layer is reused
+# until uv.lock or a pyproject.toml changes, not on every source edit.
+COPY pyproject.toml uv.lock ./
+COPY libs/asynccore/pyproject.toml libs/asynccore/
+COPY services/blog/pyproject.toml services/blog/
+COPY services/orders/pyproject.toml services/orders/
+COPY services/stream/pyproject.toml services/stream/
+COPY loadtests/pyproject.toml loadtests/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-workspace --package blog --package orders --package stream
+
+# Then the workspace's own packages, installed as real wheels (not editable links to /src) so the
+# runtime stage needs nothing but the venv. loadtests is a workspace member but not a service.
+COPY libs/asynccore libs/asynccore
+COPY services/blog services/blog
+COPY services/orders services/orders
+COPY services/stream services/stream
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package blog --package orders --package stream
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
+    && mkdir -p /data \
+    && chown app:app /data
+# Root-owned and read-only for the service user: the code cannot be rewritten at run time.
+COPY --from=builder /app/.venv /app/.venv
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+USER app
+# /data (owned by the service user) holds the blog's SQLite file (BLOG_DB_PATH); compose mounts a
+# named volume there, which starts with this ownership.
+CMD ["blog"]

@@ -1,0 +1,526 @@
+"""docker-compose.yml: valid Compose, and every service, port and variable matches the contract.
+
+No docker engine runs here, so the file is proven offline: against the Compose specification's JSON
+schema (check-jsonschema's vendored copy), by ``docker-compose config`` (Debian's docker-compose, which
+`make bootstrap` installs), and by comparing it with DESIGN.md's contract table, the services' settings
+classes (an unknown variable would be silently ignored: ``extra="ignore"``), the nginx template and the
+Prometheus targets.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from pydantic import SecretStr
+from ruamel.yaml import YAML
+
+from asynccore.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DESIGN = ROOT.parent / "shared" / "DESIGN.md"
+
+EXPECTED_SERVICES = {
+    "nginx", "nginx-exporter",
+    "blog1", "blog2", "orders1", "orders2", "orders-worker", "stream1", "stream2", "stream-loadgen",
+    "payment-sandbox", "smtp-sink",
+    "mariadb", "redis", "rabbitmq", "kafka", "kafka-init",
+    "prometheus", "grafana",
+}  # fmt: skip
+# The replicas behind nginx: compose service -> the service it runs.
+REPLICAS = {
+    "blog1": "blog", "blog2": "blog",
+    "orders1": "orders", "orders2": "orders",
+    "stream1": "stream", "stream2": "stream",
+}  # fmt: skip
+# Fixed ports of the helper processes (helper brief): settings variable -> port.
+HELPER_PORTS = {"ORDERS_WORKER_PORT": 8092, "PAYMENT_SANDBOX_PORT": 8090, "SMTP_PORT": 2525}
+# Settings that carry a loopback / local-machine default but need no value in compose, and why.
+NOT_NEEDED_IN_COMPOSE = {
+    # Only read when KAFKA_BOOTSTRAP is unset (the local mock broker writes its address there).
+    "ASYNCSTACK_RUN_DIR",
+    # The SMTP sink binds this address itself: 0.0.0.0 is already right in a container.
+    "SMTP_SINK_HOST",
+}
+# (compose service, variable) a process's settings class has but the process never reads.
+NOT_READ_BY = {
+    ("stream-loadgen", "REDIS_URL"),  # it only produces to Kafka with the stream's settings class
+}
+SECRET_WORDS = re.compile(r"SECRET|PASSWORD|PASS$|TOKEN")
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+REQUIRED_VAR = re.compile(r"^\$\{[A-Z0-9_]+:\?[^}]+\}$")
+
+
+# --- loading ---------------------------------------------------------------------------------------
+@cache
+def compose() -> dict[str, Any]:
+    return dict(YAML(typ="safe").load(COMPOSE_FILE.read_text()))
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return dict(compose()["services"])
+
+
+@cache
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def interpolate(text: str) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$``, with .env.example's
+    values (what a deploy that copied it would get)."""
+
+    def one(match: re.Match[str]) -> str:
+        value = env_example().get(match["name"], "")
+        if value or match["op"] is None:
+            return value
+        if match["op"].endswith("?"):
+            raise AssertionError(f"{match['name']} is required but .env.example does not set it")
+        return match["arg"]
+
+    return INTERPOLATION.sub(one, text).replace("$$", "$")
+
+
+def environment(service: str) -> dict[str, str]:
+    env = services()[service].get("environment", {})
+    assert isinstance(env, dict), f"{service}: write environment as a mapping"
+    return {k: str(v) for k, v in env.items()}
+
+
+def resolved_env(service: str) -> dict[str, str]:
+    return {k: interpolate(v) for k, v in environment(service).items()}
+
+
+def command(service: str) -> list[str]:
+    cmd = services()[service].get("command", [])
+    return [cmd] if isinstance(cmd, str) else list(cmd)
+
+
+@cache
+def console_scripts() -> dict[str, tuple[str, str]]:
+    """Console script -> (workspace package, "module:function")."""
+    scripts = {}
+    for pyproject in [*ROOT.glob("services/*/pyproject.toml"), *ROOT.glob("libs/*/pyproject.toml")]:
+        project = tomllib.loads(pyproject.read_text())["project"]
+        for name, target in project.get("scripts", {}).items():
+            scripts[name] = (project["name"], target)
+    return scripts
+
+
+def python_services() -> dict[str, str]:
+    """Compose service -> the console script it runs (services built from ./Dockerfile)."""
+    return {
+        name: command(name)[0]
+        for name, svc in services().items()
+        if "build" in svc and command(name) and command(name)[0] in console_scripts()
+    }
+
+
+def settings_class(script: str) -> type[ServiceSettings]:
+    found = written_settings_class(script)
+    if found is None:
+        pytest.skip(f"{script}: module {console_scripts()[script][1]} is not written yet")
+    return found
+
+
+def written_settings_class(script: str) -> type[ServiceSettings] | None:
+    """The settings class the script's module uses; None while that module is not written."""
+    module_name = console_scripts()[script][1].split(":")[0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None
+        raise
+    found = {
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, ServiceSettings) and obj is not ServiceSettings
+    }
+    assert len(found) == 1, f"{script}: expected one ServiceSettings subclass in {module_name}, found {found}"
+    return found.pop()
+
+
+def env_vars(cls: type[ServiceSettings]) -> dict[str, Any]:
+    """Environment variable -> field info, as pydantic-settings reads them."""
+    prefix = cls.model_config.get("env_prefix", "")
+    return {
+        (field.alias if isinstance(field.alias, str) else prefix + name).upper(): field
+        for name, field in cls.model_fields.items()
+    }
+
+
+def design_ports() -> dict[str, tuple[str, int]]:
+    """From DESIGN.md's contract table: service -> (port variable, port)."""
+    row = next(
+        line for line in DESIGN.read_text().splitlines() if line.startswith("| blog / orders / stream |")
+    )
+    names = ["blog", "orders", "stream"]
+    ports = [int(p) for p in re.findall(r"`:(\d+)`", row)]
+    variables = re.findall(r"`([A-Z]+_PORT)`", row)
+    assert len(ports) == len(variables) == 3, row
+    return dict(zip(names, zip(variables, ports, strict=True), strict=True))
+
+
+def design_config_vars() -> set[str]:
+    row = next(line for line in DESIGN.read_text().splitlines() if line.startswith("| config |"))
+    return set(re.findall(r"`([A-Z][A-Z0-9_]+)`", row))
+
+
+def healthcheck_text(service: str) -> str:
+    test = services()[service].get("healthcheck", {}).get("test", [])
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+def is_one_shot(service: str) -> bool:
+    return services()[service].get("restart") == "no"
+
+
+def compose_cli() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    has_plugin = shutil.which("docker") and subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, timeout=30
+    )
+    if has_plugin and has_plugin.returncode == 0:
+        return ["docker", "compose"]
+    pytest.skip(
+        "neither docker-compose nor the docker compose plugin is installed (make bootstrap installs it)"
+    )
+
+
+# --- the file is valid Compose ------------------------------------------------------------------------
+def test_compose_file_matches_the_compose_specification_schema() -> None:
+    checked = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE_FILE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_docker_compose_config_parses_it_with_the_example_env() -> None:
+    checked = subprocess.run(
+        [*compose_cli(), "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_docker_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    checked = subprocess.run(
+        [*compose_cli(), "--env-file", str(empty), "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert checked.returncode != 0
+    assert "in .env" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+
+
+# --- services, health and start-up order ---------------------------------------------------------------
+def test_the_stack_has_every_service_of_the_design() -> None:
+    assert set(services()) == EXPECTED_SERVICES
+
+
+def test_every_long_running_container_has_a_healthcheck() -> None:
+    one_shots = {name for name in services() if is_one_shot(name)}
+    assert one_shots == {"kafka-init"}, (
+        "only kafka-init runs once and exits; dependants wait for it to complete"
+    )
+    unchecked = [
+        name
+        for name, svc in services().items()
+        if name not in one_shots
+        and not (svc.get("healthcheck", {}).get("test") and not svc["healthcheck"].get("disable"))
+    ]
+    assert not unchecked, f"containers without a healthcheck: {unchecked}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES))
+def test_dependencies_are_waited_for_by_health(name: str) -> None:
+    depends = services()[name].get("depends_on", {})
+    assert isinstance(depends, dict), f"{name}: depends_on must name a condition for each dependency"
+    for dependency, spec in depends.items():
+        expected = "service_completed_successfully" if is_one_shot(dependency) else "service_healthy"
+        assert spec.get("condition") == expected, f"{name} -> {dependency}: condition must be {expected}"
+
+
+def test_state_lives_in_named_volumes() -> None:
+    declared = set(compose().get("volumes", {}))
+    used = set()
+    for name, svc in services().items():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+            else:
+                assert source in declared, f"{name} mounts {source}: not a declared named volume"
+                used.add(source)
+    assert declared == used, f"declared but unused volumes: {declared - used}"
+    for store, path in [("mariadb", "/var/lib/mysql"), ("redis", "/data"), ("rabbitmq", "/var/lib/rabbitmq"),
+                        ("kafka", "/var/lib/kafka/data"), ("prometheus", "/prometheus"),
+                        ("grafana", "/var/lib/grafana"), ("blog1", "/data"), ("blog2", "/data")]:  # fmt: skip
+        targets = {v.split(":")[1] for v in services()[store].get("volumes", []) if not v.startswith(".")}
+        assert path in targets, f"{store} keeps its state in {path}, which is not a named volume"
+
+
+def test_blog_replicas_share_one_sqlite_file() -> None:
+    paths = {resolved_env(s)["BLOG_DB_PATH"] for s in ("blog1", "blog2")}
+    assert len(paths) == 1
+    mounts = {tuple(services()[s]["volumes"]) for s in ("blog1", "blog2")}
+    assert len(mounts) == 1
+
+
+# --- the contract: ports -------------------------------------------------------------------------------
+def test_replicas_listen_on_the_contract_ports_everywhere_they_are_named() -> None:
+    ports = design_ports()
+    nginx = resolved_env("nginx")
+    prometheus = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    for replica, service in REPLICAS.items():
+        variable, port = ports[service]
+        assert resolved_env(replica)[variable] == str(port), f"{replica}: {variable} must be {port}"
+        assert f"127.0.0.1:{port}/" in healthcheck_text(replica), f"{replica}: healthcheck is not on :{port}"
+        assert f"{replica}:{port}" in nginx.values(), f"nginx has no upstream {replica}:{port}"
+        assert f"- {replica}:{port}" in prometheus, f"prometheus.yml does not scrape {replica}:{port}"
+        assert command(replica) == [service]
+
+
+def test_settings_defaults_agree_with_the_contract_ports() -> None:
+    for service, (variable, port) in design_ports().items():
+        fields = env_vars(settings_class(service))
+        assert fields[variable].default == port, (
+            f"{service}: {variable} defaults to {fields[variable].default}"
+        )
+
+
+def test_helper_processes_listen_on_their_fixed_ports() -> None:
+    listening = {
+        var: int(v) for s in python_services() for var, v in resolved_env(s).items() if var in HELPER_PORTS
+    }
+    assert listening == HELPER_PORTS
+    assert "- orders-worker:8092" in (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    assert "127.0.0.1:8092/" in healthcheck_text("orders-worker")
+    assert "127.0.0.1:8090/" in healthcheck_text("payment-sandbox")
+    assert "2525" in healthcheck_text("smtp-sink")
+
+
+def test_front_door_and_consoles_are_published_and_nothing_else() -> None:
+    published = {name: svc["ports"] for name, svc in services().items() if svc.get("ports")}
+    assert interpolate(published.pop("nginx")[0]) == "8080:8080"
+    assert resolved_env("nginx")["NGINX_LISTEN"] == "8080"
+    for name, port in [("prometheus", 9090), ("grafana", 3000), ("rabbitmq", 15672)]:
+        assert published.pop(name) == [f"127.0.0.1:{port}:{port}"], f"{name}: publish on loopback only"
+    assert not published, f"unexpected published ports: {published}"
+
+
+def test_nginx_template_placeholders_are_all_given() -> None:
+    template = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    placeholders = set(re.findall(r"\$\{([A-Z0-9_]+)\}", template))
+    given = set(environment("nginx"))
+    assert placeholders <= given, f"nginx.conf placeholders without a value: {placeholders - given}"
+    mounts = services()["nginx"]["volumes"]
+    assert "./deploy/nginx/nginx.conf:/etc/nginx/templates/nginx.conf.template:ro" in mounts
+    assert environment("nginx")["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+
+
+def test_every_prometheus_target_is_a_compose_service() -> None:
+    prometheus = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    targets = re.findall(r"^\s*-\s+([A-Za-z0-9._-]+):(\d+)\s*$", prometheus, re.MULTILINE)
+    assert targets
+    for host, _port in targets:
+        assert host in services(), f"prometheus.yml scrapes {host}, which is not a compose service"
+    mounts = services()["prometheus"]["volumes"]
+    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    assert "./deploy/prometheus/rules:/etc/prometheus/rules:ro" in mounts
+
+
+# --- the contract: environment -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(python_services()))
+def test_every_variable_is_a_setting_of_the_process(name: str) -> None:
+    known = set(env_vars(settings_class(python_services()[name])))
+    unknown = set(environment(name)) - known
+    assert not unknown, f"{name}: {sorted(unknown)} are not settings of {python_services()[name]} (ignored)"
+
+
+@pytest.mark.parametrize("name", sorted(python_services()))
+def test_local_machine_defaults_are_replaced(name: str) -> None:
+    """A default that means "this machine" (loopback, /tmp, the mock broker) is wrong in a container."""
+    env = environment(name)
+    for variable, field in env_vars(settings_class(python_services()[name])).items():
+        default = str(
+            field.default.get_secret_value() if isinstance(field.default, SecretStr) else field.default
+        )
+        local = "127.0.0.1" in default or "localhost" in default or default.startswith("/tmp/")
+        ignored = variable in NOT_NEEDED_IN_COMPOSE or (name, variable) in NOT_READ_BY
+        if (local or variable == "KAFKA_BOOTSTRAP") and not ignored:
+            assert variable in env, f"{name}: {variable} keeps its local default {default!r}"
+
+
+@pytest.mark.parametrize("name", [*sorted(REPLICAS), "orders-worker"])
+def test_contract_services_get_every_contract_variable_they_read(name: str) -> None:
+    fields = set(env_vars(settings_class(python_services()[name])))
+    wanted = (design_config_vars() | {v for v, _ in design_ports().values()}) & fields
+    missing = wanted - set(environment(name))
+    assert not missing, f"{name} reads {sorted(missing)} but compose does not set them"
+
+
+@pytest.mark.parametrize("name", [*sorted(REPLICAS), "orders-worker"])
+def test_secrets_come_from_the_env_file(name: str) -> None:
+    env = environment(name)
+    for variable, field in env_vars(settings_class(python_services()[name])).items():
+        if field.annotation is SecretStr or SecretStr in getattr(field.annotation, "__args__", ()):
+            assert variable in env, f"{name}: secret {variable} keeps its development default"
+            assert REQUIRED_VAR.match(env[variable]), f"{name}: {variable} must be ${{VAR:?…}} from .env"
+
+
+def test_no_secret_is_written_inline() -> None:
+    for name in services():
+        for variable, value in environment(name).items():
+            if SECRET_WORDS.search(variable):
+                assert REQUIRED_VAR.match(value), f"{name}: {variable} must come from .env as ${{VAR:?…}}"
+            parts = urlsplit(value) if "://" in value else None
+            if parts and parts.password is not None:
+                assert parts.password.startswith("${") or value.split("@")[0].rsplit(":", 1)[-1].startswith(
+                    "${"
+                ), f"{name}: {variable} has an inline password"
+
+
+def test_env_example_names_every_required_variable() -> None:
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", COMPOSE_FILE.read_text()))
+    assert required <= set(env_example()), f".env.example lacks {required - set(env_example())}"
+
+
+@pytest.mark.parametrize("name", [*sorted(python_services()), "nginx"])
+def test_every_address_points_at_a_service_it_waits_for(name: str) -> None:
+    depends = set(services()[name].get("depends_on", {}))
+    for variable, value in resolved_env(name).items():
+        if variable.endswith("_URL") and "://" in value:
+            host = urlsplit(value).hostname
+        elif variable.endswith(("_HOST", "_BOOTSTRAP")) or variable.endswith(("_UPSTREAM_1", "_UPSTREAM_2")):
+            host = value.split(":")[0]
+        else:
+            continue
+        if variable == "BLOG_PUBLIC_URL":
+            continue  # the address readers use, not a dependency
+        assert host in services(), f"{name}: {variable} points at {host}, not a compose service"
+        kafka_ready = host == "kafka" and "kafka-init" in depends
+        assert host in depends or kafka_ready, (
+            f"{name}: {variable} needs {host}, but {name} does not wait for it"
+        )
+
+
+def test_kafka_topics_the_services_use_are_created() -> None:
+    init = " ".join(command("kafka-init"))
+    created = dict(re.findall(r"([a-z][\w.]*):(\d+)", init))
+    used = set()
+    for name, script in python_services().items():
+        cls = written_settings_class(script)
+        if cls is not None and "KAFKA_BOOTSTRAP" in environment(name):
+            fields = env_vars(cls)
+            used |= {
+                str(f.default)
+                for v, f in fields.items()
+                if v.endswith("_TOPIC") and v not in environment(name)
+            }
+    assert used, "no service reads a *_TOPIC setting"
+    assert used <= set(created), f"topics used but not created by kafka-init: {used - set(created)}"
+    assert int(created["events"]) >= 2, "the events topic needs partitions for two consumers"
+    assert environment("kafka")["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_grafana_is_provisioned_from_the_repo() -> None:
+    mounts = services()["grafana"]["volumes"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+    assert "./deploy/grafana/dashboards:/etc/grafana/dashboards:ro" in mounts
+    provider = YAML(typ="safe").load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/asyncstack.yml").read_text()
+    )
+    assert provider["providers"][0]["options"]["path"] == "/etc/grafana/dashboards"
+    datasource = YAML(typ="safe").load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+# --- the image --------------------------------------------------------------------------------------------
+def test_every_python_service_runs_a_script_the_image_installs() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installed = set(re.findall(r"--package (\S+)", dockerfile))
+    for name, script in python_services().items():
+        assert console_scripts()[script][0] in installed, (
+            f"{name} runs {script}, not installed by the Dockerfile"
+        )
+    assert set(python_services()) | {"nginx-exporter"} == {n for n, s in services().items() if "build" in s}
+
+
+def test_dockerignore_keeps_what_the_build_copies() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith("!")
+    ]
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(p, pat.removeprefix("**/")) for p in prefixes
+                   for pat in patterns)  # fmt: skip
+
+    copied = re.findall(
+        r"^COPY (?!--from)(?:--\S+ )*(\S+(?: \S+)*) \S+$", (ROOT / "Dockerfile").read_text(), re.M
+    )
+    sources = [src for line in copied for src in line.split()]
+    assert sources, "no COPY lines found in the Dockerfile"
+    for src in sources:
+        assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
+        assert not ignored(src), f".dockerignore excludes {src}, which the Dockerfile copies"
+    for kept in ["services/blog/src/blog/__init__.py", "libs/asynccore/src/asynccore/app.py"]:
+        assert not ignored(kept), f".dockerignore excludes {kept}"
+    for dropped in [".env", ".venv", ".git", "services/blog/tests", "deploy"]:
+        assert ignored(dropped), f".dockerignore lets {dropped} into the build context"
+
+
+def test_image_is_slim_python_311_with_a_frozen_venv_and_a_non_root_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", dockerfile, re.MULTILINE)
+    assert [name for _, name in stages] == ["uv", "builder", "runtime"]
+    assert "ARG PYTHON_VERSION=3.11" in dockerfile
+    assert dict((n, i) for i, n in stages)["runtime"] == "python:${PYTHON_VERSION}-slim-bookworm"
+    syncs = re.findall(r"uv sync ([^\n]+)", dockerfile)
+    assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs)
+    runtime = dockerfile.split(" AS runtime", 1)[1]
+    users = re.findall(r"^USER (\S+)$", runtime, re.MULTILINE)
+    assert users and users[-1] not in {"root", "0"}, "the runtime stage must end as a non-root user"
+    assert "COPY --from=builder /app/.venv /app/.venv" in runtime
