@@ -5,11 +5,11 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 export PYTHONASYNCIODEBUG ?= 1
 UV := uv
 PKGS := libs/asynccore services/blog services/orders services/stream loadtests deploy
-APT_PACKAGES := nginx prometheus wrk
+APT_PACKAGES := nginx prometheus wrk docker-compose
 SCENARIO ?= blog
 
 .PHONY: help bootstrap uv sync apt services run test test-unit test-stack lint bench load up down warm \
-	bench-asynccore bench-blog bench-orders bench-stream
+	bench-asynccore bench-blog bench-orders bench-stream dashboards
 
 help:
 	@echo "make run     the whole stack in the foreground (Ctrl-C stops it)"
@@ -40,7 +40,7 @@ lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src \
-		deploy/local/nginx_exporter.py deploy/tests
+		deploy/local/nginx_exporter.py deploy/tests deploy/grafana/generate.py
 
 # One pytest per package (each has its own conftest); exit 5 = "no tests collected" is not a failure.
 define pytest_each
@@ -65,7 +65,7 @@ test-stack: bootstrap
 run: bootstrap
 	@bash deploy/local/run
 
-bench: bench-asynccore bench-blog bench-orders bench-stream
+bench: bench-asynccore bench-blog bench-orders bench-stream dashboards
 
 bench-asynccore: bootstrap
 	$(UV) run python -m loadtests.bench.asynccore_red
@@ -86,7 +86,11 @@ warm: sync
 load: bootstrap
 	$(UV) run python -m loadtests.run $(SCENARIO)
 
+dashboards: sync
+	$(UV) run python deploy/grafana/generate.py
+
 up:
+	@test -f .env || { echo "cp .env.example .env and set its values first"; exit 1; }
 	docker compose up -d --build
 
 down:
