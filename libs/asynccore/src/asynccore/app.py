@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import orjson
@@ -18,8 +19,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from asynccore.errors import ApiError, error_response
-from asynccore.logs import configure_logging, request_id_middleware
-from asynccore.metrics import loop_lag_ctx, metrics_handler, red_middleware
+from asynccore.limits import DeadlineSweeper
+from asynccore.logs import (
+    REQUEST_ID_HEADER,
+    configure_logging,
+    incoming_request_id,
+    reset_request_id,
+    set_request_id,
+)
+from asynccore.metrics import CLIENT_GONE, loop_lag_ctx, metrics_handler, red_recorder, route_template
 from asynccore.settings import ServiceSettings
 from asynccore.tasks import Supervisor
 
@@ -61,36 +69,71 @@ def no_deadline(handler: Handler) -> Handler:
     return handler
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _error_response(request: web.Request, exc: Exception) -> web.Response:
     """Every error leaves as the JSON error shape; an unexpected one is logged and is a 500."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
+    if isinstance(exc, ApiError):
         return exc.response()
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400 or exc.content_type == "application/json":
-            raise
+            raise exc  # a redirect, or a handler's own JSON error: it leaves as it is
         field = "body" if exc.status != 404 else "path"
         kept = {k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")}
         return error_response(exc.status, {field: [exc.reason]}, kept)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error", extra={"path": request.path})
-        return error_response(500, {"server": ["internal error"]})
+    log.error("unhandled error", exc_info=exc, extra={"path": request.path})
+    return error_response(500, {"server": ["internal error"]})
 
 
-def deadline_middleware(timeout_s: float) -> Middleware:
+def edge_middleware(service: str, timeout_s: float) -> Middleware:
+    """Request id → RED metrics → errors → deadline, outermost first, as one middleware.
+
+    One layer rather than four because each aiohttp middleware layer costs a few µs per request (a
+    partial, a coroutine, its frame), which on a fast endpoint is most of what this stack costs;
+    ``python -m loadtests.bench.asynccore_red`` measures it. The order still holds: the request id
+    is set before anything logs, RED sees the final status (504s and 500s included), and the deadline
+    covers the handler only.
+    """
+    red = red_recorder(service)
+    deadlines = DeadlineSweeper(timeout_s)
+    expired = [f"deadline of {timeout_s:g}s exceeded"]
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if getattr(request.match_info.handler, "__no_deadline__", False):
-            return await handler(request)
+        start = time.perf_counter()
+        rid = incoming_request_id(request)
+        token = set_request_id(rid)
+        red.in_flight += 1
+        status = 500
+        task = asyncio.current_task()
+        assert task is not None  # aiohttp serves every request in a task
+        timed = not getattr(request.match_info.handler, "__no_deadline__", False)
+        cancelling = deadlines.enter(task) if timed else 0
+        timed_out = False
         try:
-            async with asyncio.timeout(timeout_s):
-                return await handler(request)
-        except TimeoutError:
-            return error_response(504, {"request": [f"deadline of {timeout_s:g}s exceeded"]})
+            try:
+                try:
+                    response = await handler(request)
+                finally:
+                    timed_out = timed and deadlines.leave(task, cancelling)
+            except asyncio.CancelledError:
+                if not timed_out:
+                    raise  # the client left or the server is stopping: nobody to answer
+                response = error_response(504, {"request": expired})
+            except Exception as exc:
+                response = _error_response(request, exc)
+            status = response.status
+            response.headers[REQUEST_ID_HEADER] = rid
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            exc.headers[REQUEST_ID_HEADER] = rid
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_GONE
+            raise
+        finally:
+            red.in_flight -= 1
+            reset_request_id(token)
+            red.observe(route_template(request), request.method, status, time.perf_counter() - start)
 
     return middleware
 
@@ -120,12 +163,16 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-def _supervisor_ctx(service: str, drain_timeout_s: float) -> CleanupCtx:
+def _drain_tasks_ctx(drain_timeout_s: float) -> CleanupCtx:
+    """Registered last, so it is torn down first: tasks drain while the resources they use are open.
+
+    aiohttp tears ``cleanup_ctx`` down only after in-flight requests finished, so a task a handler
+    spawned just before shutdown is drained too.
+    """
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        supervisor = Supervisor(service)
-        app[TASKS] = supervisor
         yield
-        await supervisor.close(drain_timeout_s)
+        await app[TASKS].close(drain_timeout_s)
 
     return ctx
 
@@ -137,35 +184,34 @@ def create_app(
     resources: Sequence[CleanupCtx] = (),
     middlewares: Iterable[Middleware] = (),
 ) -> web.Application:
-    """An app with the shared middlewares, health routes, a task supervisor and ``resources``."""
+    """An app with the shared middlewares, health routes, a task supervisor and ``resources``.
+
+    Give every resource that background tasks use through ``resources``: they open in order, and
+    close (in reverse) only after supervised tasks have drained.
+    """
     app = web.Application(
         client_max_size=settings.client_max_size,
-        middlewares=[
-            request_id_middleware,
-            red_middleware(service),
-            error_middleware,
-            deadline_middleware(settings.request_timeout_s),
-            *middlewares,
-        ],
+        middlewares=[edge_middleware(service, settings.request_timeout_s), *middlewares],
     )
     app[SERVICE] = service
     app[SETTINGS] = settings
     app[READINESS] = {}
+    app[TASKS] = Supervisor(service)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.extend(
         [
-            _supervisor_ctx(service, settings.shutdown_timeout_s),
             loop_lag_ctx(service, warn_after_s=settings.slow_callback_s),
             *resources,
+            _drain_tasks_ctx(settings.shutdown_timeout_s),
         ]
     )
     return app
 
 
 def run(app: web.Application, port: int, host: str = "0.0.0.0") -> None:
-    """Serve ``app`` on uvloop until SIGTERM/SIGINT, then drain within the shutdown timeout."""
+    """Serve ``app`` on uvloop (``EVENT_LOOP=asyncio``: the stdlib loop) until SIGTERM/SIGINT, then drain."""
     settings = app[SETTINGS]
     configure_logging(app[SERVICE], settings.log_level, json=settings.log_json)
 
@@ -175,6 +221,6 @@ def run(app: web.Application, port: int, host: str = "0.0.0.0") -> None:
         port=port,
         shutdown_timeout=settings.shutdown_timeout_s,
         access_log=None,
-        loop=uvloop.new_event_loop(),
+        loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else asyncio.new_event_loop(),
         print=lambda *_: log.info("%s listening on %s:%d", app[SERVICE], host, port),
     )

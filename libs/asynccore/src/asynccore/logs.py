@@ -6,23 +6,64 @@ log line, outgoing HTTP call (see :mod:`asynccore.pools.http`) and published mes
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import sys
-import uuid
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from aiohttp import web
+from multidict import istr
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["REQUEST_ID_HEADER", "configure_logging", "current_request_id", "request_id_middleware"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "configure_logging",
+    "current_request_id",
+    "incoming_request_id",
+    "new_request_id",
+    "request_id_middleware",
+    "reset_request_id",
+    "set_request_id",
+]
 
-REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_HEADER = istr("X-Request-ID")
+MAX_REQUEST_ID_LEN = 128
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Ids need to be unique, not secret: a random per-process prefix plus a counter costs a fifth of uuid4.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count()
 
 
 def current_request_id() -> str | None:
     return _request_id.get()
+
+
+def new_request_id() -> str:
+    """32 hex characters, unique across processes and restarts."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
+def incoming_request_id(request: web.Request) -> str:
+    """The id the caller sent in ``X-Request-ID`` if it is usable, else a new one.
+
+    A client-sent id goes into every log line and outgoing call: it must be short and printable.
+    """
+    sent = request.headers.get(REQUEST_ID_HEADER)
+    if sent and len(sent) <= MAX_REQUEST_ID_LEN and sent.isascii() and sent.isprintable():
+        return sent
+    return new_request_id()
+
+
+def set_request_id(rid: str | None) -> Token[str | None]:
+    """Make ``rid`` the current request id (e.g. from a consumed message's headers) until reset."""
+    return _request_id.set(rid)
+
+
+def reset_request_id(token: Token[str | None]) -> None:
+    _request_id.reset(token)
 
 
 class _RequestIdFilter(logging.Filter):
@@ -57,7 +98,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    rid = incoming_request_id(request)
     token = _request_id.set(rid)
     try:
         response = await handler(request)

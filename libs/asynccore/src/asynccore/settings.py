@@ -7,12 +7,13 @@ instead of at the first request that needs the value.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretBytes, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 __all__ = ["ServiceSettings", "load_settings", "read_kafka_bootstrap"]
 
@@ -30,11 +31,15 @@ class ServiceSettings(BaseSettings):
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     client_max_size: int = Field(default=1024 * 1024, gt=0)
     slow_callback_s: float = Field(default=0.1, gt=0)
+    # uvloop in production; "asyncio" (the stdlib loop) lets the benchmark measure what uvloop buys.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Where the local stack writes run-time facts (e.g. the mock Kafka bootstrap address).
     asyncstack_run_dir: Path = Path("/tmp/asyncstack")
 
 
 S = TypeVar("S", bound=BaseSettings)
+
+_SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:
@@ -43,11 +48,36 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         return cls(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]).upper() or "settings"
+        variable = _env_variable(cls, first["loc"])
         given = first.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        print(f"config error: {field}: {first['msg']}{shown}", file=sys.stderr)
-        raise SystemExit(2) from None
+        shown = "" if isinstance(given, dict) or _is_secret(cls, first["loc"]) else f" (got {given!r})"
+        line = f"config error: {variable}: {first['msg']}{shown}"
+    except SettingsError as exc:
+        # A complex field (list, dict) whose env value is not valid JSON fails before validation.
+        found = _SETTINGS_ERROR_FIELD.search(str(exc))
+        variable = _env_variable(cls, (found.group(1),)) if found else "settings"
+        line = f"config error: {variable}: cannot parse value ({exc.__cause__ or exc})"
+    print(" ".join(line.split()), file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _env_variable(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    """The environment variable an error location comes from, as an operator would type it."""
+    if not loc:
+        return "settings"
+    head, *rest = (str(part) for part in loc)
+    # An alias is the variable's full name; a field name gets the model's prefix.
+    name = cls.model_config.get("env_prefix", "") + head if head in cls.model_fields else head
+    delimiter = cls.model_config.get("env_nested_delimiter") or "."
+    return delimiter.join([name, *rest]).upper()
+
+
+def _is_secret(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> bool:
+    """Whether the value must not be echoed (``SecretStr``, ``SecretStr | None`` …)."""
+    field = cls.model_fields.get(str(loc[0])) if loc else None
+    if field is None:
+        return False
+    return any(t in (SecretStr, SecretBytes) for t in (field.annotation, *get_args(field.annotation)))
 
 
 def read_kafka_bootstrap(explicit: str | None, run_dir: Path) -> str:

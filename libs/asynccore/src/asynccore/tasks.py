@@ -8,6 +8,7 @@ periodic jobs, and on shutdown first lets tasks drain for a bounded time, then c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -27,6 +28,7 @@ class Supervisor:
         self.service = service
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._stopping = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -45,10 +47,14 @@ class Supervisor:
     def every(
         self, interval_s: float, job: Callable[[], Awaitable[object]], *, name: str
     ) -> asyncio.Task[Any]:
-        """Run ``job`` every ``interval_s`` seconds until shutdown; one failing run does not stop the next."""
+        """Run ``job`` every ``interval_s`` seconds until shutdown; one failing run does not stop the next.
+
+        At shutdown a run in progress may finish (it drains like any task); the pause between runs ends
+        at once, so an idle periodic job never holds shutdown up for the whole drain timeout.
+        """
 
         async def loop() -> None:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     await job()
                 except asyncio.CancelledError:
@@ -56,7 +62,9 @@ class Supervisor:
                 except Exception:
                     TASK_FAILURES.labels(self.service, name).inc()
                     log.exception("periodic task failed", extra={"task": name})
-                await asyncio.sleep(interval_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval_s):
+                        await self._stopping.wait()
 
         return self.spawn(loop(), name=name)
 
@@ -73,6 +81,7 @@ class Supervisor:
     async def close(self, drain_timeout_s: float) -> None:
         """Refuse new tasks, wait up to ``drain_timeout_s`` for running ones, cancel what is left."""
         self._closing = True
+        self._stopping.set()
         if not self._tasks:
             return
         pending = set(self._tasks)

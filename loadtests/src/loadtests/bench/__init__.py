@@ -1,0 +1,1 @@
+"""Micro-benchmarks that drive real server processes with ``wrk`` on loopback."""

@@ -1,0 +1,185 @@
+"""What asynccore's middleware stack costs per request, measured.
+
+``python -m loadtests.bench.asynccore_red [--quick]`` starts two real server processes on free
+loopback ports: a bare aiohttp app with a trivial handler, and the same handler inside ``create_app``
+with the whole asynccore stack (request id → RED metrics → errors → deadline). Both run on uvloop
+with asyncio debug mode off, as in production. ``wrk --latency`` drives them in turn, A/B/A/B…, so
+drift in the machine hits both alike, and the medians over rounds go into a markdown table (stdout;
+progress on stderr) with the throughput ratio. Target: the stack costs at most 5 % of bare throughput.
+
+req/s moves with whatever else the machine runs; the server's own CPU time per request (from
+``/proc``) barely does, so the table shows both. With two or more CPUs the servers are pinned to
+CPU 0 and wrk to the others, so a server never competes with its own load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+
+from aiohttp import web
+
+from asynccore.testing import ServiceProcess, free_port
+from loadtests.bench.wrk import WrkResult, median_of, run_wrk, wrk_argv
+
+ROUTE = "/hello/{name}"
+PATH = "/hello/world"
+BODY = b'{"hello":"world"}'
+VARIANTS = {"bare": "bare aiohttp", "stack": "asynccore stack"}
+TARGET_LOSS = 0.05
+SERVER_CPU = 0
+WRK_TIMEOUT_S = 2
+
+
+async def hello(request: web.Request) -> web.Response:
+    return web.Response(body=BODY, content_type="application/json")
+
+
+def serve(variant: str, port: int) -> None:
+    """Run one server in this process until SIGTERM (the ``--serve`` side of the benchmark)."""
+    import uvloop
+
+    if variant == "bare":
+        app = web.Application()
+        app.router.add_get(ROUTE, hello)
+        web.run_app(
+            app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+        )
+        return
+    from asynccore.app import create_app, run
+    from asynccore.settings import ServiceSettings, load_settings
+
+    app = create_app("bench", load_settings(ServiceSettings))
+    app.router.add_get(ROUTE, hello)
+    run(app, port, host="127.0.0.1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    wrk: WrkResult
+    server_cpu_us: float  # server CPU time (user + system) per request served
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used, from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    url: str, pid: int, args: argparse.Namespace, duration_s: int, cpus: set[int] | None
+) -> Round:
+    """One wrk run against ``url``, with the CPU time the server spent per request it answered."""
+    before = cpu_seconds(pid)
+    result = await run_wrk(
+        url,
+        connections=args.connections,
+        duration_s=duration_s,
+        threads=args.threads,
+        timeout_s=WRK_TIMEOUT_S,
+        cpus=cpus,
+    )
+    return Round(result, (cpu_seconds(pid) - before) * 1e6 / max(result.requests, 1))
+
+
+def table(rounds: dict[str, list[Round]], args: argparse.Namespace) -> str:
+    median = {variant: median_of([r.wrk for r in runs]) for variant, runs in rounds.items()}
+    cpu = {variant: statistics.median(r.server_cpu_us for r in runs) for variant, runs in rounds.items()}
+    command = " ".join(wrk_argv("URL", connections=args.connections, duration_s=args.duration,
+                                threads=args.threads, timeout_s=WRK_TIMEOUT_S))  # fmt: skip
+    lines = [
+        f"`{command}` per variant, {args.rounds} rounds alternating A/B, medians; "
+        f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"uvloop, asyncio debug off; load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        "",
+        "| variant | req/s | p50 ms | p99 ms | server CPU µs/req | req/s per round | errors |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for variant, label in VARIANTS.items():
+        m = median[variant]
+        per_round = ", ".join(f"{r.wrk.requests_per_s:.0f}" for r in rounds[variant])
+        lines.append(
+            f"| {label} | {m.requests_per_s:.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
+            f"{cpu[variant]:.1f} | {per_round} | {m.errors} |"
+        )
+    ratio = median["stack"].requests_per_s / median["bare"].requests_per_s
+    cpu_ratio = cpu["bare"] / cpu["stack"]
+    verdict = "within" if 1 - ratio <= TARGET_LOSS else "OVER"
+    lines += [
+        "",
+        f"Throughput ratio stack/bare: **{ratio:.3f}** (loss {100 * (1 - ratio):.1f} %, {verdict} the "
+        f"{100 * TARGET_LOSS:.0f} % target); by server CPU per request: **{cpu_ratio:.3f}** "
+        f"(+{cpu['stack'] - cpu['bare']:.1f} µs per request).",
+    ]
+    return "\n".join(lines)
+
+
+async def bench(args: argparse.Namespace) -> str:
+    pinned = (os.cpu_count() or 1) >= 2 and not args.no_pin
+    wrk_cpus = set(range(os.cpu_count() or 1)) - {SERVER_CPU} if pinned else None
+    # Debug mode would dominate what we measure; an empty value switches it off.
+    env = {"PYTHONASYNCIODEBUG": "", "LOG_LEVEL": "WARNING"}
+    servers: dict[str, tuple[ServiceProcess, str, int]] = {}
+    try:
+        for variant in VARIANTS:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}{PATH}"
+            argv = [sys.executable, "-m", "loadtests.bench.asynccore_red", "--serve", variant]
+            process = ServiceProcess([*argv, "--port", str(port)], env=env, health_url=url, name=variant)
+            servers[variant] = (process, url, 0)
+            await process.start(timeout=30)
+            assert process.pid is not None
+            if pinned:
+                os.sched_setaffinity(process.pid, {SERVER_CPU})
+            servers[variant] = (process, url, process.pid)
+        for _, url, pid in servers.values():
+            await measure(url, pid, args, args.warmup, wrk_cpus)
+        rounds: dict[str, list[Round]] = {variant: [] for variant in VARIANTS}
+        for round_no in range(1, args.rounds + 1):
+            for variant, (_, url, pid) in servers.items():
+                result = await measure(url, pid, args, args.duration, wrk_cpus)
+                rounds[variant].append(result)
+                print(
+                    f"round {round_no} {variant:5s} {result.wrk.requests_per_s:9.0f} req/s "
+                    f"p50 {result.wrk.p50_ms:.2f} ms p99 {result.wrk.p99_ms:.2f} ms "
+                    f"cpu {result.server_cpu_us:.1f} µs/req errors {result.wrk.errors}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        return table(rounds, args)
+    finally:
+        for process, _, _ in servers.values():
+            await process.stop(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="asynccore middleware overhead vs bare aiohttp (wrk)")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server (default 2)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 3 s (a smoke run)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and wrk to CPUs")
+    parser.add_argument("--serve", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 3, 3, 1
+    if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 120:
+        parser.error("need 1 <= --rounds <= 20 and 1 <= --duration <= 120 (the run must stay bounded)")
+    print(asyncio.run(bench(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,588 @@
+"""Blog: what the cache buys, against the ceiling, under churn, in a stampede, and over time.
+
+``python -m loadtests.bench.blog`` runs everything in one go on loopback, with wrk (``/usr/bin/wrk``)
+at 64 connections and bounded durations, and prints markdown tables on stdout (progress on stderr):
+
+* **servers** — real processes on free ports, uvloop, asyncio debug off, one SQLite file seeded
+  through the API (``--articles`` articles with markdown bodies, tags, comments, favorites), a private
+  ``redis-server`` (so it can be flushed): the blog with its cache (two replicas), the blog with
+  ``BLOG_CACHE_ENABLED=false`` (the uncached path), and two ceilings serving *the same bytes* the blog
+  sends — a bare aiohttp handler (the issue's ceiling) and the same handler inside asynccore's
+  ``create_app`` (what the shared middleware stack alone allows). Servers are pinned to CPU 0, wrk to
+  the other CPUs, so a server never competes with its own load generator.
+* **endpoints** — the anonymous article list (``/api/articles``), one article (``/api/articles/{slug}``)
+  and its HTML page (``/article/{slug}``): each on each server, A/B/C/D per round, median of rounds.
+* **churn** — the list on the cached blog while Redis is flushed every 0.5 s.
+* **cold-key burst** — a hot article's version key is deleted (as an expiry would) and 200 readers hit
+  it at once, 100 on each cached replica; ``blog_sqlite_queries_total{query="article_by_slug"}`` from
+  both replicas' ``/metrics`` says how many reached SQLite.
+* **memory** — a 90 % read / 10 % write mix (favorite toggles, article edits) for ``--soak-s`` seconds
+  (default 600) against the cached blog, its RSS sampled every few seconds.
+
+Targets (issue 3): cached ≥ 70 % of the ceiling and ≥ 5x the uncached path, p99 < 20 ms; under churn
+p99 ≤ 2x the warm p99; the burst costs 1 query; RSS flat (≤ 10 % growth after warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from asynccore.testing import RedisServer, ServiceProcess, free_port, metric_value
+from loadtests.bench.wrk import WrkResult, median_of, run_wrk
+
+CONNECTIONS = 64
+SERVER_CPU = 0
+JWT_SECRET = "bench-secret-of-at-least-thirty-two-bytes"
+PREFIX = "bench"
+TAGS = [f"topic{i}" for i in range(20)]
+VARIANTS = {
+    "cached": "blog, cached",
+    "uncached": "blog, cache disabled",
+    "bare": "ceiling: bare aiohttp, same bytes",
+    "stack": "ceiling: asynccore app, same bytes",
+}
+ENDPOINTS = (("list", "/api/articles"), ("article", "/api/articles/{slug}"), ("page", "/article/{slug}"))
+CEILING_FILES = {"list": "list.json", "article": "article.json", "page": "page.html"}
+CONTENT_TYPES = {
+    "list": "application/json",
+    "article": "application/json",
+    "page": "text/html; charset=utf-8",
+}
+
+TARGET_CEILING = 0.70
+TARGET_UNCACHED = 5.0
+TARGET_P99_MS = 20.0
+TARGET_CHURN = 2.0
+TARGET_MEMORY_GROWTH = 0.10
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- the ceiling servers
+
+
+def serve_ceiling(stack: str, port: int, bodies: Path) -> None:
+    """Serve the blog's own bytes from files, as cheaply as aiohttp allows (the ``--serve-ceiling`` side)."""
+    import uvloop
+
+    def handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        body = (bodies / CEILING_FILES[name]).read_bytes()
+        headers = {"Content-Type": CONTENT_TYPES[name]}
+
+        async def send(request: web.Request) -> web.Response:
+            return web.Response(body=body, headers=headers)
+
+        return send
+
+    routes = [
+        web.get("/api/articles", handler("list")),
+        web.get("/api/articles/{slug}", handler("article")),
+        web.get("/article/{slug}", handler("page")),
+    ]
+    if stack == "bare":
+        app = web.Application()
+        app.router.add_routes(routes)
+        web.run_app(
+            app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+        )
+        return
+    from asynccore.app import create_app, run
+    from asynccore.settings import ServiceSettings, load_settings
+
+    app = create_app("ceiling", load_settings(ServiceSettings))
+    app.router.add_routes(routes)
+    run(app, port, host="127.0.0.1")
+
+
+# ---------------------------------------------------------------------------- the stack under test
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    redis: RedisServer
+    servers: dict[str, ServiceProcess] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+    replica_url: str = ""
+    token: str = ""
+    author_slugs: list[str] = field(default_factory=list)
+    hot_slug: str = ""
+
+
+def _pin(process: ServiceProcess, cpus: set[int] | None) -> None:
+    if cpus and process.pid is not None:
+        os.sched_setaffinity(process.pid, cpus)
+
+
+async def _start(
+    name: str, argv: list[str], env: dict[str, str], cpus: set[int] | None
+) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = ServiceProcess(
+        argv,
+        env={**env, "BLOG_PORT": str(port), "PYTHONASYNCIODEBUG": ""},
+        health_url=f"{url}/healthz",
+        name=name,
+    )
+    await process.start(timeout=60)
+    _pin(process, cpus)
+    return process, url
+
+
+async def _ceiling(name: str, stack: str, bodies: Path, cpus: set[int] | None) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtests.bench.blog",
+        "--serve-ceiling",
+        stack,
+        "--port",
+        str(port),
+        "--bodies",
+        str(bodies),
+    ]
+    env = {"PYTHONASYNCIODEBUG": "", "LOG_LEVEL": "WARNING"}
+    # /healthz only exists on the asynccore stack; the list route answers on both.
+    process = ServiceProcess(argv, env=env, health_url=f"{url}/api/articles", name=name)
+    await process.start(timeout=60)
+    _pin(process, cpus)
+    return process, url
+
+
+def blog_env(stack: Stack, **overrides: str) -> dict[str, str]:
+    return {
+        "BLOG_DB_PATH": str(stack.tmp / "blog.db"),
+        "REDIS_URL": stack.redis.url,
+        "BLOG_CACHE_PREFIX": PREFIX,
+        "JWT_SECRET": JWT_SECRET,
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+
+
+async def seed(http: aiohttp.ClientSession, url: str, articles: int) -> tuple[str, list[str]]:
+    """Users, articles (markdown bodies ~2 KB), comments and favorites through the API."""
+    rng = random.Random(7)
+    tokens = []
+    for i in range(8):
+        user = {"username": f"writer{i}", "email": f"writer{i}@bench.local", "password": "bench-password"}
+        async with http.post(f"{url}/api/users", json={"user": user}) as resp:
+            resp.raise_for_status()
+            tokens.append((await resp.json())["user"]["token"])
+    paragraph = "Cache-aside with **versioned keys** keeps reads cheap and writes honest. " * 6
+    own_slugs: list[str] = []
+    for i in range(articles):
+        token = tokens[i % len(tokens)]
+        body = f"# Part {i}\n\n" + "\n\n".join([paragraph] * 4) + "\n\n```python\nprint('hi')\n```\n"
+        article = {
+            "title": f"Notes on caching, part {i}",
+            "description": f"What part {i} is about",
+            "body": body,
+            "tagList": rng.sample(TAGS, 3),
+        }
+        headers = {"Authorization": f"Token {token}"}
+        async with http.post(f"{url}/api/articles", json={"article": article}, headers=headers) as resp:
+            resp.raise_for_status()
+            slug = (await resp.json())["article"]["slug"]
+        if token == tokens[0]:
+            own_slugs.append(slug)
+        if i % 4 == 0:
+            comment = {"comment": {"body": f"Comment on part {i}"}}
+            async with http.post(
+                f"{url}/api/articles/{slug}/comments", json=comment, headers=headers
+            ) as resp:
+                resp.raise_for_status()
+            async with http.post(f"{url}/api/articles/{slug}/favorite", headers=headers) as resp:
+                resp.raise_for_status()
+    return tokens[0], own_slugs
+
+
+@contextlib.asynccontextmanager
+async def stack_up(args: argparse.Namespace) -> AsyncIterator[Stack]:
+    many_cpus = (os.cpu_count() or 1) >= 2 and not args.no_pin
+    server_cpus = {SERVER_CPU} if many_cpus else None
+    with tempfile.TemporaryDirectory(prefix="bench-blog-") as tmp:
+        redis = RedisServer()
+        stack = Stack(Path(tmp), redis)
+        try:
+            await redis.start()
+            log("starting the cached blog and seeding it through the API")
+            stack.servers["cached"], stack.urls["cached"] = await _start(
+                "blog-cached", [sys.executable, "-m", "blog"], blog_env(stack), server_cpus
+            )
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+                stack.token, stack.author_slugs = await seed(http, stack.urls["cached"], args.articles)
+                stack.hot_slug = stack.author_slugs[0]
+                bodies = stack.tmp / "bodies"
+                bodies.mkdir()
+                for name, path in paths(stack).items():
+                    async with http.get(stack.urls["cached"] + path) as resp:
+                        resp.raise_for_status()
+                        (bodies / CEILING_FILES[name]).write_bytes(await resp.read())
+            stack.servers["replica"], stack.replica_url = await _start(
+                "blog-replica", [sys.executable, "-m", "blog"], blog_env(stack), server_cpus
+            )
+            stack.servers["uncached"], stack.urls["uncached"] = await _start(
+                "blog-uncached",
+                [sys.executable, "-m", "blog"],
+                blog_env(stack, BLOG_CACHE_ENABLED="false", BLOG_CACHE_PREFIX=f"{PREFIX}-off"),
+                server_cpus,
+            )
+            for variant in ("bare", "stack"):
+                stack.servers[variant], stack.urls[variant] = await _ceiling(
+                    f"ceiling-{variant}", variant, bodies, server_cpus
+                )
+            yield stack
+        finally:
+            for process in stack.servers.values():
+                await process.stop()
+            await redis.stop()
+
+
+def paths(stack: Stack) -> dict[str, str]:
+    return {
+        "list": "/api/articles",
+        "article": f"/api/articles/{stack.hot_slug}",
+        "page": f"/article/{stack.hot_slug}",
+    }
+
+
+def wrk_cpus(args: argparse.Namespace) -> set[int] | None:
+    if (os.cpu_count() or 1) < 2 or args.no_pin:
+        return None
+    return set(range(os.cpu_count() or 1)) - {SERVER_CPU}
+
+
+# ---------------------------------------------------------------------------- measurements
+
+
+async def endpoints(stack: Stack, args: argparse.Namespace) -> dict[tuple[str, str], WrkResult]:
+    runs: dict[tuple[str, str], list[WrkResult]] = {}
+    for round_ in range(args.rounds):
+        for name, path in paths(stack).items():
+            for variant in VARIANTS:
+                url = stack.urls[variant] + path
+                await run_wrk(url, connections=args.connections, duration_s=args.warmup, cpus=wrk_cpus(args))
+                result = await run_wrk(
+                    url, connections=args.connections, duration_s=args.duration, cpus=wrk_cpus(args)
+                )
+                runs.setdefault((name, variant), []).append(result)
+                figures = f"{result.requests_per_s:9.0f} req/s  p99 {result.p99_ms:6.2f} ms"
+                log(f"round {round_ + 1} {name:8} {variant:9} {figures}")
+    return {key: median_of(results) for key, results in runs.items()}
+
+
+async def churn(stack: Stack, args: argparse.Namespace) -> WrkResult:
+    """The list while Redis loses everything every 0.5 s."""
+    redis = Redis.from_url(stack.redis.url, socket_timeout=2)
+    flushes = 0
+
+    async def flusher() -> None:
+        nonlocal flushes
+        while True:
+            await asyncio.sleep(0.5)
+            await redis.flushall()
+            flushes += 1
+
+    task = asyncio.create_task(flusher())
+    try:
+        url = stack.urls["cached"] + paths(stack)["list"]
+        result = await run_wrk(
+            url, connections=args.connections, duration_s=args.duration, cpus=wrk_cpus(args)
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await redis.aclose()
+    log(f"churn: {flushes} flushes, {result.requests_per_s:.0f} req/s, p99 {result.p99_ms:.2f} ms")
+    return result
+
+
+async def _queries(http: aiohttp.ClientSession, url: str) -> float:
+    async with http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    return metric_value(text, "blog_sqlite_queries_total", query="article_by_slug") or 0.0
+
+
+async def cold_key_burst(stack: Stack, readers: int = 200) -> float:
+    """SQLite queries caused by ``readers`` concurrent reads of a key that just went cold, on two replicas."""
+    replicas = [stack.urls["cached"], stack.replica_url]
+    path = paths(stack)["article"]
+    connector = aiohttp.TCPConnector(limit=readers + 10)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+        for url in replicas:  # both replicas hot first
+            async with http.get(url + path) as resp:
+                resp.raise_for_status()
+        redis = Redis.from_url(stack.redis.url, socket_timeout=2)
+        try:
+            # What expiry does to a hot key: its version is gone, so every tier misses.
+            await redis.delete(f"{PREFIX}:v:a:{stack.hot_slug}")
+        finally:
+            await redis.aclose()
+        await asyncio.sleep(0.2)  # the replicas apply Redis's invalidation push
+        before = sum([await _queries(http, url) for url in replicas])
+        start = asyncio.Event()
+
+        async def read(url: str) -> int:
+            await start.wait()
+            async with http.get(url + path) as resp:
+                await resp.read()
+                return resp.status
+
+        tasks = [asyncio.create_task(read(replicas[i % 2])) for i in range(readers)]
+        await asyncio.sleep(0)
+        start.set()
+        statuses = await asyncio.gather(*tasks)
+        after = sum([await _queries(http, url) for url in replicas])
+    if set(statuses) != {200}:
+        raise RuntimeError(f"burst answers: {sorted(set(statuses))}")
+    log(f"cold-key burst: {readers} readers on 2 replicas, {after - before:.0f} SQLite queries")
+    return after - before
+
+
+def soak_script(stack: Stack) -> str:
+    slugs = ", ".join(f'"{slug}"' for slug in stack.author_slugs[:20])
+    return f"""
+local slugs = {{{slugs}}}
+local token = "Token {stack.token}"
+local counter = 0
+request = function()
+  counter = counter + 1
+  local slug = slugs[math.random(#slugs)]
+  local dice = math.random(100)
+  if dice <= 30 then return wrk.format("GET", "/api/articles") end
+  if dice <= 55 then return wrk.format("GET", "/api/articles/" .. slug) end
+  if dice <= 80 then return wrk.format("GET", "/article/" .. slug) end
+  if dice <= 85 then return wrk.format("GET", "/api/tags") end
+  if dice <= 90 then return wrk.format("GET", "/?page=" .. math.random(3)) end
+  if dice <= 95 then
+    local method = "POST"
+    if math.random(2) == 1 then method = "DELETE" end
+    return wrk.format(method, "/api/articles/" .. slug .. "/favorite", {{["Authorization"] = token}})
+  end
+  local body = '{{"article":{{"body":"edited ' .. counter .. '"}}}}'
+  return wrk.format("PUT", "/api/articles/" .. slug,
+    {{["Authorization"] = token, ["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@dataclass
+class Memory:
+    samples: list[tuple[float, float]]  # (seconds since start, RSS MiB)
+    load: WrkResult
+
+    def window(self, start: float, end: float) -> float:
+        values = [rss for t, rss in self.samples if start <= t <= end]
+        return statistics.median(values) if values else float("nan")
+
+    @property
+    def warm(self) -> float:
+        total = self.samples[-1][0]
+        return self.window(total * 0.1, total * 0.2)
+
+    @property
+    def end(self) -> float:
+        total = self.samples[-1][0]
+        return self.window(total * 0.9, total)
+
+    @property
+    def growth(self) -> float:
+        return self.end / self.warm - 1
+
+
+async def memory_soak(stack: Stack, args: argparse.Namespace) -> Memory:
+    pid = stack.servers["cached"].pid
+    assert pid is not None
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    samples: list[tuple[float, float]] = []
+
+    async def sampler() -> None:
+        while True:
+            samples.append((loop.time() - began, rss_mib(pid)))
+            await asyncio.sleep(max(1.0, args.soak_s / 120))
+
+    task = asyncio.create_task(sampler())
+    try:
+        url = stack.urls["cached"] + "/"
+        load = await run_wrk(
+            url,
+            connections=args.connections,
+            duration_s=args.soak_s,
+            lua=soak_script(stack),
+            cpus=wrk_cpus(args),
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    samples.append((loop.time() - began, rss_mib(pid)))
+    memory = Memory(samples, load)
+    log(f"memory: {memory.warm:.1f} MiB after warm-up, {memory.end:.1f} MiB at the end")
+    return memory
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+def row(what: str, measured: str, goal: str, met: bool | None) -> str:
+    shown = "—" if met is None else ("yes" if met else "**NO**")
+    return f"| {what} | {measured} | {goal} | {shown} |"
+
+
+def report(
+    args: argparse.Namespace,
+    results: dict[tuple[str, str], WrkResult],
+    churned: WrkResult,
+    burst: float,
+    memory: Memory | None,
+) -> str:
+    lines = [
+        "## Blog: cache, ceiling and churn",
+        "",
+        f"wrk -t2 -c{args.connections} -d{args.duration}s (after a {args.warmup}s warm-up per run), "
+        f"{args.rounds} round(s), variants interleaved, median per variant; {args.articles} seeded articles; "
+        "servers pinned to CPU 0, wrk to the rest; uvloop, asyncio debug off.",
+        "",
+        "| endpoint | server | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, path in ENDPOINTS:
+        for variant, label in VARIANTS.items():
+            r = results[(name, variant)]
+            figures = f"{r.requests_per_s:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors}"
+            lines.append(f"| `{path}` | {label} | {figures} |")
+    lines += ["", "| target (issue 3) | measured | goal | met |", "|---|---:|---:|---|"]
+    for name, _ in ENDPOINTS:
+        cached = results[(name, "cached")]
+        ceiling = cached.requests_per_s / results[(name, "bare")].requests_per_s
+        stack = cached.requests_per_s / results[(name, "stack")].requests_per_s
+        uncached = cached.requests_per_s / results[(name, "uncached")].requests_per_s
+        lines += [
+            row(
+                f"{name}: cached / bare-aiohttp ceiling",
+                f"{ceiling:.2f}",
+                f">= {TARGET_CEILING:.2f}",
+                ceiling >= TARGET_CEILING,
+            ),
+            row(f"{name}: cached / asynccore-app ceiling (context)", f"{stack:.2f}", "", None),
+            row(
+                f"{name}: cached / uncached",
+                f"{uncached:.1f}x",
+                f">= {TARGET_UNCACHED:.0f}x",
+                uncached >= TARGET_UNCACHED,
+            ),
+            row(
+                f"{name}: cached p99",
+                f"{cached.p99_ms:.2f} ms",
+                f"< {TARGET_P99_MS:.0f} ms",
+                cached.p99_ms < TARGET_P99_MS,
+            ),
+        ]
+    warm = results[("list", "cached")].p99_ms
+    churn_ratio = churned.p99_ms / warm
+    lines += [
+        row(
+            "list under churn (FLUSHALL every 0.5 s): p99 / warm p99",
+            f"{churned.p99_ms:.2f} / {warm:.2f} ms = {churn_ratio:.2f}",
+            f"<= {TARGET_CHURN:.0f}",
+            churn_ratio <= TARGET_CHURN,
+        ),
+        row("200-reader cold-key burst on 2 replicas: SQLite queries", f"{burst:.0f}", "1", burst == 1),
+    ]
+    if memory is not None:
+        lines.append(
+            row(
+                f"RSS over a {args.soak_s} s read/write mix ({memory.load.requests_per_s:.0f} req/s, "
+                f"{memory.load.errors} errors): end / after warm-up",
+                f"{memory.end:.1f} / {memory.warm:.1f} MiB ({memory.growth * 100:+.1f} %)",
+                f"<= +{TARGET_MEMORY_GROWTH * 100:.0f} %",
+                memory.growth <= TARGET_MEMORY_GROWTH,
+            )
+        )
+    lines += [
+        "",
+        f"Under churn: {churned.requests_per_s:.0f} req/s, p50 {churned.p50_ms:.2f} ms, "
+        f"{churned.errors} errors. The bare-aiohttp ceiling has no middleware at all; the asynccore-app "
+        "ceiling is the same handler behind the shared stack every service runs (request id, RED "
+        "metrics, errors, deadline), so the gap between the two ceilings is the stack's cost and the gap "
+        "from the second to the cached blog is the cache's.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def main_async(args: argparse.Namespace) -> str:
+    # SIGTERM (``timeout``, a supervisor) stops the servers this run started, like SIGINT does.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    per_run_s = args.duration + args.warmup + 30
+    async with stack_up(args) as stack:
+        async with asyncio.timeout(args.rounds * len(ENDPOINTS) * len(VARIANTS) * per_run_s):
+            results = await endpoints(stack, args)
+        async with asyncio.timeout(per_run_s):
+            churned = await churn(stack, args)
+        async with asyncio.timeout(60):
+            burst = await cold_key_burst(stack)
+        memory = None
+        if args.soak_s > 0:
+            async with asyncio.timeout(args.soak_s + 60):
+                memory = await memory_soak(stack, args)
+    return report(args, results, churned, burst, memory)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs: 1 round of 5 s, 30 s soak")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over all variants (median reported)")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--articles", type=int, default=200, help="articles seeded through the API")
+    parser.add_argument(
+        "--soak-s", type=int, default=600, help="seconds of read/write mix for memory (0: skip)"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and wrk to CPUs")
+    parser.add_argument("--serve-ceiling", choices=["bare", "stack"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_ceiling:
+        serve_ceiling(args.serve_ceiling, args.port, args.bodies)
+        return
+    if args.quick:
+        args.duration, args.warmup, args.rounds, args.soak_s, args.articles = 5, 1, 1, 30, 100
+    print(asyncio.run(main_async(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The RealWorld API (``/api/...``): thin handlers over the logic modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from asynccore.auth import issue_token, optional_caller, require_caller
+from asynccore.errors import ApiError
+from blog import articles, comments, profiles, tags, users
+from blog.inputs import (
+    LoginUser,
+    NewArticle,
+    NewComment,
+    NewUser,
+    UpdateArticle,
+    UpdateUser,
+    article_filters,
+    read_body,
+)
+from blog.resources import BLOG, CACHE, DB, PASSWORDS
+from blog.responses import JSON, cached_response
+
+__all__ = ["add_api_routes"]
+
+OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
+# Anonymous API reads may be stored but must be revalidated (ETag): a write shows on the next read.
+API_CACHE_CONTROL = "no-cache"
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type=JSON)
+
+
+def _secret(request: web.Request) -> str:
+    return request.app[BLOG].jwt_secret.get_secret_value()
+
+
+def _user_id(subject: str) -> int:
+    try:
+        return int(subject)
+    except ValueError:
+        raise ApiError(401, "token", "invalid subject") from None
+
+
+def viewer(request: web.Request) -> int | None:
+    caller = optional_caller(request, _secret(request))
+    return _user_id(caller.user_id) if caller else None
+
+
+def signed_in(request: web.Request) -> int:
+    return _user_id(require_caller(request, _secret(request)).user_id)
+
+
+def _user_response(request: web.Request, account: users.Account, status: int = 200) -> web.Response:
+    settings = request.app[BLOG]
+    token = issue_token(_secret(request), str(account.id), account.username, settings.jwt_ttl_s)
+    return _json(users.user_json(account, token), status)
+
+
+# ---------------------------------------------------------------------------- users
+
+
+async def register(request: web.Request) -> web.Response:
+    new = await read_body(request, "user", NewUser)
+    account = await users.register(request.app[DB], request.app[PASSWORDS], new)
+    return _user_response(request, account, 201)
+
+
+async def login(request: web.Request) -> web.Response:
+    credentials = await read_body(request, "user", LoginUser)
+    account = await users.login(request.app[DB], request.app[PASSWORDS], credentials)
+    return _user_response(request, account)
+
+
+async def current_user(request: web.Request) -> web.Response:
+    return _user_response(request, await users.account(request.app[DB], signed_in(request)))
+
+
+async def update_user(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    changes = await read_body(request, "user", UpdateUser)
+    app = request.app
+    return _user_response(request, await users.update(app[DB], app[CACHE], app[PASSWORDS], user_id, changes))
+
+
+# ---------------------------------------------------------------------------- profiles
+
+
+async def get_profile(request: web.Request) -> web.Response:
+    username = request.match_info["username"]
+    return _json(await profiles.read_profile(request.app[DB], username, viewer(request)))
+
+
+async def follow(request: web.Request) -> web.Response:
+    username = request.match_info["username"]
+    return _json(await profiles.follow(request.app[DB], signed_in(request), username))
+
+
+async def unfollow(request: web.Request) -> web.Response:
+    username = request.match_info["username"]
+    return _json(await profiles.unfollow(request.app[DB], signed_in(request), username))
+
+
+# ---------------------------------------------------------------------------- articles
+
+
+async def list_articles(request: web.Request) -> web.Response:
+    filters = article_filters(request)
+    reader = viewer(request)
+    if reader is None:
+        entry = await articles.list_cached(request.app[CACHE], request.app[DB], filters)
+        return cached_response(request, entry, JSON, API_CACHE_CONTROL)
+    return _json(await articles.list_for(request.app[CACHE], request.app[DB], filters, reader))
+
+
+async def feed(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    filters = article_filters(request, with_filters=False)
+    return _json(await articles.feed(request.app[DB], user_id, filters))
+
+
+async def get_article(request: web.Request) -> web.Response:
+    slug = request.match_info["slug"]
+    reader = viewer(request)
+    if reader is None:
+        entry = await articles.read_cached(request.app[CACHE], request.app[DB], slug)
+        return cached_response(request, entry, JSON, API_CACHE_CONTROL)
+    return _json(await articles.read(request.app[CACHE], request.app[DB], slug, reader))
+
+
+async def create_article(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    new = await read_body(request, "article", NewArticle)
+    return _json(await articles.create(request.app[DB], request.app[CACHE], user_id, new), 201)
+
+
+async def update_article(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    changes = await read_body(request, "article", UpdateArticle)
+    slug = request.match_info["slug"]
+    return _json(await articles.update(request.app[DB], request.app[CACHE], user_id, slug, changes))
+
+
+async def delete_article(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    await articles.delete(request.app[DB], request.app[CACHE], user_id, request.match_info["slug"])
+    return web.Response(status=204)
+
+
+async def favorite(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    slug = request.match_info["slug"]
+    return _json(await articles.favorite(request.app[DB], request.app[CACHE], user_id, slug))
+
+
+async def unfavorite(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    slug = request.match_info["slug"]
+    return _json(await articles.unfavorite(request.app[DB], request.app[CACHE], user_id, slug))
+
+
+# ---------------------------------------------------------------------------- comments
+
+
+async def list_comments(request: web.Request) -> web.Response:
+    slug = request.match_info["slug"]
+    return _json(await comments.list_json(request.app[DB], slug, viewer(request)))
+
+
+async def add_comment(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    new = await read_body(request, "comment", NewComment)
+    slug = request.match_info["slug"]
+    return _json(await comments.add(request.app[DB], request.app[CACHE], user_id, slug, new))
+
+
+async def delete_comment(request: web.Request) -> web.Response:
+    user_id = signed_in(request)
+    try:
+        comment_id = int(request.match_info["id"])
+    except ValueError:
+        raise ApiError(422, "id", "must be an integer") from None
+    slug = request.match_info["slug"]
+    await comments.delete(request.app[DB], request.app[CACHE], user_id, slug, comment_id)
+    return web.Response(status=204)
+
+
+# ---------------------------------------------------------------------------- tags, spec
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    entry = await tags.tags_cached(request.app[CACHE], request.app[DB])
+    return cached_response(request, entry, JSON, API_CACHE_CONTROL)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(OPENAPI)
+
+
+def add_api_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.post("/api/users", register),
+            web.post("/api/users/login", login),
+            web.get("/api/user", current_user),
+            web.put("/api/user", update_user),
+            web.get("/api/profiles/{username}", get_profile),
+            web.post("/api/profiles/{username}/follow", follow),
+            web.delete("/api/profiles/{username}/follow", unfollow),
+            web.get("/api/articles", list_articles),
+            web.post("/api/articles", create_article),
+            web.get("/api/articles/feed", feed),  # before {slug}, which would match "feed"
+            web.get("/api/articles/{slug}", get_article),
+            web.put("/api/articles/{slug}", update_article),
+            web.delete("/api/articles/{slug}", delete_article),
+            web.get("/api/articles/{slug}/comments", list_comments),
+            web.post("/api/articles/{slug}/comments", add_comment),
+            web.delete("/api/articles/{slug}/comments/{id}", delete_comment),
+            web.post("/api/articles/{slug}/favorite", favorite),
+            web.delete("/api/articles/{slug}/favorite", unfavorite),
+            web.get("/api/tags", list_tags),
+            web.get("/api/openapi.json", openapi),
+        ]
+    )

@@ -1,0 +1,301 @@
+"""Articles: read through the cache, list, feed, write — and which versions each write bumps.
+
+Version names (see :mod:`blog.versions`): ``a:<slug>`` for one article (its JSON and its page),
+``articles`` for everything that lists articles, ``tags`` for the tag list, ``users`` for author
+profiles shown inside articles. A write bumps exactly the versions whose readers could see it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from asynccore.errors import ApiError
+from asynccore.pools.sqlite import SQLiteDB
+from blog.cache import Cache, Entry
+from blog.db import execute, execute_many, fetch_all, fetch_one, utc_now
+from blog.inputs import ArticleFilters, NewArticle, UpdateArticle
+from blog.overlay import personalize
+from blog.profiles import profile_json
+from blog.users import USERS_VERSION
+
+__all__ = [
+    "ARTICLES_VERSION",
+    "TAGS_VERSION",
+    "article_version",
+    "create",
+    "delete",
+    "favorite",
+    "feed",
+    "fetch_article",
+    "fetch_page",
+    "list_cached",
+    "list_for",
+    "read",
+    "read_cached",
+    "slugify",
+    "unfavorite",
+    "update",
+]
+
+ARTICLES_VERSION = "articles"
+TAGS_VERSION = "tags"
+LIST_DEPS = (ARTICLES_VERSION, USERS_VERSION)
+
+
+def article_version(slug: str) -> str:
+    return f"a:{slug}"
+
+
+def article_deps(slug: str) -> tuple[str, ...]:
+    return (article_version(slug), USERS_VERSION)
+
+
+# Tags in order: SQLite 3.40 has no ORDER BY inside aggregates, a subquery keeps the scan order.
+_COLUMNS = (
+    "a.id, a.slug, a.title, a.description, a.body, a.created_at, a.updated_at, a.favorites_count,"
+    " u.username, u.bio, u.image,"
+    " (SELECT json_group_array(tag) FROM"
+    " (SELECT tag FROM article_tags t WHERE t.article_id = a.id ORDER BY tag)) AS tags"
+)
+_FROM = " FROM articles a JOIN users u ON u.id = a.author_id"
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "article", "not found")
+
+
+def article_json(row: Any, *, with_body: bool = True) -> dict[str, Any]:
+    """An article as RealWorld spells it, for nobody in particular (``favorited``/``following`` false)."""
+    article: dict[str, Any] = {"slug": row[1], "title": row[2], "description": row[3]}
+    if with_body:
+        article["body"] = row[4]
+    article["tagList"] = orjson.loads(row[11])
+    article["createdAt"] = row[5]
+    article["updatedAt"] = row[6]
+    article["favorited"] = False
+    article["favoritesCount"] = row[7]
+    article["author"] = profile_json(row[8], row[9], row[10], False)
+    return article
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+async def fetch_article(db: SQLiteDB, slug: str) -> dict[str, Any]:
+    """One article by slug, body included; 404 if there is none."""
+    async with db.read() as conn:
+        row = await fetch_one(conn, "article_by_slug", f"SELECT {_COLUMNS}{_FROM} WHERE a.slug = ?", (slug,))
+    if row is None:
+        raise _not_found()
+    return article_json(row)
+
+
+async def load_article(db: SQLiteDB, slug: str) -> bytes:
+    return orjson.dumps({"article": await fetch_article(db, slug)})
+
+
+async def read_cached(cache: Cache, db: SQLiteDB, slug: str) -> Entry:
+    """``{"article": …}`` as shared, ready-to-send bytes."""
+    return await cache.get("article", slug, article_deps(slug), lambda: load_article(db, slug))
+
+
+async def read(cache: Cache, db: SQLiteDB, slug: str, viewer_id: int | None) -> bytes:
+    return await personalize(db, (await read_cached(cache, db, slug)).body, viewer_id)
+
+
+def _filters_sql(filters: ArticleFilters) -> tuple[str, list[Any]]:
+    """WHERE clause and parameters; only constant fragments are joined, values are bound."""
+    where: list[str] = []
+    params: list[Any] = []
+    if filters.tag is not None:
+        where.append("a.id IN (SELECT article_id FROM article_tags WHERE tag = ?)")
+        params.append(filters.tag)
+    if filters.author is not None:
+        where.append("a.author_id = (SELECT id FROM users WHERE username = ?)")
+        params.append(filters.author)
+    if filters.favorited is not None:
+        where.append(
+            "a.id IN (SELECT article_id FROM favorites"
+            " WHERE user_id = (SELECT id FROM users WHERE username = ?))"
+        )
+        params.append(filters.favorited)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+async def fetch_page(
+    db: SQLiteDB, filters: ArticleFilters, *, with_body: bool = False
+) -> tuple[list[dict[str, Any]], int]:
+    """The articles ``filters`` select, newest first (bodies only if asked); and how many match in all.
+
+    One statement: the window count rides along with the page. Only a page past the end (no rows to
+    carry it) costs a second, counting statement.
+    """
+    where, params = _filters_sql(filters)
+    sql = f"SELECT {_COLUMNS}, COUNT(*) OVER () {_FROM}{where} ORDER BY a.id DESC LIMIT ? OFFSET ?"
+    async with db.read() as conn:
+        rows = await fetch_all(conn, "article_list", sql, (*params, filters.limit, filters.offset))
+        if rows:
+            total = int(rows[0][12])
+        elif filters.offset == 0:
+            total = 0
+        else:
+            counted = await fetch_one(conn, "article_count", f"SELECT count(*){_FROM}{where}", params)
+            total = int(counted[0]) if counted else 0
+    return [article_json(row, with_body=with_body) for row in rows], total
+
+
+async def load_list(db: SQLiteDB, filters: ArticleFilters) -> bytes:
+    articles, total = await fetch_page(db, filters)
+    return orjson.dumps({"articles": articles, "articlesCount": total})
+
+
+async def list_cached(cache: Cache, db: SQLiteDB, filters: ArticleFilters) -> Entry:
+    """``{"articles": […], "articlesCount": n}`` as shared, ready-to-send bytes."""
+    return await cache.get("list", filters.cache_key(), LIST_DEPS, lambda: load_list(db, filters))
+
+
+async def list_for(cache: Cache, db: SQLiteDB, filters: ArticleFilters, viewer_id: int | None) -> bytes:
+    return await personalize(db, (await list_cached(cache, db, filters)).body, viewer_id)
+
+
+async def feed(db: SQLiteDB, viewer_id: int, filters: ArticleFilters) -> bytes:
+    """Articles by authors ``viewer_id`` follows, newest first: personal, so never cached."""
+    sql = (
+        f"SELECT {_COLUMNS}, COUNT(*) OVER (),"  # noqa: S608
+        " EXISTS(SELECT 1 FROM favorites f WHERE f.user_id = ? AND f.article_id = a.id)"
+        f"{_FROM} WHERE a.author_id IN (SELECT followee_id FROM follows WHERE follower_id = ?)"
+        " ORDER BY a.id DESC LIMIT ? OFFSET ?"
+    )
+    async with db.read() as conn:
+        rows = await fetch_all(
+            conn, "article_feed", sql, (viewer_id, viewer_id, filters.limit, filters.offset)
+        )
+    articles = []
+    for row in rows:
+        article = article_json(row, with_body=False)
+        article["favorited"] = bool(row[13])
+        article["author"]["following"] = True
+        articles.append(article)
+    total = int(rows[0][12]) if rows else 0
+    return orjson.dumps({"articles": articles, "articlesCount": total})
+
+
+# ---------------------------------------------------------------------------- writes
+
+
+def slugify(title: str) -> str:
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:96].strip("-") or "article"
+
+
+async def _free_slug(conn: aiosqlite.Connection, title: str, article_id: int = 0) -> str:
+    """A slug for ``title`` no other article has (inside the write transaction, so it stays free)."""
+    base = slug = slugify(title)
+    while await fetch_one(
+        conn, "slug_taken", "SELECT 1 FROM articles WHERE slug = ? AND id != ?", (slug, article_id)
+    ):
+        slug = f"{base}-{secrets.token_hex(3)}"
+    return slug
+
+
+async def _replace_tags(conn: aiosqlite.Connection, article_id: int, tags: list[str]) -> None:
+    await execute(conn, "tags_delete", "DELETE FROM article_tags WHERE article_id = ?", (article_id,))
+    if tags:
+        await execute_many(
+            conn,
+            "tags_insert",
+            "INSERT INTO article_tags (article_id, tag) VALUES (?, ?)",
+            [(article_id, tag) for tag in tags],
+        )
+
+
+async def create(db: SQLiteDB, cache: Cache, author_id: int, new: NewArticle) -> bytes:
+    now = utc_now()
+    async with db.write() as conn:
+        slug = await _free_slug(conn, new.title)
+        article_id, _ = await execute(
+            conn,
+            "article_insert",
+            "INSERT INTO articles (slug, title, description, body, author_id, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (slug, new.title, new.description, new.body, author_id, now, now),
+        )
+        await _replace_tags(conn, article_id, new.tag_list)
+    await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION)
+    return await read(cache, db, slug, author_id)
+
+
+async def _owned(conn: aiosqlite.Connection, slug: str, user_id: int) -> int:
+    """The id of article ``slug``: 404 if there is none, 403 if ``user_id`` did not write it."""
+    row = await fetch_one(conn, "article_owner", "SELECT id, author_id FROM articles WHERE slug = ?", (slug,))
+    if row is None:
+        raise _not_found()
+    if int(row[1]) != user_id:
+        raise ApiError(403, "article", "forbidden: only its author may change it")
+    return int(row[0])
+
+
+async def update(db: SQLiteDB, cache: Cache, user_id: int, slug: str, changes: UpdateArticle) -> bytes:
+    async with db.write() as conn:
+        article_id = await _owned(conn, slug, user_id)
+        new_slug = await _free_slug(conn, changes.title, article_id) if changes.title is not None else slug
+        await execute(
+            conn,
+            "article_update",
+            "UPDATE articles SET slug = ?, title = COALESCE(?, title),"
+            " description = COALESCE(?, description), body = COALESCE(?, body), updated_at = ? WHERE id = ?",
+            (new_slug, changes.title, changes.description, changes.body, utc_now(), article_id),
+        )
+        if changes.tag_list is not None:
+            await _replace_tags(conn, article_id, changes.tag_list)
+    names = {article_version(slug), article_version(new_slug), ARTICLES_VERSION}
+    if changes.tag_list is not None:
+        names.add(TAGS_VERSION)
+    await cache.invalidate(*sorted(names))
+    return await read(cache, db, new_slug, user_id)
+
+
+async def delete(db: SQLiteDB, cache: Cache, user_id: int, slug: str) -> None:
+    async with db.write() as conn:
+        article_id = await _owned(conn, slug, user_id)
+        await execute(conn, "article_delete", "DELETE FROM articles WHERE id = ?", (article_id,))
+    await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION)
+
+
+async def _set_favorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str, on: bool) -> bytes:
+    async with db.write() as conn:
+        row = await fetch_one(conn, "article_id_by_slug", "SELECT id FROM articles WHERE slug = ?", (slug,))
+        if row is None:
+            raise _not_found()
+        article_id = int(row[0])
+        if on:
+            sql = "INSERT OR IGNORE INTO favorites (user_id, article_id) VALUES (?, ?)"
+        else:
+            sql = "DELETE FROM favorites WHERE user_id = ? AND article_id = ?"
+        _, changed = await execute(
+            conn, "favorite_insert" if on else "favorite_delete", sql, (user_id, article_id)
+        )
+        if changed:
+            await execute(
+                conn,
+                "favorites_count",
+                "UPDATE articles SET favorites_count = favorites_count + ? WHERE id = ?",
+                (1 if on else -1, article_id),
+            )
+    if changed:
+        await cache.invalidate(article_version(slug), ARTICLES_VERSION)
+    return await read(cache, db, slug, user_id)
+
+
+async def favorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str) -> bytes:
+    return await _set_favorite(db, cache, user_id, slug, True)
+
+
+async def unfavorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str) -> bytes:
+    return await _set_favorite(db, cache, user_id, slug, False)

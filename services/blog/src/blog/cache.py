@@ -1,0 +1,319 @@
+"""Cache-aside for ready-to-send bytes: in process, then Redis, then SQLite — once.
+
+A read names its *family* (for metrics), its key, the versions it depends on (see
+:mod:`blog.versions`) and a loader. The versions' tokens form the entry's *stamp*:
+
+1. **local** — the process keeps the hottest entries (bounded in bytes); an entry whose stamp equals
+   the current one is served with no I/O at all. Stamps come from the push-invalidated local copy of
+   the versions, so a hit costs a few dict lookups.
+2. **Redis** — shared by the replicas, under a key that embeds the stamp; a write elsewhere changed
+   the stamp, so the old key is never read again and simply expires (TTL with jitter).
+3. **SQLite** — on a miss. Concurrent misses of one key in this process share one load
+   (single-flight); across replicas a short Redis lock (``SET NX PX``) lets one replica load while
+   the others poll Redis for its result. A cold key under any number of readers costs one query.
+
+When Redis fails, a circuit breaker stops asking it (no connect timeout per request); reads go
+straight to SQLite, still single-flighted, counted in ``blog_cache_redis_fallbacks_total`` and
+logged once per outage. When Redis answers again the cache resumes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from asynccore.resilience import CircuitBreaker
+from blog.versions import EPOCH, UNAVAILABLE, Versions
+
+__all__ = ["Cache", "Entry", "etag_of"]
+
+log = logging.getLogger("blog.cache")
+
+HITS = Counter("blog_cache_hits_total", "Cache reads answered from process memory or Redis", ["family"])
+MISSES = Counter("blog_cache_misses_total", "Cache reads that had to load from SQLite", ["family"])
+JOINS = Counter(
+    "blog_cache_singleflight_joins_total", "Reads that joined a load already in flight", ["family"]
+)
+ERRORS = Counter("blog_cache_errors_total", "Redis errors met while reading or filling", ["family"])
+FALLBACKS = Counter("blog_cache_redis_fallbacks_total", "Reads served from SQLite because Redis failed")
+
+Loader = Callable[[], Awaitable[bytes]]
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("cache invalidation channel stopped", exc_info=task.exception())
+
+
+def etag_of(body: bytes) -> str:
+    """A strong ETag from the bytes themselves: every replica computes the same one."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    body: bytes
+    etag: str
+    stamp: str
+    expires_at: float  # event-loop time
+
+
+class _Family:
+    """Metric children of one family (``labels()`` is too slow for the hit path)."""
+
+    __slots__ = ("errors", "hits", "joins", "misses")
+
+    def __init__(self, family: str) -> None:
+        self.hits = HITS.labels(family)
+        self.misses = MISSES.labels(family)
+        self.joins = JOINS.labels(family)
+        self.errors = ERRORS.labels(family)
+
+
+class Cache:
+    def __init__(
+        self,
+        redis: Redis,
+        url: str,
+        *,
+        prefix: str,
+        ttl_s: float,
+        ttl_jitter: float = 0.1,
+        lock_ms: int = 2000,
+        local_max_bytes: int = 64 * 1024 * 1024,
+        enabled: bool = True,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.enabled = enabled
+        self.ttl_s = ttl_s
+        self.ttl_jitter = ttl_jitter
+        self.lock_ms = lock_ms
+        self.breaker = breaker or CircuitBreaker(f"blog-cache-{prefix}", failure_threshold=3, reset_after_s=2)
+        self.versions = Versions(redis, url, prefix, self.breaker)
+        self._local: dict[str, Entry] = {}
+        self._local_bytes = 0
+        self._local_max_bytes = local_max_bytes
+        self._flights: dict[str, asyncio.Task[Entry]] = {}
+        self._families: dict[str, _Family] = {}
+        self._listener: asyncio.Task[Any] | None = None
+        # A version bump Redis did not take: until an epoch bump lands, nothing cached is trusted.
+        self._missed_bump = False
+        self._degraded = False
+        # Bumped by every write in this process; keys the fallback loads so a write is never joined.
+        self._write_generation = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Open the invalidation channel unless the cache is disabled.
+
+        The channel lives as long as the cache: this object owns the task and cancels it in
+        :meth:`close` (an app's task supervisor would wait its whole drain timeout for a task that
+        never ends by itself).
+        """
+        if self.enabled:
+            name = f"blog-cache-invalidations-{self.prefix}"
+            self._listener = asyncio.create_task(self.versions.listen(), name=name)
+            self._listener.add_done_callback(_log_failure)
+
+    async def close(self) -> None:
+        tasks = [t for t in [self._listener, *self._flights.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ reads
+
+    def _family(self, family: str) -> _Family:
+        metrics = self._families.get(family)
+        if metrics is None:
+            metrics = self._families[family] = _Family(family)
+        return metrics
+
+    async def get(self, family: str, key: str, deps: tuple[str, ...], load: Loader) -> Entry:
+        """The entry for ``family:key`` built by ``load`` at the current versions of ``deps``."""
+        if not self.enabled:
+            body = await load()
+            return Entry(body, etag_of(body), "", 0.0)
+        names = (EPOCH, *deps)
+        tokens = self.versions.local(names)  # the hot path: no await before a local hit
+        if tokens is None or self._missed_bump:
+            try:
+                await self._repair()
+                tokens = await self.versions.current(names)
+            except UNAVAILABLE as exc:
+                return await self._fallback(family, key, exc, load)
+        self._resumed()
+        stamp = ".".join(tokens)
+        local_key = f"{family}:{key}"
+        entry = self._local.get(local_key)
+        if (
+            entry is not None
+            and entry.stamp == stamp
+            and entry.expires_at > asyncio.get_running_loop().time()
+        ):
+            self._family(family).hits.inc()
+            return entry
+        return await self._shared(family, local_key, stamp, self._fill(family, local_key, stamp, load))
+
+    async def _shared(self, family: str, flight_key: str, stamp: str, fill: Awaitable[Entry]) -> Entry:
+        """Single-flight: the first caller's ``fill`` runs as a task every concurrent caller awaits."""
+        flight_id = f"{flight_key}@{stamp}"
+        task = self._flights.get(flight_id)
+        if task is None:
+            task = asyncio.ensure_future(fill)
+            self._flights[flight_id] = task
+            task.add_done_callback(lambda done: self._flight_done(flight_id, done))
+        else:
+            if asyncio.iscoroutine(fill):
+                fill.close()
+            self._family(family).joins.inc()
+        # shield: a caller that gives up (deadline, disconnect) does not cancel the others' load.
+        return await asyncio.shield(task)
+
+    def _flight_done(self, flight_id: str, task: asyncio.Task[Entry]) -> None:
+        self._flights.pop(flight_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a load nobody waits for any more is not "never retrieved"
+
+    async def _fill(self, family: str, local_key: str, stamp: str, load: Loader) -> Entry:
+        """Redis, else SQLite under the fill lock: at most one replica loads a key at a time."""
+        metrics = self._family(family)
+        redis_key = f"{self.prefix}:c:{local_key}@{stamp}"
+        lock_key = f"{self.prefix}:lock:{local_key}@{stamp}"
+        lock = self.redis.lock(lock_key, timeout=self.lock_ms / 1000)
+        owned = False
+        try:
+            try:
+                found = await self._peek(redis_key)
+                if found is None:
+                    async with self.breaker:
+                        owned = await lock.acquire(blocking=False)
+                    # Owned: look again, another replica may have filled and released in between.
+                    # Not owned: another replica is loading it right now; wait for its value.
+                    found = await (
+                        self._peek(redis_key) if owned else self._await_other_replica(redis_key, lock_key)
+                    )
+            except UNAVAILABLE as exc:
+                metrics.errors.inc()
+                return await self._load_degraded(exc, load)
+            if found is not None:
+                metrics.hits.inc()
+                return self._remember(local_key, self._entry(found[0], stamp, found[1]))
+            metrics.misses.inc()
+            body = await load()
+            ttl_ms = int(self.ttl_s * 1000 * random.uniform(1 - self.ttl_jitter, 1 + self.ttl_jitter))
+            try:
+                async with self.breaker:
+                    await self.redis.set(redis_key, body, px=ttl_ms)
+            except UNAVAILABLE:
+                metrics.errors.inc()
+            return self._remember(local_key, self._entry(body, stamp, ttl_ms / 1000))
+        finally:
+            if owned:
+                await self._release(lock)
+
+    async def _peek(self, redis_key: str) -> tuple[bytes, float] | None:
+        """The value under ``redis_key`` and its remaining TTL in seconds, or ``None``."""
+        async with self.breaker, self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(redis_key)
+            pipe.pttl(redis_key)
+            body, pttl = await pipe.execute()
+        return None if body is None else (body, max(pttl, 0) / 1000)
+
+    async def _await_other_replica(self, redis_key: str, lock_key: str) -> tuple[bytes, float] | None:
+        """Poll for the value another replica is loading; ``None`` if its lock lapses without one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lock_ms / 1000
+        delay = 0.002
+        while loop.time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            # MULTI: the filler sets the value before it drops the lock; read both at one instant.
+            async with self.breaker, self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(redis_key)
+                pipe.exists(lock_key)
+                body, locked = await pipe.execute()
+            if body is not None:
+                return body, self.ttl_s
+            if not locked:
+                return None
+        return None
+
+    async def _release(self, lock: Any) -> None:
+        try:
+            async with self.breaker:
+                await lock.release()
+        except UNAVAILABLE:
+            pass  # it expires on its own within lock_ms
+        except Exception:  # LockNotOwnedError: it expired during a slow load; harmless
+            log.debug("cache fill lock had expired", exc_info=True)
+
+    @staticmethod
+    def _entry(body: bytes, stamp: str, ttl_s: float) -> Entry:
+        return Entry(body, etag_of(body), stamp, asyncio.get_running_loop().time() + ttl_s)
+
+    def _remember(self, local_key: str, entry: Entry) -> Entry:
+        if len(entry.body) > self._local_max_bytes:
+            return entry
+        old = self._local.pop(local_key, None)
+        if old is not None:
+            self._local_bytes -= len(old.body)
+        self._local[local_key] = entry
+        self._local_bytes += len(entry.body)
+        while self._local_bytes > self._local_max_bytes:
+            # Oldest first: dicts keep insertion order, and a refreshed entry is re-inserted at the end.
+            oldest = next(iter(self._local))
+            self._local_bytes -= len(self._local.pop(oldest).body)
+        return entry
+
+    # ------------------------------------------------------------------ Redis unavailable
+
+    async def _fallback(self, family: str, key: str, exc: BaseException, load: Loader) -> Entry:
+        self._family(family).errors.inc()
+        fill = self._load_degraded(exc, load)
+        return await self._shared(family, f"fallback:{family}:{key}", str(self._write_generation), fill)
+
+    async def _load_degraded(self, exc: BaseException, load: Loader) -> Entry:
+        FALLBACKS.inc()
+        if not self._degraded:
+            self._degraded = True
+            log.warning("redis unavailable (%s: %s); serving from SQLite", type(exc).__name__, exc)
+        body = await load()
+        return Entry(body, etag_of(body), "", 0.0)
+
+    def _resumed(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            log.info("redis answers again; cache resumed")
+
+    async def _repair(self) -> None:
+        """After a bump Redis missed, bump the epoch before trusting anything cached again."""
+        if self._missed_bump:
+            await self.versions.bump([EPOCH])
+            self._missed_bump = False
+
+    # ------------------------------------------------------------------ writes
+
+    async def invalidate(self, *names: str) -> None:
+        """Make everything that depends on ``names`` stale, here and on every replica.
+
+        Call after the write committed. If Redis cannot take the bump, this process stops trusting its
+        cache until an epoch bump lands; other replicas catch up when their channel reconnects.
+        """
+        self._write_generation += 1
+        try:
+            await self.versions.bump(names)
+        except UNAVAILABLE as exc:
+            self._missed_bump = True
+            log.warning("could not invalidate %s in redis (%s); cache bypassed until it can", names, exc)

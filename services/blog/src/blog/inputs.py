@@ -1,0 +1,215 @@
+"""What clients send, validated into typed values — or a 422 that names the field.
+
+Request bodies are RealWorld envelopes (``{"user": {...}}``, ``{"article": {...}}``); unknown fields are
+ignored, wrong types are rejected (strict: ``"1"`` is not a number, ``1`` is not a string), and the
+error says which field and why in the RealWorld wording (``"can't be blank"``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from asynccore.errors import ApiError
+
+__all__ = [
+    "ArticleFilters",
+    "LoginUser",
+    "NewArticle",
+    "NewComment",
+    "NewUser",
+    "UpdateArticle",
+    "UpdateUser",
+    "article_filters",
+    "page_param",
+    "read_body",
+]
+
+MAX_LIMIT = 100
+BLANK = "can't be blank"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Usernames are path segments (/api/profiles/{username}, /profile/{username}).
+_USERNAME = re.compile(r"^[^/\s\x00-\x1f]+$")
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError(BLANK)
+    return value
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("is invalid")
+    return value
+
+
+def _username(value: str) -> str:
+    if not _USERNAME.match(value):
+        raise ValueError("is invalid")
+    return value
+
+
+def _tags(values: list[str]) -> list[str]:
+    """Trimmed, without blanks or duplicates, sorted (tagList order is stable across writes)."""
+    return sorted({tag.strip() for tag in values if tag.strip()})
+
+
+Text = Annotated[str, AfterValidator(_not_blank)]
+Email = Annotated[str, Field(max_length=254), AfterValidator(_not_blank), AfterValidator(_email)]
+Username = Annotated[str, Field(max_length=64), AfterValidator(_not_blank), AfterValidator(_username)]
+Password = Annotated[str, Field(max_length=1024), AfterValidator(_not_blank)]
+Title = Annotated[str, Field(max_length=256), AfterValidator(_not_blank)]
+Tags = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50), AfterValidator(_tags)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class NewUser(_Input):
+    username: Username
+    email: Email
+    password: Password
+
+
+class LoginUser(_Input):
+    email: Text
+    password: Text
+
+
+class UpdateUser(_Input):
+    email: Email | None = None
+    username: Username | None = None
+    password: Password | None = None
+    bio: Annotated[str, Field(max_length=4096)] | None = None
+    image: Annotated[str, Field(max_length=2048)] | None = None
+
+
+class NewArticle(_Input):
+    title: Title
+    description: Annotated[str, Field(max_length=1024), AfterValidator(_not_blank)]
+    body: Text
+    tag_list: Tags = Field(default_factory=list, alias="tagList")
+
+
+class UpdateArticle(_Input):
+    title: Title | None = None
+    description: Annotated[str, Field(max_length=1024), AfterValidator(_not_blank)] | None = None
+    body: Text | None = None
+    tag_list: Tags | None = Field(default=None, alias="tagList")
+
+
+class NewComment(_Input):
+    body: Text
+
+
+M = TypeVar("M", bound=_Input)
+
+# Required fields that may not be sent as null; UpdateUser's bio/image may (it clears them).
+_NOT_NULL = {"email", "username", "password", "title", "description", "body", "tagList"}
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return BLANK
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind == "string_type":
+        return "must be a string"
+    if kind == "list_type":
+        return "must be a list"
+    if kind == "string_too_long":
+        return f"is too long (maximum is {error['ctx']['max_length']} characters)"
+    if kind == "too_long":
+        return f"has too many items (maximum is {error['ctx']['max_length']})"
+    return str(error["msg"])
+
+
+def _field(error: Any) -> str:
+    names = [part for part in error["loc"] if isinstance(part, str)]
+    return names[0] if names else "body"
+
+
+async def read_body(request: web.Request, envelope: str, model: type[M]) -> M:
+    """``request``'s JSON body as ``{envelope: model}``; 422 naming the first bad field otherwise."""
+    try:
+        payload = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise ApiError(422, "body", "must be valid JSON") from None
+    if not isinstance(payload, dict):
+        raise ApiError(422, "body", "must be a JSON object")
+    inner = payload.get(envelope)
+    if not isinstance(inner, dict):
+        raise ApiError(422, envelope, BLANK if inner is None else "must be an object")
+    for name in _NOT_NULL:
+        if name in inner and inner[name] is None and name in _aliases(model):
+            raise ApiError(422, name, BLANK)
+    try:
+        return model.model_validate(inner)
+    except ValidationError as exc:
+        errors: dict[str, list[str]] = {}
+        for error in exc.errors():
+            errors.setdefault(_field(error), []).append(_message(error))
+        raise ApiError(422, "body", "invalid", errors=errors) from None
+
+
+def _aliases(model: type[_Input]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+class ArticleFilters(BaseModel):
+    """The query of ``GET /api/articles``, in a canonical order (it is part of the cache key)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tag: str | None = None
+    author: str | None = None
+    favorited: str | None = None
+    limit: int = 20
+    offset: int = 0
+
+    def cache_key(self) -> str:
+        return orjson.dumps(self.model_dump(), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(422, name, "must be an integer") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ApiError(422, name, f"must be {bound}")
+    return value
+
+
+def _str_param(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and len(value) > 256:
+        raise ApiError(422, name, "is too long (maximum is 256 characters)")
+    return value or None
+
+
+def article_filters(request: web.Request, *, with_filters: bool = True) -> ArticleFilters:
+    """``tag``/``author``/``favorited``/``limit``/``offset`` from the query; 422 names a bad one."""
+    return ArticleFilters(
+        tag=_str_param(request, "tag") if with_filters else None,
+        author=_str_param(request, "author") if with_filters else None,
+        favorited=_str_param(request, "favorited") if with_filters else None,
+        limit=_int_param(request, "limit", 20, 1, MAX_LIMIT),
+        offset=_int_param(request, "offset", 0, 0, None),
+    )
+
+
+def page_param(request: web.Request) -> int:
+    """``?page=N`` of the HTML pages (1-based)."""
+    return _int_param(request, "page", 1, 1, 100_000)

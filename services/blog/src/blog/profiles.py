@@ -1,0 +1,79 @@
+"""Profiles: a user as others see them, and following.
+
+Following is per-viewer, so it is never part of anything cached: responses carry ``following: false``
+in the shared bytes and the viewer's truth is laid over them per request (see :mod:`blog.overlay`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from asynccore.errors import ApiError
+from asynccore.pools.sqlite import SQLiteDB
+from blog.db import execute, fetch_one
+
+__all__ = ["fetch_profile", "follow", "profile_json", "read_profile", "unfollow", "user_id_of"]
+
+
+def profile_json(username: str, bio: str | None, image: str | None, following: bool) -> dict[str, Any]:
+    return {"username": username, "bio": bio, "image": image, "following": following}
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "profile", "not found")
+
+
+async def user_id_of(db: SQLiteDB, username: str) -> int:
+    async with db.read() as conn:
+        row = await fetch_one(
+            conn, "user_id_by_username", "SELECT id FROM users WHERE username = ?", (username,)
+        )
+    if row is None:
+        raise _not_found()
+    return int(row[0])
+
+
+async def fetch_profile(db: SQLiteDB, username: str, viewer_id: int | None) -> dict[str, Any]:
+    """``username``'s profile as ``viewer_id`` (or an anonymous reader) sees it; 404 if unknown."""
+    async with db.read() as conn:
+        row = await fetch_one(
+            conn,
+            "profile_by_username",
+            "SELECT u.username, u.bio, u.image,"
+            " EXISTS(SELECT 1 FROM follows WHERE follower_id = ? AND followee_id = u.id)"
+            " FROM users u WHERE u.username = ?",
+            (viewer_id, username),
+        )
+    if row is None:
+        raise _not_found()
+    return profile_json(row[0], row[1], row[2], bool(row[3]))
+
+
+async def read_profile(db: SQLiteDB, username: str, viewer_id: int | None) -> bytes:
+    return orjson.dumps({"profile": await fetch_profile(db, username, viewer_id)})
+
+
+async def follow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
+    followee_id = await user_id_of(db, username)
+    async with db.write() as conn:
+        await execute(
+            conn,
+            "follow",
+            "INSERT OR IGNORE INTO follows (follower_id, followee_id) VALUES (?, ?)",
+            (follower_id, followee_id),
+        )
+    return await read_profile(db, username, follower_id)
+
+
+async def unfollow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
+    followee_id = await user_id_of(db, username)
+    async with db.write() as conn:
+        await execute(
+            conn,
+            "unfollow",
+            "DELETE FROM follows WHERE follower_id = ? AND followee_id = ?",
+            (follower_id, followee_id),
+        )
+    return await read_profile(db, username, follower_id)

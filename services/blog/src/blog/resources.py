@@ -1,0 +1,89 @@
+"""The blog's app resources: typed keys and their ``cleanup_ctx`` generators, in dependency order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from asynccore.app import CleanupCtx
+from asynccore.migrations import apply_migrations
+from asynccore.pools.redis import redis_pool
+from asynccore.pools.sqlite import SQLiteDB, sqlite_db
+from asynccore.resilience import CircuitBreaker
+from blog.cache import Cache
+from blog.db import MIGRATIONS
+from blog.pages import Site, templates
+from blog.passwords import Passwords
+from blog.settings import BlogSettings
+
+__all__ = ["BLOG", "CACHE", "DB", "PASSWORDS", "REDIS", "SITE", "resources"]
+
+BLOG = web.AppKey("blog_settings", BlogSettings)  # app[SETTINGS] with the blog's own fields
+DB = web.AppKey("blog_db", SQLiteDB)
+REDIS = web.AppKey("blog_redis", Redis)
+CACHE = web.AppKey("blog_cache", Cache)
+PASSWORDS = web.AppKey("blog_passwords", Passwords)
+SITE = web.AppKey("blog_site", Site)
+
+
+def _migrated(settings: BlogSettings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings.blog_db_path.parent.mkdir(parents=True, exist_ok=True)
+        await apply_migrations(str(settings.blog_db_path), MIGRATIONS)
+        yield
+
+    return ctx
+
+
+def _cache(settings: BlogSettings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        breaker = CircuitBreaker(
+            f"blog-cache-{settings.blog_cache_prefix}",
+            failure_threshold=settings.blog_cache_breaker_failures,
+            reset_after_s=settings.blog_cache_breaker_reset_s,
+        )
+        cache = Cache(
+            app[REDIS],
+            settings.redis_url,
+            prefix=settings.blog_cache_prefix,
+            ttl_s=settings.blog_cache_ttl_s,
+            ttl_jitter=settings.blog_cache_ttl_jitter,
+            lock_ms=settings.blog_cache_lock_ms,
+            local_max_bytes=settings.blog_cache_local_max_bytes,
+            enabled=settings.blog_cache_enabled,
+            breaker=breaker,
+        )
+        cache.start()
+        app[CACHE] = cache
+        app[SITE] = Site(cache, app[DB], templates(settings.blog_public_url), settings.blog_page_size)
+        yield
+        await cache.close()
+
+    return ctx
+
+
+def _passwords(settings: BlogSettings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[PASSWORDS] = Passwords(
+            time_cost=settings.blog_argon2_time_cost,
+            memory_kib=settings.blog_argon2_memory_kib,
+            parallelism=settings.blog_argon2_parallelism,
+            concurrency=settings.blog_hash_concurrency,
+            max_waiting=settings.blog_hash_queue,
+        )
+        yield
+
+    return ctx
+
+
+def resources(settings: BlogSettings) -> list[CleanupCtx]:
+    """Opened top to bottom, closed bottom to top."""
+    return [
+        _migrated(settings),
+        sqlite_db(DB, str(settings.blog_db_path), readers=settings.blog_db_readers),
+        redis_pool(REDIS, settings.redis_url),
+        _cache(settings),
+        _passwords(settings),
+    ]

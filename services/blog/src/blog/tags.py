@@ -1,0 +1,31 @@
+"""The tag list: every tag in use, most used first."""
+
+from __future__ import annotations
+
+import orjson
+
+from asynccore.pools.sqlite import SQLiteDB
+from blog.articles import TAGS_VERSION
+from blog.cache import Cache, Entry
+from blog.db import fetch_all
+
+__all__ = ["fetch_tags", "tags_cached"]
+
+
+async def fetch_tags(db: SQLiteDB) -> list[str]:
+    async with db.read() as conn:
+        rows = await fetch_all(
+            conn,
+            "tag_list",
+            "SELECT tag FROM article_tags GROUP BY tag ORDER BY count(*) DESC, tag",
+        )
+    return [row[0] for row in rows]
+
+
+async def load_tags(db: SQLiteDB) -> bytes:
+    return orjson.dumps({"tags": await fetch_tags(db)})
+
+
+async def tags_cached(cache: Cache, db: SQLiteDB) -> Entry:
+    """``{"tags": […]}`` as shared, ready-to-send bytes."""
+    return await cache.get("tags", "all", (TAGS_VERSION,), lambda: load_tags(db))

@@ -1,0 +1,157 @@
+"""Accounts: register, log in, read and update the current user."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from asynccore.errors import ApiError
+from asynccore.pools.sqlite import SQLiteDB
+from blog.cache import Cache
+from blog.db import execute, fetch_one, utc_now
+from blog.inputs import LoginUser, NewUser, UpdateUser
+from blog.passwords import Passwords
+
+__all__ = ["Account", "account", "login", "register", "update", "user_json"]
+
+TAKEN = "has already been taken"
+# A profile change shows in every cached article of its author: one version covers them all.
+USERS_VERSION = "users"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    username: str
+    email: str
+    bio: str | None
+    image: str | None
+
+
+_COLUMNS = "id, username, email, bio, image"
+
+
+def _account(row: Any) -> Account:
+    return Account(int(row[0]), row[1], row[2], row[3], row[4])
+
+
+def user_json(user: Account, token: str) -> bytes:
+    body = {
+        "email": user.email,
+        "token": token,
+        "username": user.username,
+        "bio": user.bio,
+        "image": user.image,
+    }
+    return orjson.dumps({"user": body})
+
+
+def _unique_violation(exc: sqlite3.IntegrityError) -> ApiError:
+    """A UNIQUE race lost to a concurrent writer (another replica) says which field, like the pre-check."""
+    field = "username" if "users.username" in str(exc) else "email"
+    return ApiError(422, field, TAKEN)
+
+
+async def _check_free(db: SQLiteDB, email: str | None, username: str | None, user_id: int = 0) -> None:
+    """422 naming each of ``email``/``username`` another account already has."""
+    async with db.read() as conn:
+        row = await fetch_one(
+            conn,
+            "users_taken",
+            "SELECT EXISTS(SELECT 1 FROM users WHERE email = ? AND id != ?),"
+            " EXISTS(SELECT 1 FROM users WHERE username = ? AND id != ?)",
+            (email, user_id, username, user_id),
+        )
+    assert row is not None
+    errors = {field: [TAKEN] for field, taken in (("email", row[0]), ("username", row[1])) if taken}
+    if errors:
+        raise ApiError(422, "user", TAKEN, errors=errors)
+
+
+async def register(db: SQLiteDB, passwords: Passwords, new: NewUser) -> Account:
+    await _check_free(db, new.email, new.username)
+    password_hash = await passwords.hash(new.password)  # slow: never inside the write transaction
+    now = utc_now()
+    try:
+        async with db.write() as conn:
+            user_id, _ = await execute(
+                conn,
+                "user_insert",
+                "INSERT INTO users (username, email, password_hash, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (new.username, new.email, password_hash, now, now),
+            )
+    except sqlite3.IntegrityError as exc:
+        raise _unique_violation(exc) from None
+    return Account(user_id, new.username, new.email, None, None)
+
+
+async def login(db: SQLiteDB, passwords: Passwords, credentials: LoginUser) -> Account:
+    async with db.read() as conn:
+        row = await fetch_one(
+            conn,
+            "user_by_email",
+            f"SELECT {_COLUMNS}, password_hash FROM users WHERE email = ?",  # noqa: S608 (constant columns)
+            (credentials.email,),
+        )
+    if not await passwords.verify(row[5] if row else None, credentials.password) or row is None:
+        raise ApiError(401, "credentials", "invalid")
+    return _account(row[:5])
+
+
+async def account(db: SQLiteDB, user_id: int) -> Account:
+    """The caller's account; 401 if the token names a user that does not exist (any more)."""
+    async with db.read() as conn:
+        row = await fetch_one(
+            conn,
+            "user_by_id",
+            f"SELECT {_COLUMNS} FROM users WHERE id = ?",  # noqa: S608 (constant columns)
+            (user_id,),
+        )
+    if row is None:
+        raise ApiError(401, "token", "user no longer exists")
+    return _account(row)
+
+
+async def update(
+    db: SQLiteDB, cache: Cache, passwords: Passwords, user_id: int, changes: UpdateUser
+) -> Account:
+    """Apply the fields sent (``bio``/``image`` may be null: cleared); public ones bump ``users``."""
+    current = await account(db, user_id)
+    sent = changes.model_fields_set
+    if "email" in sent or "username" in sent:
+        await _check_free(db, changes.email, changes.username, user_id)
+    password_hash = await passwords.hash(changes.password) if changes.password is not None else None
+    updated = Account(
+        id=user_id,
+        username=changes.username if changes.username is not None else current.username,
+        email=changes.email if changes.email is not None else current.email,
+        bio=changes.bio if "bio" in sent else current.bio,
+        image=changes.image if "image" in sent else current.image,
+    )
+    try:
+        async with db.write() as conn:
+            await execute(
+                conn,
+                "user_update",
+                "UPDATE users SET username = ?, email = ?, bio = ?, image = ?,"
+                " password_hash = COALESCE(?, password_hash), updated_at = ? WHERE id = ?",
+                (
+                    updated.username,
+                    updated.email,
+                    updated.bio,
+                    updated.image,
+                    password_hash,
+                    utc_now(),
+                    user_id,
+                ),
+            )
+    except sqlite3.IntegrityError as exc:
+        raise _unique_violation(exc) from None
+    public = (current.username, current.bio, current.image) != (updated.username, updated.bio, updated.image)
+    if public:
+        await cache.invalidate(USERS_VERSION)
+    return updated

@@ -1,0 +1,200 @@
+"""Version tokens: how one write makes every dependent cache entry stale in O(1).
+
+Each family of cached data depends on a few named versions (``articles``, ``users``, ``a:<slug>`` …,
+plus ``epoch``, which everything depends on). A version is a random token stored in Redis under
+``<prefix>:v:<name>``; cache keys embed the tokens they were built from, so a write that replaces a
+token orphans every entry built from the old one at once — nothing is deleted or scanned.
+
+Tokens are random, never counters: after a FLUSHALL, an eviction or a restart a missing version gets a
+fresh token (``SET NX``), so an old entry can never come back to life under a reused number.
+
+Reading the tokens from Redis on every request would cost a round trip per cache hit, so each process
+keeps a local copy, invalidated by Redis itself: a dedicated connection enables ``CLIENT TRACKING``
+in broadcast mode for the version-key prefix and subscribes to ``__redis__:invalidate``. Redis
+queues the invalidation for every replica *before* it answers the write, so by the time a writer's
+HTTP response leaves, the other replicas' copies are already being dropped. While that channel is
+down the local copy is not used (every read asks Redis), and when it comes back the replica cannot
+know what it missed, so it drops its copy and bumps ``epoch``: everything cached becomes stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+from redis.exceptions import RedisError
+
+from asynccore.resilience import CircuitBreaker, CircuitOpen, retrying
+
+__all__ = ["EPOCH", "UNAVAILABLE", "Versions"]
+
+log = logging.getLogger("blog.cache")
+
+EPOCH = "epoch"
+# What "Redis is not answering" looks like: its errors, socket errors, timeouts, or our breaker refusing.
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError, CircuitOpen)
+INVALIDATE_CHANNEL = "__redis__:invalidate"
+# The channel is probed with PING after this much silence; no answer within the socket timeout = dead.
+PROBE_AFTER_S = 1.0
+
+
+def new_token() -> str:
+    return secrets.token_hex(6)
+
+
+class Versions:
+    def __init__(
+        self, redis: Redis, url: str, prefix: str, breaker: CircuitBreaker, *, timeout_s: float = 1.0
+    ) -> None:
+        self._redis = redis
+        self._url = url  # the invalidation channel is a connection of its own, outside the pool
+        self._timeout_s = timeout_s
+        self._key_prefix = f"{prefix}:v:"
+        self._breaker = breaker
+        self._local: dict[str, str] = {}
+        # Local copy usable: the invalidation channel is subscribed and the epoch was bumped since.
+        self._trusted = False
+        # Bumped by every invalidation; a fetch that raced one must not store what it read.
+        self._generation = 0
+        self.connected = asyncio.Event()  # set while the invalidation channel is up (tests wait on it)
+
+    @property
+    def trusted(self) -> bool:
+        return self._trusted
+
+    def key(self, name: str) -> str:
+        return self._key_prefix + name
+
+    def local(self, names: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The tokens of ``names`` from the local copy, without I/O; ``None`` unless all are known."""
+        if not self._trusted:
+            return None
+        local = self._local
+        tokens = []
+        for name in names:
+            token = local.get(name)
+            if token is None:
+                return None
+            tokens.append(token)
+        return tuple(tokens)
+
+    async def current(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The tokens of ``names``: local when known, else from Redis (creating missing ones)."""
+        tokens = self.local(names)
+        if tokens is not None:
+            return tokens
+        generation = self._generation
+        fetched = await self._fetch(names)
+        if self._trusted and generation == self._generation:
+            self._local.update(zip(names, fetched, strict=True))
+        return fetched
+
+    async def _fetch(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        keys = [self.key(name) for name in names]
+        async with self._breaker:
+            values: list[Any] = await self._redis.mget(keys)
+            missing = [key for key, value in zip(keys, values, strict=True) if value is None]
+            if missing:
+                # Concurrent creators race with SET NX; everyone reads back the winner's token.
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for key in missing:
+                        pipe.set(key, new_token(), nx=True)
+                        pipe.get(key)
+                    created = iter((await pipe.execute())[1::2])
+                values = [value if value is not None else next(created) for value in values]
+        return tuple(value.decode() if value is not None else new_token() for value in values)
+
+    async def bump(self, names: Iterable[str]) -> None:
+        """Give ``names`` new tokens; raises when Redis could not be told (the caller remembers)."""
+        keys = {self.key(name): new_token() for name in names}
+        try:
+            async with self._breaker:
+                await self._redis.mset(keys)
+        finally:
+            # Forget even on failure: the old tokens are not to be trusted any more either way.
+            self._generation += 1
+            for key in keys:
+                self._local.pop(key[len(self._key_prefix) :], None)
+
+    def _forget(self, keys: list[bytes] | None) -> None:
+        self._generation += 1
+        if keys is None:  # FLUSHALL / FLUSHDB
+            self._local.clear()
+            return
+        cut = len(self._key_prefix)
+        for key in keys:
+            self._local.pop(key.decode()[cut:], None)
+
+    def _distrust(self) -> None:
+        self._trusted = False
+        self._generation += 1
+        self._local.clear()
+        self.connected.clear()
+
+    async def listen(self) -> None:
+        """Keep the invalidation channel open for the life of the process (a supervised task)."""
+        async for attempt in retrying(
+            attempts=sys.maxsize,
+            initial_s=0.05,
+            max_s=1.0,
+            retry_on=UNAVAILABLE,
+            name="blog-cache-invalidations",
+        ):
+            with attempt:
+                try:
+                    await self._listen_once()
+                except Exception as exc:
+                    if self._trusted:
+                        log.warning("cache invalidation channel lost (%s); reading versions from Redis", exc)
+                    raise
+                finally:
+                    self._distrust()
+
+    async def _listen_once(self) -> None:
+        kwargs: dict[str, Any] = dict(parse_url(self._url))
+        connection_class = kwargs.pop("connection_class", Connection)
+        # RESP2 on purpose: invalidations then arrive as plain pub/sub messages on this connection
+        # (REDIRECT to itself), not as RESP3 pushes that the client library would route elsewhere.
+        conn: AbstractConnection = connection_class(
+            **kwargs, protocol=2, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s
+        )
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+            await conn.send_command("CLIENT", "ID")
+            client_id = await conn.read_response()
+            await conn.send_command(
+                "CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", "PREFIX", self._key_prefix
+            )
+            await conn.read_response()
+            await conn.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
+            await conn.read_response()
+            # Whatever changed while we were not listening is unknown: start from nothing, and make
+            # every entry cached before now stale for everyone.
+            self._forget(None)
+            await self.bump([EPOCH])
+            self._trusted = True
+            self.connected.set()
+            log.info("cache invalidation channel connected")
+            await self._read_invalidations(conn)
+        finally:
+            await conn.disconnect()
+
+    async def _read_invalidations(self, conn: AbstractConnection) -> None:
+        probing = False
+        while True:
+            message = await conn.read_response(timeout=PROBE_AFTER_S)
+            if message is None:
+                if probing:
+                    raise TimeoutError("invalidation channel did not answer PING")
+                await conn.send_command("PING")
+                probing = True
+                continue
+            probing = False
+            if isinstance(message, list) and len(message) == 3 and message[0] == b"message":
+                self._forget(message[2])

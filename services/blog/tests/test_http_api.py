@@ -1,0 +1,212 @@
+"""The RealWorld API over HTTP: status codes, error bodies, auth, headers — the wiring."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import orjson
+from blog_testing import Client, auth, post_article, register
+
+SPEC = Path(__file__).parents[1] / "src" / "blog" / "openapi.json"
+
+
+async def errors_of(resp: object) -> dict[str, list[str]]:
+    body = await resp.json()  # type: ignore[attr-defined]
+    return dict(body["errors"])
+
+
+async def test_register_login_and_current_user(client: Client) -> None:
+    name = f"jake{uuid.uuid4().hex[:6]}"
+    user = {"username": name, "email": f"{name}@jake.jake", "password": "jakejake"}
+    resp = await client.post("/api/users", json={"user": user})
+    assert resp.status == 201
+    registered = (await resp.json())["user"]
+    assert registered | {"token": "t"} == {
+        "username": name,
+        "email": user["email"],
+        "bio": None,
+        "image": None,
+        "token": "t",
+    }
+
+    resp = await client.post(
+        "/api/users/login", json={"user": {"email": user["email"], "password": "jakejake"}}
+    )
+    assert resp.status == 200
+    token = (await resp.json())["user"]["token"]
+    resp = await client.get("/api/user", headers=auth(token))
+    assert resp.status == 200 and (await resp.json())["user"]["username"] == name
+    resp = await client.get("/api/user", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200
+
+    resp = await client.post("/api/users/login", json={"user": {"email": user["email"], "password": "wrong"}})
+    assert resp.status == 401 and await errors_of(resp) == {"credentials": ["invalid"]}
+    resp = await client.post("/api/users/login", json={"user": {"email": "nobody@x.io", "password": "wrong"}})
+    assert resp.status == 401
+
+
+async def test_duplicates_and_validation_name_the_field(client: Client) -> None:
+    name = f"dup{uuid.uuid4().hex[:6]}"
+    await register(client, name)
+    resp = await client.post(
+        "/api/users", json={"user": {"username": name, "email": f"{name}@example.com", "password": "x"}}
+    )
+    assert resp.status == 422
+    assert await errors_of(resp) == {
+        "email": ["has already been taken"],
+        "username": ["has already been taken"],
+    }
+
+    cases = [
+        ({"user": {"username": "", "email": "a@b.co", "password": "p"}}, {"username": ["can't be blank"]}),
+        ({"user": {"username": "x", "email": "a@b.co"}}, {"password": ["can't be blank"]}),
+        ({"user": {"username": "x", "email": "not-an-email", "password": "p"}}, {"email": ["is invalid"]}),
+        ({"user": {"username": 7, "email": "a@b.co", "password": "p"}}, {"username": ["must be a string"]}),
+        ({"user": "jake"}, {"user": ["must be an object"]}),
+        ({}, {"user": ["can't be blank"]}),
+        ([], {"body": ["must be a JSON object"]}),
+    ]
+    for payload, expected in cases:
+        resp = await client.post("/api/users", json=payload)
+        assert resp.status == 422, payload
+        assert await errors_of(resp) == expected, payload
+    resp = await client.post("/api/users", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status == 422 and await errors_of(resp) == {"body": ["must be valid JSON"]}
+
+
+async def test_unknown_fields_are_ignored_and_bodies_are_size_limited(client: Client) -> None:
+    name = f"extra{uuid.uuid4().hex[:6]}"
+    user = {"username": name, "email": f"{name}@example.com", "password": "pw", "admin": True, "id": 1}
+    resp = await client.post("/api/users", json={"user": user, "also": "ignored"})
+    assert resp.status == 201
+    token = (await resp.json())["user"]["token"]
+    huge = {"article": {"title": "t", "description": "d", "body": "x" * (2 * 1024 * 1024)}}
+    resp = await client.post("/api/articles", json=huge, headers=auth(token))
+    assert resp.status == 413
+
+
+async def test_auth_is_required_and_checked(client: Client) -> None:
+    for method, path in [("GET", "/api/user"), ("POST", "/api/articles"), ("GET", "/api/articles/feed")]:
+        resp = await client.request(method, path)
+        assert resp.status == 401, path
+        assert "token" in await errors_of(resp)
+    resp = await client.get("/api/user", headers=auth("not.a.jwt"))
+    assert resp.status == 401
+    resp = await client.get("/api/articles", headers=auth("not.a.jwt"))  # optional auth still verifies
+    assert resp.status == 401
+
+
+async def test_update_user(client: Client) -> None:
+    token = await register(client)
+    other = f"taken{uuid.uuid4().hex[:6]}"
+    await register(client, other)
+    resp = await client.put("/api/user", json={"user": {"bio": "I like to skateboard"}}, headers=auth(token))
+    assert resp.status == 200 and (await resp.json())["user"]["bio"] == "I like to skateboard"
+    resp = await client.put("/api/user", json={"user": {"username": other}}, headers=auth(token))
+    assert resp.status == 422 and await errors_of(resp) == {"username": ["has already been taken"]}
+    resp = await client.put("/api/user", json={"user": {"email": None}}, headers=auth(token))
+    assert resp.status == 422 and await errors_of(resp) == {"email": ["can't be blank"]}
+    resp = await client.put("/api/user", json={"user": {"image": None}}, headers=auth(token))
+    assert resp.status == 200 and (await resp.json())["user"]["image"] is None
+
+
+async def test_article_lifecycle_and_permissions(client: Client) -> None:
+    token, other = await register(client), await register(client)
+    article = await post_article(client, token, "Lifecycle", tagList=["a"])
+    url = f"/api/articles/{article['slug']}"
+    resp = await client.get(url)
+    assert resp.status == 200 and (await resp.json())["article"]["title"] == "Lifecycle"
+
+    resp = await client.put(url, json={"article": {"body": "hacked"}}, headers=auth(other))
+    assert resp.status == 403
+    resp = await client.delete(url, headers=auth(other))
+    assert resp.status == 403
+    resp = await client.put(url, json={"article": {"tagList": None}}, headers=auth(token))
+    assert resp.status == 422 and await errors_of(resp) == {"tagList": ["can't be blank"]}
+    resp = await client.put(url, json={"article": {"body": "edited"}}, headers=auth(token))
+    assert resp.status == 200 and (await resp.json())["article"]["body"] == "edited"
+    resp = await client.get(url)  # read-your-write through the API
+    assert (await resp.json())["article"]["body"] == "edited"
+
+    resp = await client.delete(url, headers=auth(token))
+    assert resp.status == 204
+    resp = await client.get(url)
+    assert resp.status == 404 and await errors_of(resp) == {"article": ["not found"]}
+    resp = await client.post("/api/articles", json={"article": {"title": "t"}}, headers=auth(token))
+    assert resp.status == 422 and set(await errors_of(resp)) == {"description", "body"}
+
+
+async def test_list_query_is_validated(client: Client) -> None:
+    for query, field in [
+        ("limit=101", "limit"),
+        ("limit=0", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=-1", "offset"),
+    ]:
+        resp = await client.get(f"/api/articles?{query}")
+        assert resp.status == 422, query
+        assert list(await errors_of(resp)) == [field]
+    resp = await client.get("/api/articles?limit=100&offset=0")
+    assert resp.status == 200
+
+
+async def test_anonymous_reads_revalidate_with_etag(client: Client) -> None:
+    token = await register(client)
+    await post_article(client, token, "Etagged")
+    resp = await client.get("/api/articles")
+    etag = resp.headers["ETag"]
+    assert resp.headers["Cache-Control"] == "no-cache"
+    resp = await client.get("/api/articles", headers={"If-None-Match": etag})
+    assert resp.status == 304 and await resp.read() == b""
+    await post_article(client, token, "Changes the list")
+    resp = await client.get("/api/articles", headers={"If-None-Match": etag})
+    assert resp.status == 200 and resp.headers["ETag"] != etag
+
+
+async def test_favorites_profiles_comments_and_tags(client: Client) -> None:
+    author_name = f"author{uuid.uuid4().hex[:6]}"
+    author, reader = await register(client, author_name), await register(client)
+    article = await post_article(client, author, "Social", tagList=["social"])
+    base = f"/api/articles/{article['slug']}"
+
+    resp = await client.post(f"{base}/favorite", headers=auth(reader))
+    assert resp.status == 200
+    liked = (await resp.json())["article"]
+    assert (liked["favorited"], liked["favoritesCount"]) == (True, 1)
+    resp = await client.get(f"/api/articles?favorited={author_name}")
+    assert (await resp.json())["articlesCount"] == 0
+
+    resp = await client.post(f"/api/profiles/{author_name}/follow", headers=auth(reader))
+    assert resp.status == 200 and (await resp.json())["profile"]["following"] is True
+    resp = await client.get(f"/api/profiles/{author_name}")
+    assert (await resp.json())["profile"]["following"] is False  # anonymous
+    resp = await client.get("/api/articles/feed", headers=auth(reader))
+    assert [a["slug"] for a in (await resp.json())["articles"]] == [article["slug"]]
+    resp = await client.delete(f"/api/profiles/{author_name}/follow", headers=auth(reader))
+    assert (await resp.json())["profile"]["following"] is False
+    resp = await client.get("/api/profiles/no-such-user")
+    assert resp.status == 404
+
+    resp = await client.post(f"{base}/comments", json={"comment": {"body": "Thanks"}}, headers=auth(reader))
+    assert resp.status == 200
+    comment = (await resp.json())["comment"]
+    resp = await client.get(f"{base}/comments")
+    assert [c["body"] for c in (await resp.json())["comments"]] == ["Thanks"]
+    resp = await client.delete(f"{base}/comments/{comment['id']}", headers=auth(author))
+    assert resp.status == 403
+    resp = await client.delete(f"{base}/comments/abc", headers=auth(reader))
+    assert resp.status == 422 and list(await errors_of(resp)) == ["id"]
+    resp = await client.delete(f"{base}/comments/{comment['id']}", headers=auth(reader))
+    assert resp.status == 204
+
+    resp = await client.get("/api/tags")
+    assert "social" in (await resp.json())["tags"]
+
+
+async def test_the_spec_is_served(client: Client) -> None:
+    resp = await client.get("/api/openapi.json")
+    assert resp.status == 200
+    spec = await resp.json()
+    assert spec == orjson.loads(SPEC.read_bytes())
+    assert "/articles/{slug}/comments/{id}" in spec["paths"]

@@ -1,0 +1,198 @@
+"""Redis going away for real: a private redis-server stopped and started, or cut off by a TCP proxy.
+
+The shared Redis is never touched: each test runs its own server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+from blog_testing import MakeCache, MakeClient, blog_settings, post_article, register
+from prometheus_client import REGISTRY
+
+from asynccore.pools.redis import open_redis
+from asynccore.pools.sqlite import SQLiteDB
+from asynccore.resilience import CircuitBreaker
+from asynccore.testing import RedisServer, TcpProxy, wait_until
+from blog import articles, users
+from blog.cache import Cache
+from blog.inputs import NewArticle, NewUser, UpdateArticle
+from blog.passwords import Passwords
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def fallbacks() -> float:
+    return REGISTRY.get_sample_value("blog_cache_redis_fallbacks_total") or 0.0
+
+
+def hits(family: str) -> float:
+    return REGISTRY.get_sample_value("blog_cache_hits_total", {"family": family}) or 0.0
+
+
+def breaker() -> CircuitBreaker:
+    return CircuitBreaker(f"test-{uuid.uuid4().hex[:8]}", failure_threshold=2, reset_after_s=0.3)
+
+
+async def article_by(
+    db: SQLiteDB, cache: Cache, passwords: Passwords, title: str
+) -> tuple[users.Account, str]:
+    name = f"o{uuid.uuid4().hex[:10]}"
+    new_user = NewUser.model_validate({"username": name, "email": f"{name}@example.com", "password": "pw"})
+    author = await users.register(db, passwords, new_user)
+    new = NewArticle.model_validate({"title": title, "description": "d", "body": "before"})
+    created = orjson.loads(await articles.create(db, cache, author.id, new))
+    return author, str(created["article"]["slug"])
+
+
+async def body_of(cache: Cache, db: SQLiteDB, slug: str) -> str:
+    return str(orjson.loads((await articles.read_cached(cache, db, slug)).body)["article"]["body"])
+
+
+async def test_reads_fall_back_to_sqlite_and_the_cache_resumes(
+    private_redis: RedisServer,
+    make_cache: MakeCache,
+    db: SQLiteDB,
+    passwords: Passwords,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = await make_cache(private_redis.url, breaker=breaker())
+    author, slug = await article_by(db, cache, passwords, "Outage")
+    assert await body_of(cache, db, slug) == "before"
+
+    await private_redis.stop()
+    await wait_until(lambda: not cache.versions.connected.is_set(), timeout=5, message="channel noticed")
+    before = fallbacks()
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="blog.cache"):
+        for _ in range(100):
+            assert await body_of(cache, db, slug) == "before"
+    # The breaker answers for Redis: no connect attempt, let alone a timeout, per read.
+    assert time.perf_counter() - started < 2.0
+    assert cache.breaker.state == "open"
+    assert fallbacks() - before == 100
+    assert sum("serving from SQLite" in r.message for r in caplog.records) == 1
+
+    # A write while Redis is down still commits; the bump Redis missed cannot leave a stale read.
+    await articles.update(db, cache, author.id, slug, UpdateArticle.model_validate({"body": "during"}))
+    assert await body_of(cache, db, slug) == "during"
+
+    await private_redis.start()
+    await wait_until(cache.versions.connected.is_set, timeout=10, message="channel reconnected")
+
+    async def cached_again() -> bool:
+        before_hits = hits("article")
+        bodies = [await body_of(cache, db, slug) for _ in range(3)]
+        assert bodies == ["during"] * 3
+        return hits("article") - before_hits >= 2
+
+    await wait_until(cached_again, timeout=5, message="cache serves hits again")
+
+
+async def test_entries_cached_before_a_partition_are_not_served_after_it(
+    private_redis: RedisServer, make_cache: MakeCache, db: SQLiteDB, passwords: Passwords
+) -> None:
+    """The data stays in Redis while one replica is cut off, writes, and comes back."""
+    proxy = TcpProxy("127.0.0.1", private_redis.port)
+    await proxy.start()
+    try:
+        cut_off = await make_cache(f"redis://127.0.0.1:{proxy.port}/0", breaker=breaker())
+        other = await make_cache(private_redis.url)
+        author, slug = await article_by(db, cut_off, passwords, "Partition")
+        assert await body_of(cut_off, db, slug) == "before"
+        assert await body_of(other, db, slug) == "before"
+
+        await proxy.cut()
+        await wait_until(lambda: not cut_off.versions.connected.is_set(), timeout=5)
+        await articles.update(db, cut_off, author.id, slug, UpdateArticle.model_validate({"body": "after"}))
+        assert await body_of(cut_off, db, slug) == "after"  # bypasses what it cannot invalidate
+
+        await proxy.restore()
+        await wait_until(cut_off.versions.connected.is_set, timeout=10, message="channel reconnected")
+        # Reconnecting bumped the epoch: the entries built before the write are stale everywhere.
+        assert await body_of(cut_off, db, slug) == "after"
+
+        async def other_reads_after() -> bool:
+            return await body_of(other, db, slug) == "after"
+
+        await wait_until(other_reads_after, timeout=1, message="the other replica drops its old entry")
+    finally:
+        await proxy.close()
+
+
+async def test_the_api_answers_while_redis_is_down(
+    private_redis: RedisServer, make_client: MakeClient, db_path: Path, prefix: str
+) -> None:
+    client = await make_client(
+        blog_settings(
+            db_path,
+            prefix,
+            redis_url=private_redis.url,
+            blog_cache_breaker_failures=2,
+            blog_cache_breaker_reset_s=0.3,
+        )
+    )
+    token = await register(client)
+    article = await post_article(client, token, "Still here")
+
+    await private_redis.stop()
+    for path in (
+        "/api/articles",
+        f"/api/articles/{article['slug']}",
+        "/api/tags",
+        "/",
+        f"/article/{article['slug']}",
+    ):
+        resp = await client.get(path)
+        assert resp.status == 200, path
+    resp = await client.get("/readyz")
+    assert resp.status == 503 and "redis" in (await resp.json())["failing"]
+    await post_article(client, token, "Written")
+    resp = await client.get("/api/articles")
+    assert [a["title"] for a in (await resp.json())["articles"]] == ["Written", "Still here"]
+
+    await private_redis.start()
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await wait_until(ready, timeout=10, message="ready again")
+
+
+async def test_a_bump_redis_missed_bypasses_the_cache_until_the_epoch_moves(
+    private_redis: RedisServer, prefix: str, db: SQLiteDB, passwords: Passwords
+) -> None:
+    """Commands fail but the invalidation channel stays up: only the missed bump protects readers."""
+    proxy = TcpProxy("127.0.0.1", private_redis.port)
+    await proxy.start()
+    commands = open_redis(f"redis://127.0.0.1:{proxy.port}/0")
+    cache = Cache(commands, private_redis.url, prefix=prefix, ttl_s=60, breaker=breaker())
+    cache.start()
+    try:
+        await wait_until(cache.versions.connected.is_set, timeout=5)
+        author, slug = await article_by(db, cache, passwords, "Missed")
+        assert await body_of(cache, db, slug) == "before"
+
+        await proxy.cut()
+        await articles.update(db, cache, author.id, slug, UpdateArticle.model_validate({"body": "after"}))
+        await proxy.restore()
+        await wait_until(lambda: cache.breaker.state != "open", timeout=5)
+        assert cache.versions.connected.is_set()  # the channel never noticed anything
+        assert await body_of(cache, db, slug) == "after"
+        assert await body_of(cache, db, slug) == "after"
+    finally:
+        await cache.close()
+        await commands.aclose()
+        await proxy.close()

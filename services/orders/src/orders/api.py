@@ -1,0 +1,181 @@
+"""HTTP handlers: parse, authorise, call the logic module, shape the response. Nothing else."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from asynccore.auth import Caller, require_caller
+from asynccore.errors import ApiError
+from orders import placement, products, store
+from orders.db import transaction
+from orders.lifecycle import move
+from orders.models import NewOrder, NewProduct, Restock, parse_body
+from orders.openapi import document
+from orders.resources import DB
+from orders.settings import OrdersSettings
+from orders.states import IllegalTransition, Status
+
+__all__ = ["CONFIG", "routes"]
+
+CONFIG = web.AppKey("orders_settings", OrdersSettings)
+MAX_ID = 2**63 - 1
+MAX_KEY_LENGTH = 200
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _caller(request: web.Request) -> Caller:
+    return require_caller(request, request.app[CONFIG].jwt_secret.get_secret_value())
+
+
+def _require_admin(request: web.Request) -> None:
+    """``Authorization: Bearer $ORDERS_ADMIN_TOKEN``, compared in constant time."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Bearer" or not token:
+        raise ApiError(401, "token", "admin bearer token required", headers={"WWW-Authenticate": "Bearer"})
+    expected = request.app[CONFIG].orders_admin_token.get_secret_value()
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ApiError(403, "token", "not an admin token")
+
+
+def _path_id(request: web.Request, name: str, what: str) -> int:
+    value = int(request.match_info[name])  # the route only matches digits
+    if value > MAX_ID:
+        raise ApiError(404, what, f"{what} {value} not found")
+    return value
+
+
+def _query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(422, name, "must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(422, name, f"must be between {low} and {high}")
+    return value
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise ApiError(422, "Idempotency-Key", f"must be 1-{MAX_KEY_LENGTH} printable characters")
+    return key
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(document())
+
+
+async def create_product(request: web.Request) -> web.Response:
+    _require_admin(request)
+    new = await parse_body(request, NewProduct)
+    product = await products.create_product(request.app[DB], new)
+    return _json(product.to_json(), 201, {"Location": f"/api/products/{product.id}"})
+
+
+async def list_products(request: web.Request) -> web.Response:
+    limit = _query_int(request, "limit", 20, 1, 100)
+    offset = _query_int(request, "offset", 0, 0, 10**9)
+    assert limit is not None and offset is not None
+    page, count = await products.list_products(request.app[DB], limit=limit, offset=offset)
+    return _json({"products": [product.to_json() for product in page], "count": count})
+
+
+async def get_product(request: web.Request) -> web.Response:
+    product = await products.get_product(request.app[DB], _path_id(request, "id", "product"))
+    return _json(product.to_json())
+
+
+async def restock_product(request: web.Request) -> web.Response:
+    _require_admin(request)
+    product_id = _path_id(request, "id", "product")
+    body = await parse_body(request, Restock)
+    product = await products.restock(request.app[DB], product_id, body.quantity)
+    return _json(product.to_json())
+
+
+async def create_order(request: web.Request) -> web.Response:
+    caller = _caller(request)
+    key = _idempotency_key(request)
+    new = await parse_body(request, NewOrder)
+    config = request.app[CONFIG]
+    placed = await placement.place_order(
+        request.app[DB],
+        caller,
+        new,
+        key,
+        strategy=config.orders_placement,
+        lock_attempts=config.lock_retry_attempts,
+    )
+    headers = {"Location": f"/api/orders/{placed.order.id}"}
+    if placed.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return _json(placed.order.to_json(), 201, headers)
+
+
+async def list_orders(request: web.Request) -> web.Response:
+    caller = _caller(request)
+    limit = _query_int(request, "limit", 20, 1, 100)
+    before = _query_int(request, "before", None, 1, MAX_ID)
+    assert limit is not None
+    page = await store.list_orders(request.app[DB], caller.user_id, limit=limit, before=before)
+    next_before = page[-1].id if len(page) == limit else None
+    return _json({"orders": [order.to_json() for order in page], "next_before": next_before})
+
+
+async def get_order(request: web.Request) -> web.Response:
+    caller = _caller(request)
+    order_id = _path_id(request, "id", "order")
+    async with transaction(request.app[DB]) as cur:
+        order = await store.load_order(cur, order_id)
+    if order is None or order.user_id != caller.user_id:  # another user's order is not even confirmed
+        raise ApiError(404, "order", f"order {order_id} not found")
+    return _json(order.to_json())
+
+
+async def _move(request: web.Request, to: Status, owner: str | None) -> web.Response:
+    order_id = _path_id(request, "id", "order")
+    config = request.app[CONFIG]
+    try:
+        order = await move(
+            request.app[DB], order_id, to, owner=owner, lock_attempts=config.lock_retry_attempts
+        )
+    except IllegalTransition as exc:
+        raise ApiError(409, "status", f"order {order_id} is {exc.current.value}: {exc}") from None
+    return _json(order.to_json())
+
+
+async def cancel_order(request: web.Request) -> web.Response:
+    return await _move(request, Status.CANCELLED, _caller(request).user_id)
+
+
+async def fulfil_order(request: web.Request) -> web.Response:
+    _require_admin(request)
+    return await _move(request, Status.FULFILLED, None)
+
+
+def routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/orders/openapi.json", openapi)
+    r.add_post("/api/products", create_product)
+    r.add_get("/api/products", list_products)
+    r.add_get(r"/api/products/{id:\d+}", get_product)
+    r.add_post(r"/api/products/{id:\d+}/restock", restock_product)
+    r.add_post("/api/orders", create_order)
+    r.add_get("/api/orders", list_orders)
+    r.add_get(r"/api/orders/{id:\d+}", get_order)
+    r.add_post(r"/api/orders/{id:\d+}/cancel", cancel_order)
+    r.add_post(r"/api/orders/{id:\d+}/fulfil", fulfil_order)

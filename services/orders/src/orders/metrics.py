@@ -1,0 +1,35 @@
+"""The orders_* metrics (names are a contract with Prometheus rules and dashboards)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from asynccore.metrics import LATENCY_BUCKETS
+
+__all__ = [
+    "DLQ_MESSAGES",
+    "LOCK_RETRIES",
+    "LOCK_WAIT",
+    "OUTBOX_BACKLOG",
+    "OUTBOX_OLDEST_AGE",
+    "PAYMENT_DURATION",
+    "PAYMENT_ERRORS",
+    "STOCKOUTS",
+    "TRANSITIONS",
+]
+
+TRANSITIONS = Counter("orders_transitions_total", "Orders entering a status", ["to"])
+STOCKOUTS = Counter("orders_stockouts_total", "Order attempts refused for lack of stock")
+LOCK_RETRIES = Counter("orders_lock_retries_total", "Transactions retried after a lock conflict", ["reason"])
+LOCK_WAIT = Histogram(
+    "orders_lock_wait_seconds",
+    "Time a stock UPDATE took, lock wait included (the product row lock is held from here to commit)",
+    buckets=LATENCY_BUCKETS,
+)
+OUTBOX_BACKLOG = Gauge("orders_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_OLDEST_AGE = Gauge("orders_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row")
+PAYMENT_DURATION = Histogram(
+    "orders_payment_duration_seconds", "Payment provider call latency", buckets=LATENCY_BUCKETS
+)
+PAYMENT_ERRORS = Counter("orders_payment_errors_total", "Failed payment provider calls")
+DLQ_MESSAGES = Counter("orders_dlq_messages_total", "Messages dead-lettered after their last attempt")

@@ -1,0 +1,29 @@
+"""Resources the API and the worker share: the database pool, with the schema migrated at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomysql
+from aiohttp import web
+
+from asynccore.app import CleanupCtx
+from asynccore.migrations import apply_migrations
+from asynccore.pools.mysql import mysql_pool
+from orders.settings import OrdersSettings
+
+__all__ = ["DB", "MIGRATIONS", "database"]
+
+DB = web.AppKey("orders_db", aiomysql.Pool)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def database(settings: OrdersSettings, *, maxsize: int) -> list[CleanupCtx]:
+    """The pool (creating the database if missing), then the migrations, in that order."""
+
+    async def migrated(app: web.Application) -> AsyncIterator[None]:
+        await apply_migrations(settings.mysql_url, MIGRATIONS)
+        yield
+
+    return [mysql_pool(DB, settings.mysql_url, maxsize=maxsize), migrated]

@@ -1,0 +1,53 @@
+"""The orders service's configuration, read from the environment (see asynccore.settings)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from asynccore.settings import ServiceSettings
+
+__all__ = ["OrdersSettings"]
+
+
+class OrdersSettings(ServiceSettings):
+    """API, relay, expiry task and worker share one settings class so both processes agree on names."""
+
+    orders_port: int = Field(default=8082, gt=0, lt=65536)
+    orders_worker_port: int = Field(default=8092, gt=0, lt=65536)
+    mysql_url: str = "mysql://root@127.0.0.1:3306/orders"
+    mysql_pool_size: int = Field(default=20, gt=0)
+    lock_retry_attempts: int = Field(default=4, gt=0)
+    # "locking" is the naive baseline (SELECT … FOR UPDATE first) that only the benchmark uses.
+    orders_placement: Literal["conditional", "locking"] = "conditional"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_timeout_s: float = Field(default=5.0, gt=0)
+    # Tests give every run its own exchanges and queues by setting a unique prefix.
+    amqp_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    amqp_reconnect_s: float = Field(default=2.0, gt=0)
+    payment_url: str = "http://127.0.0.1:8090"
+    payment_timeout_s: float = Field(default=3.0, gt=0)
+    payment_retries: int = Field(default=3, gt=0)
+    payment_backoff_s: float = Field(default=0.2, gt=0)
+    breaker_failures: int = Field(default=5, gt=0)
+    breaker_reset_s: float = Field(default=5.0, gt=0)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=2525, gt=0, lt=65536)
+    smtp_timeout_s: float = Field(default=5.0, gt=0)
+    mail_from: str = "orders@asyncstack.test"
+    orders_admin_token: SecretStr = SecretStr("dev-admin-token-change-me")
+    # Unpaid orders (pending, or payment_failed) are cancelled after this long and release their stock.
+    order_expiry_s: float = Field(default=900.0, gt=0)
+    expiry_interval_s: float = Field(default=5.0, gt=0)
+    outbox_interval_s: float = Field(default=0.2, gt=0)
+    outbox_batch: int = Field(default=200, gt=0)
+    # Keep sent outbox rows this long (for inspection), then purge them.
+    outbox_retention_s: float = Field(default=24 * 3600.0, ge=0)
+    # Deliveries of one message before it is dead-lettered and the order marked payment_failed.
+    worker_attempts: int = Field(default=5, gt=0)
+    worker_retry_delay_s: float = Field(default=2.0, gt=0)
+    worker_prefetch: int = Field(default=16, gt=0)
+    worker_message_timeout_s: float = Field(default=60.0, gt=0)
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = "events"

@@ -1,0 +1,46 @@
+"""The order state machine: which status may follow which. Anything else is refused.
+
+    pending → paid → fulfilled
+    pending → cancelled            paid → cancelled (until fulfilled)
+    pending → payment_failed → cancelled
+
+Entering ``cancelled`` releases the order's stock; since ``cancelled`` is final, that happens once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["ALLOWED", "SETTLED", "IllegalTransition", "Status", "check_transition"]
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+    FULFILLED = "fulfilled"
+    CANCELLED = "cancelled"
+    PAYMENT_FAILED = "payment_failed"
+
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.PAID, Status.CANCELLED, Status.PAYMENT_FAILED}),
+    Status.PAID: frozenset({Status.FULFILLED, Status.CANCELLED}),
+    Status.PAYMENT_FAILED: frozenset({Status.CANCELLED}),
+    Status.FULFILLED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+# Where the fulfilment pipeline leaves an order on its own: the worker is done with it.
+SETTLED = frozenset({Status.PAID, Status.FULFILLED, Status.CANCELLED, Status.PAYMENT_FAILED})
+
+
+class IllegalTransition(Exception):
+    def __init__(self, current: Status, to: Status) -> None:
+        super().__init__(f"cannot move an order from {current.value} to {to.value}")
+        self.current = current
+        self.to = to
+
+
+def check_transition(current: Status, to: Status) -> None:
+    if to not in ALLOWED[current]:
+        raise IllegalTransition(current, to)

@@ -1,0 +1,87 @@
+"""Order events for the stream service's ``events`` topic (only when ``KAFKA_BOOTSTRAP`` is set).
+
+``order.created`` becomes one ``order_placed`` event per line and ``order.paid`` one ``payment`` event
+per line, in the stream service's schema. Event ids derive from the outbox event id, so a re-relay
+after a crash produces the same ids and the stream service drops the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from orders.outbox import Event
+
+__all__ = ["KafkaEvents", "stream_events"]
+
+STREAM_TYPES = {"order.created": "order_placed", "order.paid": "payment"}
+
+
+def stream_events(event: Event) -> list[dict[str, Any]]:
+    """The stream-schema events for one outbox event (none for the types analytics does not track)."""
+    kind = STREAM_TYPES.get(event.routing_key)
+    if kind is None:
+        return []
+    payload = event.payload
+    return [
+        {
+            "event_id": f"{event.event_id}-{item['product_id']}",
+            "type": kind,
+            "user_id": payload["user_id"],
+            "product_id": item["product_id"],
+            "price": item["price_cents"] * item["quantity"] / 100,
+            "ts": payload["ts"],
+        }
+        for item in payload["items"]
+    ]
+
+
+class KafkaEvents:
+    """An idempotent producer, started on first use so the API starts while Kafka is away."""
+
+    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    enable_idempotence=True,
+                    acks="all",
+                    request_timeout_ms=int(self.timeout_s * 1000),
+                )
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Send the batch keyed by user (one user's events stay ordered) and wait for every ack."""
+        records = [record for event in events for record in stream_events(event)]
+        if not records:
+            return
+        producer = await self._started()
+        async with asyncio.timeout(self.timeout_s):
+            sent = [
+                await producer.send(self.topic, orjson.dumps(record), key=str(record["user_id"]).encode())
+                for record in records
+            ]
+            await asyncio.gather(*sent)
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()

@@ -1,0 +1,105 @@
+"""The state machine applied: legal moves only, stock released exactly once, unpaid orders expire."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomysql
+import pytest
+
+from asynccore.auth import Caller
+from asynccore.errors import ApiError
+from orders.db import transaction
+from orders.inventory import audit
+from orders.lifecycle import expire_unpaid, move
+from orders.models import NewOrder, NewProduct, OrderLine
+from orders.placement import place_order
+from orders.products import create_product
+from orders.states import ALLOWED, IllegalTransition, Status, check_transition
+
+ALICE = Caller("alice-id", "alice", "")
+
+
+async def _placed(pool: aiomysql.Pool, quantity: int = 2, stock: int = 10) -> tuple[int, int]:
+    pid = (await create_product(pool, NewProduct(sku="s", name="s", price_cents=100, stock=stock))).id
+    placed = await place_order(
+        pool, ALICE, NewOrder(items=[OrderLine(product_id=pid, quantity=quantity)]), None
+    )
+    return placed.order.id, pid
+
+
+async def _events(pool: aiomysql.Pool) -> list[str]:
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT routing_key FROM outbox ORDER BY id")
+        return [row[0] for row in await cur.fetchall()]
+
+
+def test_state_machine_allows_only_the_documented_moves() -> None:
+    legal = {(a, b) for a, targets in ALLOWED.items() for b in targets}
+    assert legal == {
+        (Status.PENDING, Status.PAID),
+        (Status.PENDING, Status.CANCELLED),
+        (Status.PENDING, Status.PAYMENT_FAILED),
+        (Status.PAID, Status.FULFILLED),
+        (Status.PAID, Status.CANCELLED),
+        (Status.PAYMENT_FAILED, Status.CANCELLED),
+    }
+    for current in Status:
+        for to in Status:
+            if (current, to) not in legal:
+                with pytest.raises(IllegalTransition):
+                    check_transition(current, to)
+
+
+async def test_concurrent_cancels_release_stock_once(pool: aiomysql.Pool) -> None:
+    order_id, pid = await _placed(pool, quantity=3)
+    results = await asyncio.gather(
+        *(move(pool, order_id, Status.CANCELLED, owner=ALICE.user_id) for _ in range(10)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, IllegalTransition) for r in results if isinstance(r, BaseException))
+    (state,) = await audit(pool, [pid])
+    assert state.stock == 10 and state.held == 0 and state.holds
+    assert await _events(pool) == ["order.created", "order.cancelled"]
+
+
+async def test_only_the_owner_can_cancel(pool: aiomysql.Pool) -> None:
+    order_id, _ = await _placed(pool)
+    with pytest.raises(ApiError) as err:
+        await move(pool, order_id, Status.CANCELLED, owner="mallory")
+    assert err.value.status == 404
+
+
+async def test_fulfilled_orders_cannot_be_cancelled(pool: aiomysql.Pool) -> None:
+    order_id, pid = await _placed(pool)
+    await move(pool, order_id, Status.PAID, payment_ref="ch_1")
+    await move(pool, order_id, Status.FULFILLED)
+    with pytest.raises(IllegalTransition):
+        await move(pool, order_id, Status.CANCELLED, owner=ALICE.user_id)
+    (state,) = await audit(pool, [pid])
+    assert state.held == 2 and state.holds
+
+
+async def test_unpaid_orders_expire_and_release_stock(pool: aiomysql.Pool) -> None:
+    pending, pid = await _placed(pool, quantity=2)
+    failed = (
+        await place_order(pool, ALICE, NewOrder(items=[OrderLine(product_id=pid, quantity=1)]), None)
+    ).order.id
+    paid = (
+        await place_order(pool, ALICE, NewOrder(items=[OrderLine(product_id=pid, quantity=4)]), None)
+    ).order.id
+    await move(pool, failed, Status.PAYMENT_FAILED)
+    await move(pool, paid, Status.PAID, payment_ref="ch_1")
+
+    assert await expire_unpaid(pool, older_than_s=3600) == 0  # nothing that old yet
+    # Two replicas expiring at once: SKIP LOCKED splits the rows, nothing is released twice.
+    counts = await asyncio.gather(expire_unpaid(pool, older_than_s=0), expire_unpaid(pool, older_than_s=0))
+    assert sum(counts) == 2
+
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT id, status FROM orders ORDER BY id")
+        statuses = dict(await cur.fetchall())
+    assert statuses == {pending: "cancelled", failed: "cancelled", paid: "paid"}
+    (state,) = await audit(pool, [pid])
+    assert state.stock == 6 and state.held == 4 and state.holds

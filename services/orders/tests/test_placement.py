@@ -1,0 +1,132 @@
+"""Placing orders: idempotency keys, errors that name the item, lock conflicts retried then a 503."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomysql
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+
+from asynccore.auth import Caller
+from asynccore.errors import ApiError
+from asynccore.testing import metric_value
+from orders.db import LockConflict, transaction, with_lock_retry
+from orders.inventory import audit
+from orders.models import NewOrder, NewProduct, OrderLine
+from orders.placement import place_order
+from orders.products import create_product
+
+ALICE = Caller("alice-id", "alice", "")
+BOB = Caller("bob-id", "bob", "")
+
+
+def order(*lines: tuple[int, int]) -> NewOrder:
+    return NewOrder(items=[OrderLine(product_id=pid, quantity=qty) for pid, qty in lines])
+
+
+async def product(pool: aiomysql.Pool, stock: int = 10, sku: str = "sku1", price: int = 250) -> int:
+    return (await create_product(pool, NewProduct(sku=sku, name=sku, price_cents=price, stock=stock))).id
+
+
+async def test_order_totals_and_items_are_priced_from_the_catalogue(pool: aiomysql.Pool) -> None:
+    a, b = await product(pool, sku="a", price=250), await product(pool, sku="b", price=1000)
+    placed = await place_order(pool, ALICE, order((b, 1), (a, 3)), None)
+    body = placed.order.to_json()
+    assert body["status"] == "pending" and body["user_id"] == "alice-id"
+    assert body["total_cents"] == 3 * 250 + 1000
+    assert body["items"] == [
+        {"product_id": a, "quantity": 3, "price_cents": 250},
+        {"product_id": b, "quantity": 1, "price_cents": 1000},
+    ]
+
+
+async def test_same_key_and_body_replays_the_original_order(pool: aiomysql.Pool) -> None:
+    pid = await product(pool, stock=1)
+    first = await place_order(pool, ALICE, order((pid, 1)), "key-1")
+    # Sold out now, yet the retry of the same request still gets its order back.
+    again = await place_order(pool, ALICE, order((pid, 1)), "key-1")
+    assert not first.replayed and again.replayed
+    assert again.order.id == first.order.id
+    (state,) = await audit(pool, [pid])
+    assert state.held == 1 and state.holds
+
+
+async def test_same_key_with_another_body_is_422(pool: aiomysql.Pool) -> None:
+    pid = await product(pool)
+    await place_order(pool, ALICE, order((pid, 1)), "key-1")
+    with pytest.raises(ApiError) as err:
+        await place_order(pool, ALICE, order((pid, 2)), "key-1")
+    assert err.value.status == 422 and "Idempotency-Key" in err.value.errors
+
+
+async def test_keys_belong_to_their_user(pool: aiomysql.Pool) -> None:
+    pid = await product(pool)
+    mine = await place_order(pool, ALICE, order((pid, 1)), "shared-key")
+    theirs = await place_order(pool, BOB, order((pid, 2)), "shared-key")
+    assert not theirs.replayed and theirs.order.id != mine.order.id
+
+
+async def test_concurrent_requests_with_one_key_make_one_order(pool: aiomysql.Pool) -> None:
+    pid = await product(pool, stock=100)
+    results = await asyncio.gather(*(place_order(pool, ALICE, order((pid, 1)), "once") for _ in range(20)))
+    assert len({placed.order.id for placed in results}) == 1
+    assert sum(not placed.replayed for placed in results) == 1
+    (state,) = await audit(pool, [pid])
+    assert state.held == 1 and state.stock == 99
+
+
+async def test_out_of_stock_names_the_item(pool: aiomysql.Pool) -> None:
+    a, b = await product(pool, sku="a", stock=5), await product(pool, sku="b", stock=1)
+    with pytest.raises(ApiError) as err:
+        await place_order(pool, ALICE, order((a, 2), (b, 3)), None)
+    assert err.value.status == 409
+    assert list(err.value.errors) == ["items[1].quantity"]
+    assert f"product {b}" in err.value.errors["items[1].quantity"][0]
+    # Nothing half-written: the line that fitted was not taken either.
+    assert all(state.held == 0 and state.holds for state in await audit(pool, [a, b]))
+
+
+async def test_unknown_product_is_404_naming_the_item(pool: aiomysql.Pool) -> None:
+    pid = await product(pool)
+    with pytest.raises(ApiError) as err:
+        await place_order(pool, ALICE, order((pid, 1), (pid + 1000, 1)), None)
+    assert err.value.status == 404 and list(err.value.errors) == ["items[1].product_id"]
+
+
+async def test_a_product_listed_twice_is_422(pool: aiomysql.Pool) -> None:
+    pid = await product(pool)
+    with pytest.raises(ApiError) as err:
+        await place_order(pool, ALICE, order((pid, 1), (pid, 2)), None)
+    assert err.value.status == 422 and list(err.value.errors) == ["items[1].product_id"]
+
+
+async def test_lock_wait_timeouts_are_retried_then_answered_with_503(pool: aiomysql.Pool) -> None:
+    pid = await product(pool)
+    holder = await pool.acquire()
+    try:
+        async with holder.cursor() as cur:
+            await cur.execute("SELECT stock FROM products WHERE id = %s FOR UPDATE", (pid,))
+        attempts = 0
+
+        async def blocked_update() -> None:
+            nonlocal attempts
+            attempts += 1
+            async with transaction(pool) as cur:
+                await cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
+                await cur.execute("UPDATE products SET stock = stock - 1 WHERE id = %s", (pid,))
+
+        before = _retries("lock_timeout")
+        with pytest.raises(ApiError) as err:
+            await with_lock_retry(blocked_update, attempts=2)
+        assert err.value.status == 503 and err.value.headers == {"Retry-After": "1"}
+        assert isinstance(err.value.__cause__, LockConflict)
+        assert attempts == 2
+        assert _retries("lock_timeout") == before + 1
+    finally:
+        await holder.rollback()
+        pool.release(holder)
+
+
+def _retries(reason: str) -> float:
+    return metric_value(generate_latest(REGISTRY).decode(), "orders_lock_retries_total", reason=reason) or 0.0

@@ -1,0 +1,121 @@
+"""HTTP handlers: thin — parse parameters, call the plain function, send JSON."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+
+from asynccore.app import SETTINGS, no_deadline
+from asynccore.errors import ApiError
+from stream import queries
+from stream.ingest import produce_events, validate_events
+from stream.kafka import PRODUCER
+from stream.keys import Keys
+from stream.live import LiveFeed, stream_live
+from stream.openapi import openapi_document
+from stream.params import choice_param, int_param, time_range
+from stream.recommend import top_co_viewed
+from stream.risk import RULES, list_alerts
+from stream.settings import StreamSettings
+
+__all__ = ["KEYS", "LIVE", "REDIS", "add_routes"]
+
+REDIS = web.AppKey("redis", Redis)
+KEYS = web.AppKey("keys", Keys)
+LIVE = web.AppKey("live", LiveFeed)
+OPENAPI = web.AppKey("openapi", bytes)
+DEFAULT_RANGE_S = 3600
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _settings(request: web.Request) -> StreamSettings:
+    settings = request.app[SETTINGS]
+    assert isinstance(settings, StreamSettings)
+    return settings
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def post_events(request: web.Request) -> web.Response:
+    s = _settings(request)
+    events = validate_events(await request.read(), int(s.stream_max_future_s * 1000))
+    await produce_events(request.app[PRODUCER], s.stream_topic, events, s.request_timeout_s / 2)
+    return _json({"accepted": len(events)}, status=202)
+
+
+async def get_summary(request: web.Request) -> web.Response:
+    s = _settings(request)
+    start, end = time_range(request, _now_ms(), default_s=DEFAULT_RANGE_S, max_s=s.stream_max_query_range_s)
+    return _json(await queries.summary(request.app[REDIS], request.app[KEYS], start, end))
+
+
+async def get_funnel(request: web.Request) -> web.Response:
+    s = _settings(request)
+    start, end = time_range(request, _now_ms(), default_s=DEFAULT_RANGE_S, max_s=s.stream_max_query_range_s)
+    return _json(await queries.funnel(request.app[REDIS], request.app[KEYS], start, end))
+
+
+async def get_top_products(request: web.Request) -> web.Response:
+    by = choice_param(request, "by", "views", queries.BY)
+    n = int_param(request, "n", 10, lo=1, hi=100)
+    at = int_param(request, "at", _now_ms(), lo=0, hi=2**53)
+    return _json(await queries.top_products(request.app[REDIS], request.app[KEYS], by, n, at))
+
+
+async def get_recommendations(request: web.Request) -> web.Response:
+    s = _settings(request)
+    product = request.match_info["product_id"]
+    if not 1 <= len(product) <= 128:
+        raise ApiError(422, "product_id", "must be 1 to 128 characters")
+    k = int_param(request, "k", 10, lo=1, hi=50)
+    redis, keys = request.app[REDIS], request.app[KEYS]
+    now_ms = await queries.newest_event_ts(redis, keys) or _now_ms()
+    recs = await top_co_viewed(
+        redis,
+        keys,
+        product,
+        k=k,
+        now_ms=now_ms,
+        half_life_s=s.stream_rec_half_life_s,
+        horizon_h=s.stream_rec_horizon_h,
+    )
+    return _json({"product_id": product, "recommendations": recs})
+
+
+async def get_alerts(request: web.Request) -> web.Response:
+    limit = int_param(request, "limit", 50, lo=1, hi=1000)
+    rule = request.query.get("rule") or None
+    if rule is not None and rule not in RULES:
+        raise ApiError(422, "rule", f"must be one of {', '.join(RULES)}")
+    user_id = request.query.get("user_id") or None
+    alerts = await list_alerts(request.app[REDIS], request.app[KEYS], limit=limit, rule=rule, user_id=user_id)
+    return _json({"alerts": alerts})
+
+
+@no_deadline
+async def get_live(request: web.Request) -> web.StreamResponse:
+    return await stream_live(request, request.app[LIVE])
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app[OPENAPI] = orjson.dumps(openapi_document())
+    app.router.add_post("/api/events", post_events)
+    app.router.add_get("/api/analytics/summary", get_summary)
+    app.router.add_get("/api/analytics/funnel", get_funnel)
+    app.router.add_get("/api/analytics/top-products", get_top_products)
+    app.router.add_get("/api/analytics/openapi.json", get_openapi)
+    app.router.add_get("/api/recommendations/{product_id}", get_recommendations)
+    app.router.add_get("/api/risk/alerts", get_alerts)
+    app.router.add_get("/api/live", get_live)

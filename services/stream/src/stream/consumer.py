@@ -1,0 +1,248 @@
+"""One consumer-group member: fetch a batch → judge it → aggregate it → flush it with its offsets.
+
+Offsets live in Redis next to the aggregates (see :mod:`stream.state`); Kafka's committed offsets
+are never used. On assignment the member seeks to the stored offsets; on revocation it finishes the
+batch in hand first (the rebalance waits on the same lock), so a partition changes hands between
+batches. Should a flush still race a new owner, the WATCH fence rejects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from redis.asyncio import Redis
+
+from stream.aggregate import Plan, Totals, build_ops, plan
+from stream.batch import Prepared, Progress, Record, prepare
+from stream.keys import Keys
+from stream.metrics import ALERTS, DUPLICATES, EVENTS, FLUSH_SECONDS, FRESHNESS, INVALID, LAG, LATE
+from stream.settings import StreamSettings
+from stream.state import Fenced, Ops, Reply, flush, load_offsets
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger("stream.consumer")
+
+START_TIMEOUT_S = 30.0
+MAX_RESTART_DELAY_S = 10.0
+
+
+class Consumer:
+    def __init__(
+        self,
+        settings: StreamSettings,
+        redis: Redis,
+        *,
+        on_flushed: Callable[[Totals, list[str]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.stream_redis_prefix)
+        self.topic = settings.stream_topic
+        self.newest_ts = 0  # newest event time this process has aggregated (ms)
+        self._on_flushed = on_flushed
+        self._lock = asyncio.Lock()  # a batch in flight vs. a rebalance
+        self._progress: dict[int, Progress] = {}  # assigned partition → where it stands
+        self._stored: dict[int, str | None] = {}  # assigned partition → its offset key as last read/written
+        self._ahead: dict[int, Progress] = {}  # where the judged-but-not-yet-flushed batch leaves off
+        self._generation = 0  # bumped whenever positions are reset: older judged batches are void
+        self._stopping = asyncio.Event()
+        FRESHNESS.set_function(self._freshness)
+
+    def _freshness(self) -> float:
+        return max(0.0, time.time() - self.newest_ts / 1000) if self.newest_ts else 0.0
+
+    @property
+    def assigned(self) -> list[int]:
+        return sorted(self._progress)
+
+    def stop(self) -> None:
+        """Leave the group after the batch in hand (if any) has been flushed."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Be a group member until :meth:`stop`; if Kafka or Redis fails, rejoin after a growing pause."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._member()
+                delay = 0.5
+            except Exception:
+                log.exception("consumer failed; rejoining in %.1fs", delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
+                delay = min(delay * 2, MAX_RESTART_DELAY_S)
+
+    async def _member(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap(),
+            group_id=s.stream_group_id,
+            client_id=f"stream-{s.stream_port}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.stream_session_timeout_ms,
+            heartbeat_interval_ms=s.stream_heartbeat_ms,
+            request_timeout_ms=max(40_000, s.stream_session_timeout_ms + 5_000),
+        )
+        consumer.subscribe([self.topic], listener=_Rebalance(self, consumer))
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await consumer.start()
+            # Two stages: while batch N is flushed (Redis working), batch N+1 is fetched and judged
+            # (this process working). Batch N+1 starts its flush only once N has committed.
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=s.stream_poll_ms, max_records=s.stream_batch_max)
+                job = self._prepare(batch) if batch else None
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
+                if job is not None:
+                    in_flight = asyncio.create_task(self._flush(consumer, job))
+                self._report_lag(consumer)
+            if in_flight is not None:
+                await in_flight
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
+                await asyncio.gather(in_flight, return_exceptions=True)
+            self._forget(list(self._progress))
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    await consumer.stop()
+
+    def _prepare(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> _Job | None:
+        """Judge a fetched batch, continuing from where the batch still in flight leaves off."""
+        s = self.settings
+        by_partition: dict[int, list[Record]] = {tp.partition: recs for tp, recs in batch.items()}
+        prepared = prepare(
+            by_partition,
+            self._ahead,
+            now_ms=time.time_ns() // 1_000_000,
+            lateness_ms=int(s.stream_allowed_lateness_s * 1000),
+            max_future_ms=int(s.stream_max_future_s * 1000),
+        )
+        if not prepared.progress:
+            return None
+        self._ahead.update(prepared.progress)
+        the_plan = plan(
+            prepared, self.keys, s.stream_dedup_horizon_s * 1000, s.stream_rec_session_gap_s * 1000
+        )
+        return _Job(prepared, the_plan, self._generation)
+
+    async def _flush(self, consumer: AIOKafkaConsumer, job: _Job) -> None:
+        s, keys, prepared = self.settings, self.keys, job.prepared
+        totals = Totals()
+
+        def build(reply: Reply) -> Ops:
+            nonlocal totals
+            ops, totals = build_ops(prepared, job.plan, reply, keys, self.topic, s)
+            return ops
+
+        async with self._lock:
+            if job.generation != self._generation:
+                return  # judged before a rebalance or a fence moved the positions: it is re-read
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(s.stream_flush_timeout_s):
+                    fired = await flush(
+                        self.redis,
+                        keys,
+                        self.topic,
+                        {p: self._stored.get(p) for p in prepared.progress},
+                        job.plan.seen_groups,
+                        job.plan.session_groups,
+                        build,
+                        alerts_kept=s.stream_alerts_kept,
+                        outbox_max=s.stream_outbox_max,
+                        alerts_topic=s.stream_alerts_topic,
+                    )
+            except Fenced as exc:
+                log.warning("batch dropped: %s; re-reading from the stored offsets", exc)
+                await self._seek(consumer, list(self._progress))
+                return
+            FLUSH_SECONDS.observe(time.perf_counter() - started)
+            for partition, progress in prepared.progress.items():
+                self._progress[partition] = progress
+                self._stored[partition] = progress.encode()
+        self.newest_ts = max(self.newest_ts, prepared.newest_ts)
+        _count(totals, fired)
+        if self._on_flushed is not None:
+            self._on_flushed(totals, fired)
+
+    async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> None:
+        """Position ``partitions`` at their offsets stored in Redis (the beginning if none).
+
+        Called under the lock. Whatever was judged but not flushed is void: the generation moves on.
+        """
+        stored = await load_offsets(self.redis, self.keys, self.topic, partitions)
+        assigned = consumer.assignment()
+        for partition, value in stored.items():
+            tp = TopicPartition(self.topic, partition)
+            progress = Progress.decode(value) if value else Progress(0)
+            self._progress[partition] = progress
+            self._stored[partition] = value
+            if tp in assigned:
+                # An offset before the log start resets to the earliest retained one (auto_offset_reset).
+                consumer.seek(tp, progress.offset)
+        self._ahead = dict(self._progress)
+        self._generation += 1
+
+    def _forget(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self._progress.pop(partition, None)
+            self._stored.pop(partition, None)
+            self._ahead.pop(partition, None)
+            with contextlib.suppress(KeyError):
+                LAG.remove(str(partition))
+        self._generation += 1
+
+    def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for partition, progress in self._progress.items():
+            highwater = consumer.highwater(TopicPartition(self.topic, partition))
+            if highwater is not None:
+                LAG.labels(str(partition)).set(max(0, highwater - progress.offset))
+
+
+@dataclass(slots=True)
+class _Job:
+    prepared: Prepared
+    plan: Plan
+    generation: int
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: Consumer, consumer: AIOKafkaConsumer) -> None:
+        self.owner = owner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.owner._lock:  # the batch in hand is flushed before the partitions go
+            self.owner._forget([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.owner._lock:
+            await self.owner._seek(self.consumer, sorted(tp.partition for tp in assigned))
+        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+
+
+def _count(totals: Totals, fired: list[str]) -> None:
+    for kind, n in totals.by_type.items():
+        EVENTS.labels(kind).inc(n)
+    if totals.late:
+        LATE.inc(totals.late)
+    for reason, n in totals.invalid.items():
+        INVALID.labels(reason).inc(n)
+    if totals.duplicates:
+        DUPLICATES.inc(totals.duplicates)
+    for rule in fired:
+        ALERTS.labels(rule).inc()

@@ -1,0 +1,197 @@
+"""``uv run stream-loadgen --rate R --duration S``: a shop's click stream, produced to Kafka.
+
+Users browse in sessions within one category at a time (so "also viewed" has something to find),
+some add to cart and order; a little of the traffic is late, duplicated or malformed, and now and
+then a bot trips a risk rule — enough for every panel of the dashboards to show life.
+Produced with librdkafka (confluent-kafka) keyed by user, partitioned like the Java client and
+aiokafka (murmur2), so a user's events share a partition whoever produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import confluent_kafka
+import orjson
+
+from asynccore.settings import load_settings
+from stream.settings import StreamSettings
+
+__all__ = ["Mix", "generate", "main", "new_kafka_producer", "produce"]
+
+CATEGORY_SIZE = 20
+TYPES = ("page_view", "click", "add_to_cart", "order_placed", "payment")
+WEIGHTS = (60, 20, 12, 5, 3)
+
+
+@dataclass(frozen=True)
+class Mix:
+    users: int = 5_000
+    products: int = 1_000
+    late: float = 0.002  # fraction produced minutes behind the stream
+    duplicate: float = 0.002  # fraction sent twice
+    invalid: float = 0.001  # fraction malformed
+    bots_per_minute: float = 2.0  # users who trip a risk rule
+
+
+def generate(mix: Mix, rng: random.Random, now_ms: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """Endless (key, value) pairs; event time is the wall clock unless ``now_ms`` pins it."""
+    seq = 0
+    categories = max(1, mix.products // CATEGORY_SIZE)
+    recent: list[tuple[bytes, bytes]] = []
+    bot_every = int(60 / mix.bots_per_minute * 1000) if mix.bots_per_minute > 0 else 0
+    next_bot = 0
+    while True:
+        ts = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        roll = rng.random()
+        if roll < mix.invalid:
+            seq += 1
+            yield b"garbage", rng.choice([b"{not json", b'{"event_id": 1}', b'{"type": "page_view"}'])
+            continue
+        if roll < mix.invalid + mix.duplicate and recent:
+            yield rng.choice(recent)
+            continue
+        if bot_every and ts >= next_bot:
+            next_bot = ts + bot_every
+            yield from _bot(rng, seq, ts, mix)
+            seq += 20
+            continue
+        user = rng.randrange(mix.users)
+        session = ts // 600_000  # a user's interest changes every 10 minutes
+        category = (user * 7919 + session) % categories
+        product = category * CATEGORY_SIZE + rng.randrange(CATEGORY_SIZE)
+        kind = rng.choices(TYPES, WEIGHTS)[0]
+        if roll > 1 - mix.late:
+            ts -= rng.randrange(120_000, 600_000)
+        seq += 1
+        user_id = f"u{user}"
+        pair = (
+            user_id.encode(),
+            orjson.dumps(_event(f"{session}-{user}-{seq}", kind, user_id, f"p{product}", ts)),
+        )
+        if len(recent) < 1000:
+            recent.append(pair)
+        else:
+            recent[seq % 1000] = pair
+        yield pair
+
+
+def _event(event_id: str, kind: str, user: str, product: str, ts: int) -> dict[str, object]:
+    event: dict[str, object] = {
+        "event_id": event_id,
+        "type": kind,
+        "user_id": user,
+        "product_id": product,
+        "ts": ts,
+    }
+    if kind in ("order_placed", "payment"):
+        event["price"] = round(5 + zlib.crc32(product.encode()) % 20_000 / 100, 2)
+    return event
+
+
+def _bot(rng: random.Random, seq: int, ts: int, mix: Mix) -> Iterator[tuple[bytes, bytes]]:
+    """A burst that trips ``cart_spree`` (many products in 10 s) or ``order_velocity`` (many orders)."""
+    user = f"bot{rng.randrange(1_000_000)}"
+    kind = rng.choice(("add_to_cart", "order_placed"))
+    for i in range(20):
+        product = f"p{rng.randrange(mix.products)}"
+        event = _event(f"{user}-{seq + i}", kind, user, product, ts)
+        yield user.encode(), orjson.dumps(event)
+
+
+def new_kafka_producer(bootstrap: str) -> confluent_kafka.Producer:
+    return confluent_kafka.Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 10,
+            "batch.size": 512 * 1024,
+            "queue.buffering.max.messages": 1_000_000,
+            "partitioner": "murmur2_random",
+            "log_level": 4,
+        }
+    )
+
+
+def produce(
+    producer: confluent_kafka.Producer,
+    topic: str,
+    pairs: Iterator[tuple[bytes, bytes]],
+    *,
+    rate: float,
+    duration_s: float,
+    count: int | None = None,
+    stop: list[bool] | None = None,
+) -> int:
+    """Produce at ``rate``/s (0: as fast as librdkafka takes them) for ``duration_s`` or ``count`` events."""
+    started = time.monotonic()
+    sent = 0
+    while not (stop and stop[0]):
+        elapsed = time.monotonic() - started
+        if elapsed >= duration_s or (count is not None and sent >= count):
+            break
+        due = sent + 10_000 if rate <= 0 else int(rate * elapsed) + 1
+        if count is not None:
+            due = min(due, count)
+        while sent < due:
+            key, value = next(pairs)
+            try:
+                producer.produce(topic, value, key=key)
+            except BufferError:
+                producer.poll(0.01)
+                continue
+            sent += 1
+            if sent % 10_000 == 0:
+                producer.poll(0)
+        producer.poll(0.005 if rate > 0 else 0)
+    producer.flush(30)
+    return sent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Produce a synthetic shop click stream to Kafka.")
+    parser.add_argument("--rate", type=float, default=100.0, help="events per second (0: unthrottled)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds")
+    parser.add_argument("--count", type=int, default=None, help="stop after this many events")
+    parser.add_argument("--topic", default=None, help="default: STREAM_TOPIC")
+    parser.add_argument("--users", type=int, default=Mix.users)
+    parser.add_argument("--products", type=int, default=Mix.products)
+    parser.add_argument("--clean", action="store_true", help="no late, duplicate, malformed or bot events")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    settings = load_settings(StreamSettings)
+    clean = {"late": 0, "duplicate": 0, "invalid": 0, "bots_per_minute": 0} if args.clean else {}
+    mix = Mix(users=args.users, products=args.products, **clean)
+    topic = args.topic or settings.stream_topic
+    producer = new_kafka_producer(settings.bootstrap())
+    stop = [False]
+
+    def on_signal(*_: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    sent = produce(
+        producer,
+        topic,
+        generate(mix, random.Random(args.seed)),
+        rate=args.rate,
+        duration_s=args.duration,
+        count=args.count,
+        stop=stop,
+    )
+    seconds = time.monotonic() - started
+    print(json.dumps({"topic": topic, "produced": sent, "seconds": round(seconds, 3)}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

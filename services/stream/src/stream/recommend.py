@@ -1,0 +1,76 @@
+"""Recommendations ("viewed this, also viewed"): products co-viewed in users' sessions, decayed.
+
+A user's session is the last few distinct products they viewed within ``session gap`` of event time.
+A view of a product new to the session pairs it once with each product already there (a re-view
+only refreshes it), so a pair counts the sessions in which both were seen, not how often a user
+flipped between them. A pair counts in the hour of the view, in a hash per product and hour. A query
+sums the last ``horizon`` hours weighted by ``0.5 ** (age / half-life)`` — exponential decay without
+ever rewriting old scores, and the hourly hashes simply expire.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import orjson
+from redis.asyncio import Redis
+
+from stream.keys import Keys
+from stream.windows import HOUR_MS
+
+__all__ = ["co_views", "top_co_viewed"]
+
+CoViews = dict[tuple[int, str], dict[str, int]]  # (hour, product) → other product → count
+
+
+def co_views(
+    views: dict[str, list[tuple[str, int]]],
+    sessions: dict[str, str | None],
+    *,
+    gap_ms: int,
+    items: int,
+) -> tuple[CoViews, dict[str, str]]:
+    """Pairs from this batch's ``views`` (user → [(product, ts)] in order) given the stored sessions.
+
+    Returns the pair counts and each user's new session (``[[product, ts], …]``, oldest first).
+    """
+    pairs: CoViews = defaultdict(lambda: defaultdict(int))
+    new_sessions: dict[str, str] = {}
+    for user, seq in views.items():
+        raw = sessions.get(user)
+        session: dict[str, int] = dict(orjson.loads(raw)) if raw else {}
+        for product, ts in seq:
+            if session:
+                session = {p: t for p, t in session.items() if -gap_ms <= ts - t <= gap_ms}
+            if product in session:
+                del session[product]  # re-viewed: refreshed below, no new pairs
+            elif session:
+                hour = ts // HOUR_MS
+                mine = pairs[(hour, product)]
+                for other in session:
+                    mine[other] += 1
+                    pairs[(hour, other)][product] += 1
+            session[product] = ts
+            if len(session) > items:
+                del session[next(iter(session))]  # the least recently viewed
+        new_sessions[user] = orjson.dumps(list(session.items())).decode()
+    return pairs, new_sessions
+
+
+async def top_co_viewed(
+    redis: Redis, keys: Keys, product: str, *, k: int, now_ms: int, half_life_s: int, horizon_h: int
+) -> list[dict[str, object]]:
+    """The ``k`` products most co-viewed with ``product``, by decayed score as of ``now_ms``."""
+    now_hour = now_ms // HOUR_MS
+    hours = range(now_hour - horizon_h + 1, now_hour + 1)
+    async with redis.pipeline(transaction=False) as pipe:
+        for hour in hours:
+            pipe.hgetall(keys.co_views(hour, product))
+        per_hour = await pipe.execute()
+    scores: dict[str, float] = defaultdict(float)
+    for hour, counts in zip(hours, per_hour, strict=True):
+        weight = 0.5 ** ((now_hour - hour) * 3600 / half_life_s)
+        for other, n in counts.items():
+            scores[other.decode()] += int(n) * weight
+    best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [{"product_id": other, "score": round(score, 4)} for other, score in best]

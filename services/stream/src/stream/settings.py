@@ -1,0 +1,55 @@
+"""Configuration of the stream service, from the environment (see ``asynccore.settings``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from asynccore.settings import ServiceSettings, read_kafka_bootstrap
+
+__all__ = ["StreamSettings"]
+
+
+class StreamSettings(ServiceSettings):
+    stream_port: int = Field(default=8083, gt=0, lt=65536)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Unset: the bootstrap the local mock-broker launcher wrote into ASYNCSTACK_RUN_DIR.
+    kafka_bootstrap: str | None = None
+    stream_topic: str = Field(default="events", min_length=1)
+    stream_dlq_topic: str = Field(default="events.dlq", min_length=1)
+    stream_alerts_topic: str = Field(default="risk.alerts", min_length=1)
+    stream_group_id: str = Field(default="stream-analytics", min_length=1)
+    # Every Redis key (aggregates, offsets, outbox) starts with this: one prefix = one analytics state.
+    stream_redis_prefix: str = Field(default="stream:", min_length=1)
+    # False runs the API only (no consumer-group member).
+    stream_consume: bool = True
+
+    # Event time.
+    stream_allowed_lateness_s: float = Field(default=60.0, ge=0)
+    stream_max_future_s: float = Field(default=60.0, ge=0)
+    stream_dedup_horizon_s: int = Field(default=600, gt=0)
+    stream_retention_s: int = Field(default=26 * 3600, gt=0)
+    stream_product_retention_s: int = Field(default=3 * 3600, gt=0)
+    stream_max_query_range_s: int = Field(default=24 * 3600, gt=0)
+
+    # Consumer.
+    stream_batch_max: int = Field(default=5000, gt=0)
+    stream_poll_ms: int = Field(default=100, gt=0)
+    stream_session_timeout_ms: int = Field(default=10_000, gt=0)
+    stream_heartbeat_ms: int = Field(default=1_000, gt=0)
+    stream_flush_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Recommendations: co-occurrence of products a user viewed within a session, decayed hourly.
+    stream_rec_session_gap_s: int = Field(default=1800, gt=0)
+    stream_rec_session_items: int = Field(default=5, gt=0, le=50)
+    stream_rec_half_life_s: int = Field(default=6 * 3600, gt=0)
+    stream_rec_horizon_h: int = Field(default=24, gt=0, le=24 * 14)
+
+    # Risk rules.
+    stream_risk_orders_per_minute: int = Field(default=5, ge=1)
+    stream_risk_cart_products_per_10s: int = Field(default=8, ge=1)
+    stream_risk_state_ttl_s: int = Field(default=900, gt=0)
+    stream_alerts_kept: int = Field(default=1000, gt=0)
+    stream_outbox_max: int = Field(default=100_000, gt=0)
+
+    def bootstrap(self) -> str:
+        return read_kafka_bootstrap(self.kafka_bootstrap, self.asyncstack_run_dir)

@@ -1,0 +1,69 @@
+"""Real infrastructure for the stream tests: one Kafka-protocol mock broker per session (the
+deploy/local launcher as a subprocess, topics created per test through its control channel) and the
+shared Redis under a unique key prefix per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+from stream_testkit import REDIS_URL, MockKafka, Topics
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[MockKafka]:
+    broker = MockKafka()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def topics(kafka: MockKafka) -> Topics:
+    """Fresh topics for one test (8 event partitions)."""
+    run = uuid.uuid4().hex[:10]
+    made = Topics(f"events-{run}", f"dlq-{run}", f"alerts-{run}", 8)
+    kafka.create_topic(made.events, made.partitions)
+    kafka.create_topic(made.dlq, 2)
+    kafka.create_topic(made.alerts, 2)
+    return made
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def prefix(redis: Redis) -> AsyncIterator[str]:
+    """A Redis key prefix owned by one test; its keys are deleted afterwards."""
+    name = f"test-stream:{uuid.uuid4().hex[:12]}:"
+    yield name
+    batch = [key async for key in redis.scan_iter(match=f"{name}*", count=1000)]
+    for i in range(0, len(batch), 1000):
+        await redis.delete(*batch[i : i + 1000])
+
+
+@pytest.fixture
+def stream_env(kafka: MockKafka, topics: Topics, prefix: str) -> dict[str, str]:
+    """Environment for a stream service process of this test."""
+    return {
+        "KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "REDIS_URL": REDIS_URL,
+        "STREAM_TOPIC": topics.events,
+        "STREAM_DLQ_TOPIC": topics.dlq,
+        "STREAM_ALERTS_TOPIC": topics.alerts,
+        "STREAM_GROUP_ID": f"group-{uuid.uuid4().hex[:8]}",
+        "STREAM_REDIS_PREFIX": prefix,
+        "STREAM_SESSION_TIMEOUT_MS": "6000",
+        "STREAM_HEARTBEAT_MS": "500",
+        "LOG_JSON": "false",
+        "SHUTDOWN_TIMEOUT_S": "5",
+    }

@@ -1,0 +1,178 @@
+"""What the stream tests share: the mock broker launcher, producing and reading topics, waiting
+for the consumer to reach the end."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import confluent_kafka
+from redis.asyncio import Redis
+
+from stream.keys import Keys
+from stream.settings import StreamSettings
+
+ROOT = Path(__file__).resolve().parents[3]
+LAUNCHER = ROOT / "deploy" / "local" / "kafka_mock.py"
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class MockKafka:
+    """The launcher in ``--control`` mode: stdin lines create topics; stdin EOF stops the broker."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "--control"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.bootstrap = self._line(timeout=20)
+
+    def _line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError("mock Kafka launcher did not answer")
+        line = self.proc.stdout.readline().strip()
+        if not line:
+            raise RuntimeError(f"mock Kafka launcher exited with {self.proc.wait(5)}")
+        return line
+
+    def create_topic(self, name: str, partitions: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{name}:{partitions}\n")
+        self.proc.stdin.flush()
+        answer = self._line(timeout=10)
+        assert answer == f"ok {name}", answer
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@dataclass
+class Topics:
+    events: str
+    dlq: str
+    alerts: str
+    partitions: int
+
+
+def producer(bootstrap: str) -> confluent_kafka.Producer:
+    return confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "log_level": 4}
+    )
+
+
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0
+) -> list[confluent_kafka.Message]:
+    """Everything in ``topic`` (at least ``expected`` messages, or whatever arrived by the deadline).
+
+    Blocking: call it through ``asyncio.to_thread`` from a test whose loop runs a consumer."""
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "log_level": 4,
+        }
+    )
+    consumer.subscribe([topic])
+    got: list[confluent_kafka.Message] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(got) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got.append(msg)
+        # Whatever else is already there (a duplicate would show up here).
+        while (msg := consumer.poll(0.5)) is not None:
+            if msg.error() is None:
+                got.append(msg)
+    finally:
+        consumer.close()
+    return got
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def produce_partitions(
+    bootstrap: str, topic: str, parts: dict[int, list[bytes]], *, per_second: float = 0
+) -> None:
+    """Produce each partition's values in order, to that partition (blocking).
+
+    With ``per_second``, round-robin over the partitions at that pace: a stream still flowing while
+    the test kills consumers.
+    """
+    out = producer(bootstrap)
+    order = [(p, v) for p, values in parts.items() for v in values]
+    if per_second:
+        cursors = {p: iter(values) for p, values in parts.items()}
+        order = []
+        while cursors:
+            for p in list(cursors):
+                value = next(cursors[p], None)
+                if value is None:
+                    del cursors[p]
+                else:
+                    order.append((p, value))
+    started = time.monotonic()
+    for i, (partition, value) in enumerate(order):
+        while True:
+            try:
+                out.produce(topic, value, key=f"k{partition}".encode(), partition=partition)
+                break
+            except BufferError:
+                out.poll(0.05)
+        if per_second and i % 100 == 0:
+            out.poll(0)
+            ahead = i / per_second - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    assert out.flush(30) == 0, "not every event was acknowledged"
+
+
+def settings_for(kafka: MockKafka, topics: Topics, prefix: str, **overrides: object) -> StreamSettings:
+    values: dict[str, object] = {
+        "kafka_bootstrap": kafka.bootstrap,
+        "stream_topic": topics.events,
+        "stream_dlq_topic": topics.dlq,
+        "stream_alerts_topic": topics.alerts,
+        "stream_redis_prefix": prefix,
+        "stream_group_id": f"group-{prefix}",
+        "stream_session_timeout_ms": 6000,
+        "stream_heartbeat_ms": 500,
+    }
+    values.update(overrides)
+    return StreamSettings(**values)  # type: ignore[arg-type]
+
+
+async def consumed(redis: Redis, prefix: str, topic: str, counts: dict[int, int]) -> bool:
+    """Whether the stored offset of every partition has reached its end."""
+    keys = Keys(prefix)
+    stored = await redis.mget([keys.offset(topic, p) for p in counts])
+    return all(
+        v is not None and int(v.split(b":")[0]) >= counts[p] for p, v in zip(counts, stored, strict=True)
+    )
+
+
+async def stored_total(redis: Redis, prefix: str, topic: str, partitions: int) -> int:
+    keys = Keys(prefix)
+    stored = await redis.mget([keys.offset(topic, p) for p in range(partitions)])
+    return sum(int(v.split(b":")[0]) for v in stored if v)

@@ -1,0 +1,148 @@
+"""Per-batch judging and aggregation, without I/O: the same stream gives the same totals however
+it is cut into batches, and those totals are the independently computed ground truth."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import orjson
+import pytest
+from stream_truth import judge, scenario
+
+from stream.aggregate import Plan, build_ops, plan
+from stream.batch import Progress, prepare
+from stream.keys import Keys
+from stream.recommend import co_views
+from stream.settings import StreamSettings
+from stream.state import Ops, Reply
+
+KEYS = Keys("t:")
+SETTINGS = StreamSettings(stream_allowed_lateness_s=60)
+
+
+@dataclass
+class Rec:
+    partition: int
+    offset: int
+    value: bytes
+    timestamp: int = 1_700_000_000_000
+    key: bytes | None = None
+
+
+def ev(event_id: str, ts: int, kind: str = "page_view", user: str = "u1", product: str = "p1") -> bytes:
+    event: dict[str, object] = {
+        "event_id": event_id,
+        "type": kind,
+        "user_id": user,
+        "product_id": product,
+        "ts": ts,
+    }
+    if kind == "order_placed":
+        event["price"] = 10
+    return orjson.dumps(event)
+
+
+def test_watermark_is_per_partition_and_lateness_is_allowed() -> None:
+    t = 1_700_000_000_000
+    batch = {
+        0: [Rec(0, 0, ev("a", t)), Rec(0, 1, ev("b", t - 59_000)), Rec(0, 2, ev("c", t - 61_000))],
+        1: [Rec(1, 0, ev("d", t - 3_600_000))],  # old, but partition 1 has seen nothing newer
+    }
+    out = prepare(batch, {0: Progress(0), 1: Progress(0)}, now_ms=t, lateness_ms=60_000, max_future_ms=0)
+    assert [e.event_id for e in out.candidates] == ["a", "b", "d"]
+    assert [(r.reason, r.offset) for r in out.rejected] == [("late", 2)]
+    assert out.progress == {0: Progress(3, t), 1: Progress(1, t - 3_600_000)}
+
+
+def test_in_batch_duplicates_and_replayed_offsets_and_unassigned_partitions() -> None:
+    t = 1_700_000_000_000
+    batch = {
+        0: [Rec(0, 4, ev("old", t)), Rec(0, 5, ev("a", t)), Rec(0, 6, ev("a", t)), Rec(0, 7, b"{")],
+        3: [Rec(3, 0, ev("x", t))],  # not assigned (revoked while in flight)
+    }
+    out = prepare(batch, {0: Progress(5, t)}, now_ms=t, lateness_ms=60_000, max_future_ms=0)
+    assert [e.event_id for e in out.candidates] == ["a"]
+    assert [e.event_id for e in out.duplicates] == ["a"]
+    assert [r.reason for r in out.rejected] == ["bad_json"]
+    assert out.progress == {0: Progress(8, t)}
+
+
+class FakeStore:
+    """Just enough of what Redis holds between batches (seen ids, sessions) to drive build_ops."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, set[str]] = {}
+        self.hashes: dict[str, dict[str, str]] = {}
+        self.counters: dict[str, Counter[str]] = {}
+
+    def reply(self, the_plan: Plan) -> Reply:
+        seen = [
+            "".join("1" if i in self.sets.get(g[0], ()) else "0" for i in g[1:]) for g in the_plan.seen_groups
+        ]
+        sessions: dict[str, str | None] = {}
+        for key, *users in the_plan.session_groups:
+            for user in users:
+                sessions[user] = sessions.get(user) or self.hashes.get(key, {}).get(user)
+        return Reply(seen, sessions)
+
+    def apply(self, ops: Ops) -> None:
+        for key, _ttl, *flat in ops.h:
+            counts = self.counters.setdefault(key, Counter())
+            for name, n in zip(flat[::2], flat[1::2], strict=True):
+                counts[name] += n
+        for key, _ttl, *members in ops.sa:
+            self.sets.setdefault(key, set()).update(members)
+        for key, _ttl, *flat in ops.hs:
+            self.hashes.setdefault(key, {}).update(zip(flat[::2], flat[1::2], strict=True))
+
+    def minute_totals(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for key, counts in self.counters.items():
+            if key.startswith(KEYS.minute(0)[:-1]):
+                total.update(counts)
+        return total
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 250, 100_000])
+def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int) -> None:
+    now = 1_800_000_000_000
+    parts = scenario(4, 400, t0=now - 3_600_000)
+    truth = judge(parts, now)
+    store, progress = FakeStore(), {p: Progress(0) for p in parts}
+    cursor = dict.fromkeys(parts, 0)
+    while any(cursor[p] < len(v) for p, v in parts.items()):
+        batch = {}
+        for p, values in parts.items():
+            chunk = values[cursor[p] : cursor[p] + batch_size]
+            batch[p] = [Rec(p, cursor[p] + i, v) for i, v in enumerate(chunk)]
+            cursor[p] += len(chunk)
+        prepared = prepare(batch, progress, now_ms=now, lateness_ms=60_000, max_future_ms=60_000)
+        the_plan = plan(prepared, KEYS, SETTINGS.stream_dedup_horizon_s * 1000, 1_800_000)
+        ops, _ = build_ops(prepared, the_plan, store.reply(the_plan), KEYS, "events", SETTINGS)
+        store.apply(ops)
+        progress = prepared.progress
+    total = store.minute_totals()
+    assert {t: total[t] for t in truth.counts} == truth.counts
+    assert (total["rev"], total["late"], total["invalid"], total["dup"]) == (
+        truth.revenue_cents,
+        truth.late,
+        truth.invalid,
+        truth.duplicates,
+    )
+    assert sum(total[k] for k in total if k.startswith("le_") or k == "gt") == truth.total()
+
+
+def test_co_views_pair_once_per_session_and_keep_the_last_items() -> None:
+    hour = 3_600_000
+    views = {"u": [("a", 10 * hour), ("b", 10 * hour + 1), ("a", 10 * hour + 2), ("c", 10 * hour + 3)]}
+    pairs, sessions = co_views(views, {"u": None}, gap_ms=60_000, items=2)
+    assert {k: dict(v) for k, v in pairs.items()} == {
+        (10, "b"): {"a": 1, "c": 1},  # b joins a session holding a; then c joins (b, a)
+        (10, "a"): {"b": 1, "c": 1},  # re-viewing a adds nothing
+        (10, "c"): {"b": 1, "a": 1},
+    }
+    assert orjson.loads(sessions["u"]) == [["a", 10 * hour + 2], ["c", 10 * hour + 3]]
+    # The next view, beyond the session gap, pairs with nothing.
+    later, _ = co_views({"u": [("d", 11 * hour)]}, sessions, gap_ms=60_000, items=2)
+    assert not any(later.values())

@@ -1,0 +1,129 @@
+"""The consumer and the outbox relay in this process, against the mock broker and real Redis:
+what lands in Redis (and in the API's answers) is the independently computed ground truth."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+from stream_testkit import MockKafka, Topics, consumed, now_ms, produce_partitions, read_topic, settings_for
+from stream_truth import judge, scenario
+
+from asynccore.testing import wait_until
+from stream import queries
+from stream.consumer import Consumer
+from stream.kafka import new_producer
+from stream.keys import Keys
+from stream.outbox import OutboxRelay
+from stream.recommend import top_co_viewed
+from stream.risk import list_alerts
+
+Run = Callable[[dict[int, list[bytes]]], Awaitable[None]]
+
+
+@pytest.fixture
+async def pipeline(kafka: MockKafka, topics: Topics, redis: Redis, prefix: str) -> AsyncIterator[Run]:
+    """``await run(parts)``: produce ``parts`` and process them to the end with a consumer and a relay."""
+    settings = settings_for(kafka, topics, prefix, stream_batch_max=300)
+    producer = new_producer(kafka.bootstrap)
+    await producer.start()
+    relay = OutboxRelay(redis, Keys(prefix), producer, name="test", dlq_topic=topics.dlq)
+    consumer = Consumer(settings, redis, on_flushed=lambda *_: relay.wake())
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
+
+    async def run(parts: dict[int, list[bytes]]) -> None:
+        await asyncio.to_thread(produce_partitions, kafka.bootstrap, topics.events, parts)
+        ends = {p: len(v) for p, v in parts.items()}
+        await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=60, message="consumed")
+
+    try:
+        yield run
+    finally:
+        consumer.stop()
+        relay.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        await producer.stop()
+
+
+async def test_counts_equal_ground_truth_and_dead_letters_reach_the_dlq(
+    pipeline: Run, kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+) -> None:
+    parts = scenario(topics.partitions, 1000)
+    await pipeline(parts)
+    truth = judge(parts, now_ms())
+
+    now = now_ms()
+    summary = await queries.summary(redis, Keys(prefix), now - 2 * 3_600_000, now + 3_600_000)
+    assert summary["counts"] == truth.counts
+    assert summary["revenue"] == round(truth.revenue_cents / 100, 2)
+    assert (summary["late"], summary["invalid"], summary["duplicates"]) == (
+        truth.late,
+        truth.invalid,
+        truth.duplicates,
+    )
+    assert summary["unique_users"] == pytest.approx(len(truth.users), rel=0.03)  # HyperLogLog
+    assert sum(summary["lateness"].values()) == truth.total()  # type: ignore[attr-defined]
+
+    messages = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.dlq, len(truth.dead_letters))
+    letters = [orjson.loads(m.value()) for m in messages]
+    assert {(d["partition"], d["offset"]) for d in letters} == truth.dead_letters
+    reasons = {d["reason"] for d in letters}
+    assert reasons == {"late", "bad_json", "schema", "future_ts"}
+    assert await redis.xlen(Keys(prefix).outbox) == 0  # relayed, then deleted
+
+
+def event(
+    event_id: str, kind: str, user: str, product: str | None, ts: int, price: float | None = None
+) -> bytes:
+    body: dict[str, object] = {"event_id": event_id, "type": kind, "user_id": user, "ts": ts}
+    if product is not None:
+        body["product_id"] = product
+    if price is not None:
+        body["price"] = price
+    return orjson.dumps(body)
+
+
+async def test_windows_funnel_recommendations_and_risk_alerts(
+    pipeline: Run, kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+) -> None:
+    minute = (now_ms() // 60_000 - 3) * 60_000  # three minutes ago, well inside the lateness
+    values = []
+    for i, product in enumerate(["a", "b", "c", "a", "b", "a"]):  # one session: a, b, c, a, b, a
+        values.append(event(f"v{i}", "page_view", "shopper", product, minute + i))
+    values += [
+        event("c1", "add_to_cart", "shopper", "a", minute + 10),
+        event("o1", "order_placed", "shopper", "a", minute + 11, 25.5),
+    ]
+    # order_velocity: 7 orders in one minute (threshold 5) → one alert; 5 orders → none.
+    values += [event(f"bo{i}", "order_placed", "bot", "z", minute + 100 + i, 1.0) for i in range(7)]
+    values += [event(f"ok{i}", "order_placed", "busy", "z", minute + 100 + i, 1.0) for i in range(5)]
+    # cart_spree: 9 distinct products (threshold 8) in one 10 s bucket, one of them added twice.
+    values += [event(f"cs{i}", "add_to_cart", "spree", f"s{i % 9}", minute + 20_000 + i) for i in range(10)]
+    await pipeline({0: values})
+
+    keys = Keys(prefix)
+    top = await queries.top_products(redis, keys, "views", 2, minute)
+    assert top["products"] == [{"product_id": "a", "count": 3}, {"product_id": "b", "count": 2}]
+    assert (await queries.top_products(redis, keys, "purchases", 1, minute + 4 * 60_000))["products"] == [
+        {"product_id": "z", "count": 12}
+    ]
+    funnel = await queries.funnel(redis, keys, minute, minute + 60_000)
+    assert funnel["stages"] == {"view": 1, "cart": 2, "order": 3}
+
+    recs = await top_co_viewed(redis, keys, "a", k=5, now_ms=minute, half_life_s=3600, horizon_h=24)
+    # One session: a, b and c each co-viewed once with a (re-views add nothing).
+    assert recs == [{"product_id": "b", "score": 1.0}, {"product_id": "c", "score": 1.0}]
+
+    alerts = await list_alerts(redis, keys, limit=10)
+    assert sorted((a["rule"], a["user_id"], a["count"]) for a in alerts) == [
+        ("cart_spree", "spree", 9),
+        ("order_velocity", "bot", 7),
+    ]
+    published = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.alerts, 2)
+    assert sorted(orjson.loads(m.value())["alert_id"] for m in published) == sorted(
+        a["alert_id"] for a in alerts
+    )
+    assert {m.key() for m in published} == {b"spree", b"bot"}
