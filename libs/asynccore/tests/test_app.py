@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from asynccore.app import READINESS, SERVICE, SETTINGS, TASKS, add_readiness_check, create_app, no_deadline
@@ -157,6 +158,8 @@ async def test_deadline_turns_a_slow_handler_into_504() -> None:
         assert await resp.json() == {"errors": {"request": ["deadline of 0.2s exceeded"]}}
         assert time.monotonic() - started < 2
         assert cancelled.is_set()  # the handler's work stopped, it does not linger
+    labels = {"service": app[SERVICE], "route": "/stuck", "method": "GET", "status": "504"}
+    assert REGISTRY.get_sample_value("http_requests_total", labels) == 1
 
 
 async def test_no_deadline_handlers_may_outlive_the_deadline() -> None:

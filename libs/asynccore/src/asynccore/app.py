@@ -1,6 +1,6 @@
 """The one app factory and runner every service uses.
 
-``create_app`` wires the shared middlewares (request id → RED metrics → errors → deadline),
+``create_app`` wires the shared edge middleware (request id → RED metrics → errors → deadline),
 ``/healthz``, ``/readyz`` and ``/metrics``, and registers resources as ``cleanup_ctx`` generators in the
 order given (open top to bottom, close bottom to top). ``run`` installs uvloop and serves until
 SIGTERM/SIGINT, then drains in-flight requests and supervised tasks within ``shutdown_timeout_s``.

@@ -3,7 +3,8 @@
 A bulkhead caps how many callers use a dependency at once *and* how many may queue for it. When the
 queue is full the caller gets a 503 with ``Retry-After`` at once: under overload a fast "not now" keeps
 latency bounded and lets the load balancer or client back off, where an unbounded queue would only
-grow until every request in it times out.
+grow until every request in it times out. :class:`DeadlineSweeper` bounds time the same way: it is the
+per-request deadline of :func:`asynccore.app.create_app`.
 """
 
 from __future__ import annotations
@@ -138,10 +139,11 @@ class DeadlineSweeper:
     """Per-task deadlines enforced by one periodic sweep instead of one timer per task.
 
     ``asyncio.timeout`` arms and cancels a loop timer per use, a few µs each; for a per-request
-    deadline that is most of what a fast endpoint costs on top of aiohttp. Here a request pays two
-    dict operations, and a sweep every ``resolution_s`` (timeout/20, between 5 and 250 ms) cancels the tasks
-    that are over time, so a deadline fires up to ``resolution_s`` late. The cancellation is converted
-    exactly like ``asyncio.timeout`` does (``Task.uncancel``), so outer cancellations stay intact::
+    deadline that is a large part of what a fast endpoint costs on top of aiohttp. Here a request pays
+    two dict operations, and a sweep every ``resolution_s`` (timeout/20, between 5 and 250 ms) cancels
+    the tasks that are over time, so a deadline fires up to ``resolution_s`` late. The cancellation is
+    consumed exactly as ``asyncio.timeout`` does it (``Task.uncancel``), so an outer cancellation (say,
+    shutdown) arriving at the same time still propagates::
 
         cancelling = sweeper.enter(task)
         try:
