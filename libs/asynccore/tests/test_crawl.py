@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
 from asynccore.crawl import CrawlResult, PageResult, crawl
 from asynccore.crawl.cli import render_text
 from asynccore.crawl.links import extract_links, normalize_url

@@ -34,7 +34,12 @@ def buyer_token() -> str:
 
 @events.test_start.add_listener
 def seed(environment: Environment, **_: Any) -> None:
-    product: dict[str, Any] = {"sku": unique("flash"), "name": "Flash sale item", "price_cents": 1999, "stock": STOCK}
+    product: dict[str, Any] = {
+        "sku": unique("flash"),
+        "name": "Flash sale item",
+        "price_cents": 1999,
+        "stock": STOCK,
+    }
     resp = requests.post(f"{environment.host}/api/products", json=product, headers=ADMIN, timeout=10)
     resp.raise_for_status()
     sale["product_id"] = unwrap(resp.json(), "product")["id"]
