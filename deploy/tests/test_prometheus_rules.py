@@ -21,8 +21,7 @@ PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
-# The operator's guide: deploy/OPERATING.md until the lead merges it into the README.
-OPERATING = ROOT / "deploy" / "OPERATING.md"
+# The operator's guide lives in the README ("Operating it").
 README = ROOT / "README.md"
 
 # The metric contract shared by the services, these rules and the dashboards (helper brief). A
@@ -211,11 +210,10 @@ def test_alert_carries_severity_and_its_operator_text(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(alerts()))
 def test_operating_guide_repeats_each_runbook_line(name: str) -> None:
-    guide = OPERATING if OPERATING.exists() else README
-    text = " ".join(guide.read_text().split())
+    text = " ".join(README.read_text().split())
     runbook = " ".join(alerts()[name]["annotations"]["runbook"].split())
-    assert name in text, f"{guide.name} does not mention {name}"
-    assert runbook in text, f"{guide.name} does not carry {name}'s runbook line verbatim"
+    assert name in text, f"README.md does not mention {name}"
+    assert runbook in text, f"README.md does not carry {name}'s runbook line verbatim"
 
 
 def test_rules_read_only_contract_metrics_and_recorded_series() -> None:
