@@ -16,6 +16,7 @@ from orders.inventory import audit
 from orders.models import NewOrder, NewProduct, OrderLine
 from orders.placement import place_order
 from orders.products import create_product
+from orders.sightings import Sightings
 
 ALICE = Caller("alice-id", "alice", "")
 BOB = Caller("bob-id", "bob", "")
@@ -99,6 +100,20 @@ async def test_a_product_listed_twice_is_422(pool: aiomysql.Pool) -> None:
     with pytest.raises(ApiError) as err:
         await place_order(pool, ALICE, order((pid, 1), (pid, 2)), None)
     assert err.value.status == 422 and list(err.value.errors) == ["items[1].product_id"]
+
+
+async def test_a_read_made_while_queued_answers_409_without_a_query(pool: aiomysql.Pool) -> None:
+    pid = await product(pool, stock=5)
+    sightings = Sightings()
+    sightings.note(pid, 0, sent_at=sightings.now() - 1)  # read before this request arrived: ignored
+    assert not (await place_order(pool, ALICE, order((pid, 1)), None, sightings=sightings)).replayed
+    # The order's own read just saw 5; a (pretend) later read saw none: that one answers.
+    sightings.note(pid, 0, sent_at=sightings.now() + 1)
+    with pytest.raises(ApiError) as err:
+        await place_order(pool, BOB, order((pid, 1)), None, sightings=sightings)
+    assert err.value.status == 409 and "0 available" in err.value.errors["items[0].quantity"][0]
+    (state,) = await audit(pool, [pid])
+    assert state.stock == 4 and state.holds
 
 
 async def test_lock_wait_timeouts_are_retried_then_answered_with_503(pool: aiomysql.Pool) -> None:

@@ -3,9 +3,10 @@
 ``python -m loadtests.bench.orders`` starts two real orders API processes on free loopback ports, each
 with its own fresh MariaDB database and RabbitMQ names (dropped/deleted afterwards):
 
-* **ours** (``ORDERS_PLACEMENT=conditional``): every other write first, then a conditional
-  ``UPDATE … WHERE stock >= q`` just before COMMIT, after a non-locking read that turns sold-out
-  buyers away without touching the row lock;
+* **ours** (``ORDERS_PLACEMENT=conditional``): a non-locking read turns sold-out buyers away (and
+  answers the ones queued behind it), every other write goes first, and the conditional
+  ``UPDATE … WHERE stock >= q`` and the COMMIT run in one server-side call, so the hot row is never
+  locked across a round trip;
 * **naive** (``ORDERS_PLACEMENT=locking``): ``SELECT … FOR UPDATE`` first, then the same writes, so
   the hot row stays locked for every round trip of the transaction.
 
@@ -49,7 +50,7 @@ from asynccore.testing import ServiceProcess, free_port
 from loadtests.bench.wrk import request_script, run_wrk
 
 VARIANTS = {
-    "conditional": "ours: conditional UPDATE, lock last",
+    "conditional": "ours: conditional UPDATE + COMMIT in one call, last",
     "locking": "naive: SELECT … FOR UPDATE first",
 }
 TARGET_RATIO = 2.0

@@ -17,11 +17,13 @@ from orders.models import NewOrder, NewProduct, Restock, parse_body
 from orders.openapi import document
 from orders.resources import DB
 from orders.settings import OrdersSettings
+from orders.sightings import Sightings
 from orders.states import IllegalTransition, Status
 
-__all__ = ["CONFIG", "routes"]
+__all__ = ["CONFIG", "SIGHTINGS", "routes"]
 
 CONFIG = web.AppKey("orders_settings", OrdersSettings)
+SIGHTINGS = web.AppKey("orders_sightings", Sightings)
 MAX_ID = 2**63 - 1
 MAX_KEY_LENGTH = 200
 
@@ -119,6 +121,7 @@ async def create_order(request: web.Request) -> web.Response:
         key,
         strategy=config.orders_placement,
         lock_attempts=config.lock_retry_attempts,
+        sightings=request.app[SIGHTINGS],
     )
     headers = {"Location": f"/api/orders/{placed.order.id}"}
     if placed.replayed:

@@ -13,7 +13,7 @@ from asynccore.errors import ApiError
 from asynccore.resilience import retrying
 from orders.metrics import LOCK_RETRIES
 
-__all__ = ["LockConflict", "placeholders", "transaction", "with_lock_retry"]
+__all__ = ["LockConflict", "in_transaction", "placeholders", "transaction", "with_lock_retry"]
 
 T = TypeVar("T")
 
@@ -40,17 +40,25 @@ async def transaction(pool: aiomysql.Pool, *, ends_itself: bool = False) -> Asyn
     statement commits or rolls back inside the server (see ``inventory.take_stock``), so no COMMIT
     round trip follows it.
     """
-    async with pool.acquire() as conn:
-        try:
-            async with conn.cursor() as cur:
-                yield cur
-            if not ends_itself:
-                await conn.commit()
-        except BaseException as exc:
-            await _abort(conn, exc)
-            if isinstance(exc, pymysql.err.OperationalError) and exc.args[0] in _REASONS:
-                raise LockConflict(_REASONS[exc.args[0]]) from exc
-            raise
+    async with pool.acquire() as conn, in_transaction(conn, ends_itself=ends_itself) as cur:
+        yield cur
+
+
+@contextlib.asynccontextmanager
+async def in_transaction(
+    conn: aiomysql.Connection, *, ends_itself: bool = False
+) -> AsyncIterator[aiomysql.Cursor]:
+    """:func:`transaction` on a connection the caller already holds."""
+    try:
+        async with conn.cursor() as cur:
+            yield cur
+        if not ends_itself:
+            await conn.commit()
+    except BaseException as exc:
+        await _abort(conn, exc)
+        if isinstance(exc, pymysql.err.OperationalError) and exc.args[0] in _REASONS:
+            raise LockConflict(_REASONS[exc.args[0]]) from exc
+        raise
 
 
 async def _abort(conn: aiomysql.Connection, exc: BaseException) -> None:

@@ -3,8 +3,9 @@
 The transaction does every other write first (order, items, outbox event) and takes stock *last* with
 conditional UPDATEs that the server runs and commits in one call (``inventory.take_stock``), so the
 hot product row is locked only for the server's own work, never across a round trip. Before all
-that, a plain (non-locking) read rejects lines that visibly cannot be served: when a flash sale sells
-out, the other buyers get their 409 without ever queueing for the row lock.
+that, a plain (non-locking) read rejects lines that visibly cannot be served, and what it saw answers
+the requests queued behind it (``sightings``): when a flash sale sells out, the other buyers get
+their 409 without a query of their own and without ever queueing for the row lock.
 
 ``Strategy "locking"`` is the naive baseline the benchmark measures against (and nothing else uses):
 ``SELECT … FOR UPDATE`` first, then the same writes, holding the lock for the whole transaction.
@@ -24,10 +25,11 @@ import pymysql
 from asynccore.auth import Caller
 from asynccore.errors import ApiError
 from orders import outbox
-from orders.db import placeholders, transaction, with_lock_retry
+from orders.db import in_transaction, placeholders, transaction, with_lock_retry
 from orders.inventory import Line, OutOfStock, lock_products, take_stock
 from orders.metrics import TRANSITIONS
 from orders.models import NewOrder
+from orders.sightings import Sightings
 from orders.states import Status
 from orders.store import Item, Order, fetch_orders
 
@@ -62,17 +64,24 @@ async def place_order(
     *,
     strategy: Strategy = "conditional",
     lock_attempts: int = 4,
+    sightings: Sightings | None = None,
 ) -> Placed:
-    """Create the order (201) or replay the one this key created; 404/409/422 name the item or field."""
+    """Create the order (201) or replay the one this key created; 404/409/422 name the item or field.
+
+    ``sightings`` shares what stock reads found between concurrent requests (one per process).
+    """
     duplicate = request.duplicate_line()
     if duplicate is not None:
         pid = request.items[duplicate].product_id
         raise ApiError(422, f"items[{duplicate}].product_id", f"product {pid} is listed twice")
     request_hash = hashlib.sha256(orjson.dumps(request.model_dump())).hexdigest()
-    place = _place_conditional if strategy == "conditional" else _place_locking
+    shared = sightings or Sightings()
+    arrived = shared.now()
 
     async def attempt() -> Order:
-        return await place(pool, caller, request, idempotency_key, request_hash)
+        if strategy == "locking":
+            return await _place_locking(pool, caller, request, idempotency_key, request_hash)
+        return await _place_conditional(pool, shared, arrived, caller, request, idempotency_key, request_hash)
 
     try:
         order = await with_lock_retry(attempt, attempts=lock_attempts)
@@ -100,17 +109,35 @@ async def place_order(
 
 
 async def _place_conditional(
-    pool: aiomysql.Pool, caller: Caller, request: NewOrder, key: str | None, request_hash: str
+    pool: aiomysql.Pool,
+    sightings: Sightings,
+    arrived: float,
+    caller: Caller,
+    request: NewOrder,
+    key: str | None,
+    request_hash: str,
 ) -> Order:
-    async with transaction(pool, ends_itself=True) as cur:
-        await cur.execute(
-            f"SELECT id, price_cents, stock FROM products WHERE id IN ({placeholders(len(request.items))})",  # noqa: S608
-            [line.product_id for line in request.items],
-        )
-        seen = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
-        lines = _lines(request, seen)
-        order = await _write_order(cur, caller, lines, key, request_hash)
-        await take_stock(cur, lines)
+    async with pool.acquire() as conn:
+        # While we queued for this connection, another request's read may already have shown the
+        # stock too low: that read happened after we arrived, so it answers us without a query.
+        short = sightings.short_line(request, since=arrived)
+        if short is not None:
+            index, stock = short
+            item = request.items[index]
+            raise OutOfStock(Line(index, item.product_id, item.quantity, 0), stock)
+        async with in_transaction(conn, ends_itself=True) as cur:
+            sent_at = sightings.now()
+            ids = [line.product_id for line in request.items]
+            await cur.execute(
+                f"SELECT id, price_cents, stock FROM products WHERE id IN ({placeholders(len(ids))})",  # noqa: S608
+                ids,
+            )
+            seen = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+            for product_id, (_, stock) in seen.items():
+                sightings.note(product_id, stock, sent_at)
+            lines = _lines(request, seen)
+            order = await _write_order(cur, caller, lines, key, request_hash)
+            await take_stock(cur, lines)
     return order
 
 
