@@ -97,6 +97,20 @@ async def test_open_creates_the_database_and_drop_removes_it(mysql_url: str) -> 
     await drop_database(mysql_url)  # idempotent
 
 
+async def test_lock_wait_timeout_is_set_on_every_pooled_session(mysql_url: str) -> None:
+    pool = await open_mysql(mysql_url, maxsize=2, lock_wait_timeout_s=3)
+    try:
+        async with pool.acquire() as a, pool.acquire() as b:
+            for conn in (a, b):
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT @@SESSION.innodb_lock_wait_timeout")
+                    assert await cur.fetchone() == (3,)
+                await conn.rollback()
+    finally:
+        await close_mysql(pool)
+        await drop_database(mysql_url)
+
+
 async def test_without_create_database_a_missing_database_is_an_error(mysql_url: str) -> None:
     with pytest.raises(aiomysql.OperationalError, match="Unknown database"):
         await open_mysql(mysql_url, create_database=False)

@@ -56,6 +56,8 @@ TASKS = web.AppKey("tasks", Supervisor)
 READINESS = web.AppKey("readiness", dict[str, ReadinessCheck])
 
 READINESS_TIMEOUT_S = 2.0
+# aiohttp's default of 128 overflows when a flash crowd opens a thousand connections at once.
+LISTEN_BACKLOG = 2048
 
 
 def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) -> None:
@@ -221,6 +223,7 @@ def run(app: web.Application, port: int, host: str = "0.0.0.0") -> None:
         port=port,
         shutdown_timeout=settings.shutdown_timeout_s,
         access_log=None,
+        backlog=LISTEN_BACKLOG,
         loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else asyncio.new_event_loop(),
         print=lambda *_: log.info("%s listening on %s:%d", app[SERVICE], host, port),
     )

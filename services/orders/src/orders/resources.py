@@ -26,4 +26,7 @@ def database(settings: OrdersSettings, *, maxsize: int) -> list[CleanupCtx]:
         await apply_migrations(settings.mysql_url, MIGRATIONS)
         yield
 
-    return [mysql_pool(DB, settings.mysql_url, maxsize=maxsize), migrated]
+    pool = mysql_pool(
+        DB, settings.mysql_url, maxsize=maxsize, lock_wait_timeout_s=settings.lock_wait_timeout_s
+    )
+    return [pool, migrated]

@@ -18,6 +18,8 @@ class OrdersSettings(ServiceSettings):
     orders_worker_port: int = Field(default=8092, gt=0, lt=65536)
     mysql_url: str = "mysql://root@127.0.0.1:3306/orders"
     mysql_pool_size: int = Field(default=20, gt=0)
+    # Fail a row-lock wait fast and retry it rather than hang a request for MariaDB's default 50 s.
+    lock_wait_timeout_s: int = Field(default=5, gt=0)
     lock_retry_attempts: int = Field(default=4, gt=0)
     # "locking" is the naive baseline (SELECT … FOR UPDATE first) that only the benchmark uses.
     orders_placement: Literal["conditional", "locking"] = "conditional"

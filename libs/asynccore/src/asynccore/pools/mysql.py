@@ -2,7 +2,9 @@
 
 Connections have autocommit off: a unit of work is explicit (``await conn.begin()`` … ``commit()``),
 and aiomysql discards a connection that is returned mid-transaction, so a forgotten commit cannot
-leak locks into the next caller. aiomysql has no read timeout: callers bound each query with
+leak locks into the next caller. It does *not* notice an open read-only transaction, so end reads
+with ``commit()`` too: otherwise the REPEATABLE READ snapshot goes back to the pool and the next
+borrower reads stale rows. aiomysql has no read timeout: callers bound each query with
 ``asyncio.timeout`` (the app's per-request deadline does it for handlers).
 """
 
@@ -113,9 +115,17 @@ async def drop_database(url: str, *, connect_timeout_s: float = 2.0) -> None:
 
 
 async def open_mysql(
-    url: str, *, maxsize: int = 20, connect_timeout_s: float = 2.0, create_database: bool = True
+    url: str,
+    *,
+    maxsize: int = 20,
+    connect_timeout_s: float = 2.0,
+    create_database: bool = True,
+    lock_wait_timeout_s: int | None = None,
 ) -> aiomysql.Pool:
-    """An ``aiomysql.Pool`` of at most ``maxsize`` connections (autocommit off, utf8mb4)."""
+    """An ``aiomysql.Pool`` of at most ``maxsize`` connections (autocommit off, utf8mb4).
+
+    ``lock_wait_timeout_s`` bounds a row-lock wait (MariaDB's default is 50 s) so a caller can retry.
+    """
     if create_database:
         await ensure_database(url, connect_timeout_s=connect_timeout_s)
     target = parse_mysql_url(url)
@@ -131,6 +141,11 @@ async def open_mysql(
             connect_timeout=connect_timeout_s,
             autocommit=False,
             charset="utf8mb4",
+            init_command=(
+                None
+                if lock_wait_timeout_s is None
+                else f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_timeout_s)}"
+            ),
         )
 
 
@@ -162,12 +177,17 @@ def mysql_pool(
     maxsize: int = 20,
     connect_timeout_s: float = 2.0,
     create_database: bool = True,
+    lock_wait_timeout_s: int | None = None,
 ) -> CleanupCtx:
     """A ``cleanup_ctx`` resource: ``app[key]`` is the pool; ``/readyz`` fails as ``name`` without a ping."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await open_mysql(
-            url, maxsize=maxsize, connect_timeout_s=connect_timeout_s, create_database=create_database
+            url,
+            maxsize=maxsize,
+            connect_timeout_s=connect_timeout_s,
+            create_database=create_database,
+            lock_wait_timeout_s=lock_wait_timeout_s,
         )
         app[key] = pool
 
