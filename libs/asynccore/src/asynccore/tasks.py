@@ -40,6 +40,7 @@ class Supervisor:
             raise RuntimeError(f"supervisor is shutting down; refusing task {name!r}")
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
+        TASK_FAILURES.labels(self.service, name)  # the series exists at 0 before any failure
         TASKS_RUNNING.labels(self.service).inc()
         task.add_done_callback(self._on_done)
         return task

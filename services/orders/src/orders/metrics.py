@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from asynccore.metrics import LATENCY_BUCKETS
+from orders.states import Status
 
 __all__ = [
     "DLQ_MESSAGES",
@@ -33,3 +34,9 @@ PAYMENT_DURATION = Histogram(
 )
 PAYMENT_ERRORS = Counter("orders_payment_errors_total", "Failed payment provider calls")
 DLQ_MESSAGES = Counter("orders_dlq_messages_total", "Messages dead-lettered after their last attempt")
+
+# Every label value exists from start-up at 0, so rates and panels read 0 rather than "no data".
+for _status in Status:
+    TRANSITIONS.labels(_status.value)
+for _reason in ("deadlock", "lock_timeout"):
+    LOCK_RETRIES.labels(_reason)
