@@ -2,7 +2,7 @@
 revenue, data-quality, recommendation and risk state the flush then writes in one transaction.
 
 Pure functions over :class:`stream.batch.Prepared` — no I/O, so they are tested without Kafka or
-Redis, and the per-event work is a handful of dict operations (the reason one process keeps up).
+Redis.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
 
 import orjson
 
 from stream.batch import Prepared, Rejected
-from stream.events import TYPES
 from stream.keys import Keys
 from stream.recommend import co_views
 from stream.risk import CART_BUCKET_MS, risk_ops
@@ -25,6 +26,7 @@ from stream.windows import LATENESS_BOUNDS_MS, LATENESS_LABELS, MINUTE_MS
 __all__ = ["Plan", "Totals", "build_ops", "plan"]
 
 STAGES = {"page_view": "view", "add_to_cart": "cart", "order_placed": "order"}
+_lateness_class = partial(bisect_left, LATENESS_BOUNDS_MS)
 
 
 @dataclass(slots=True)
@@ -47,19 +49,15 @@ class Totals:
 
 
 def plan(prepared: Prepared, keys: Keys, horizon_ms: int, gap_ms: int) -> Plan:
-    groups: dict[int, list[int]] = defaultdict(list)
-    users: set[str] = set()
-    first = last = -1
-    for i, event in enumerate(prepared.candidates):
-        groups[event.ts // horizon_ms].append(i)
-        if event.type == "page_view":
-            users.add(event.user_id)  # type: ignore[arg-type]  # ids are strings by now (rule_violation)
-            bucket = event.ts // gap_ms
-            first, last = (bucket, bucket) if first < 0 else (min(first, bucket), max(last, bucket))
     events = prepared.candidates
-    readers = sorted(users)
-    # A session still open at the batch's first view was last written at most one bucket earlier.
-    buckets = range(last, first - 2, -1) if users else range(0)
+    groups = _positions([e.ts // horizon_ms for e in events])
+    views = [e for e in events if e.type == "page_view"]
+    readers: list[str] = sorted({e.user_id for e in views})  # type: ignore[misc]  # str by now (rule_violation)
+    buckets = range(0)
+    if views:
+        # A session still open at the batch's first view was last written at most one bucket earlier.
+        first, last = min(e.ts for e in views) // gap_ms, max(e.ts for e in views) // gap_ms
+        buckets = range(last, first - 2, -1)
     return Plan(
         seen_groups=[[keys.seen(b), *(events[i].event_id for i in idx)] for b, idx in groups.items()],
         seen_index=list(groups.values()),
@@ -70,55 +68,59 @@ def plan(prepared: Prepared, keys: Keys, horizon_ms: int, gap_ms: int) -> Plan:
 def build_ops(
     prepared: Prepared, the_plan: Plan, reply: Reply, keys: Keys, topic: str, s: StreamSettings
 ) -> tuple[Ops, Totals]:
-    """The batch's writes, given which candidates Redis has already counted and the users' sessions."""
+    """The batch's writes, given which candidates Redis has already counted and the users' sessions.
+
+    Column at a time: each aggregate is a ``Counter``/``set`` over zipped columns, so the per-event
+    work happens in C; only views, carts and orders (the per-user state) are walked in Python.
+    """
     ops, totals = Ops(newest=prepared.newest_ts, newest_key=keys.newest), Totals()
-    candidates = prepared.candidates
-    already = bytearray(len(candidates))
+    fresh, lags = prepared.candidates, prepared.lags
+    already = bytearray(len(fresh))
     for flags, idx in zip(reply.seen, the_plan.seen_index, strict=True):
         for i, flag in zip(idx, flags.encode(), strict=True):
             already[i] = flag == 49  # "1": counted by an earlier batch
-
     fields: dict[int, Counter[str]] = defaultdict(Counter)  # minute → hash field → n
-    products: Counter[tuple[str, int, str]] = Counter()
-    users: dict[int, set[str]] = defaultdict(set)
-    stages: dict[tuple[str, int], set[str]] = defaultdict(set)
-    seen: dict[int, list[str]] = defaultdict(list)
-    views: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    orders: Counter[tuple[int, str]] = Counter()
-    carts: dict[tuple[int, str], set[str]] = defaultdict(set)
+    if any(already):
+        for event, dup in zip(fresh, already, strict=True):
+            if dup:
+                fields[event.ts - event.ts % MINUTE_MS]["dup"] += 1
+        fresh = [e for e, dup in zip(fresh, already, strict=True) if not dup]
+        lags = [lag for lag, dup in zip(lags, already, strict=True) if not dup]
+
+    times = [e.ts for e in fresh]
+    kinds: list[str] = [e.type for e in fresh]
+    users: list[str] = [e.user_id for e in fresh]  # type: ignore[misc]  # str by now (rule_violation)
+    minutes = [t - t % MINUTE_MS for t in times]
+    for (minute, kind), n in Counter(zip(minutes, kinds, strict=True)).items():
+        fields[minute][kind] += n
+    for (minute, late), n in Counter(zip(minutes, map(_lateness_class, lags), strict=True)).items():
+        fields[minute][LATENESS_LABELS[late]] += n
+    totals.by_type.update(kinds)
+    products = Counter(zip(kinds, minutes, (e.product_id for e in fresh), strict=True))
+    active: dict[int, list[str]] = defaultdict(list)
+    for minute, user in set(zip(minutes, users, strict=True)):
+        active[minute].append(user)
+    stages: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for kind, minute, user in set(zip(kinds, minutes, users, strict=True)):
+        if (stage := STAGES.get(kind)) is not None:
+            stages[(stage, minute)].append(user)
     horizon_ms = s.stream_dedup_horizon_s * 1000
-    stage_of, lateness_class, bounds, labels = STAGES.get, bisect_left, LATENESS_BOUNDS_MS, LATENESS_LABELS
-    for event, lag, dup in zip(candidates, prepared.lags, already, strict=True):
-        ts = event.ts
-        minute = ts - ts % MINUTE_MS
-        counts = fields[minute]
-        if dup:
-            counts["dup"] += 1
-            continue
+    ids = [e.event_id for e in fresh]
+    seen = {b: [ids[i] for i in idx] for b, idx in _positions([t // horizon_ms for t in times]).items()}
+
+    views: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    carts: dict[tuple[int, str], set[str]] = defaultdict(set)
+    orders: Counter[tuple[int, str]] = Counter()
+    for event in fresh:
         kind = event.type
-        user: str = event.user_id  # type: ignore[assignment]  # ids are strings by now (rule_violation)
-        product: str = event.product_id  # type: ignore[assignment]  # present where used (rule_violation)
-        counts[kind] += 1
-        counts[labels[lateness_class(bounds, lag)]] += 1
-        users[minute].add(user)
-        seen[ts // horizon_ms].append(event.event_id)
-        if product is not None:
-            products[(kind, minute, product)] += 1
-        stage = stage_of(kind)
-        if stage is None:
-            continue
-        stages[(stage, minute)].add(user)
-        if stage == "view":
-            views[user].append((product, ts))
-        elif stage == "cart":
-            carts[(ts // CART_BUCKET_MS, user)].add(product)
-        else:
-            orders[(minute, user)] += 1
-            counts["rev"] += round(event.price * 100)  # type: ignore[operator]
-    for counts in fields.values():
-        for name in TYPES:
-            if name in counts:
-                totals.by_type[name] += counts[name]
+        if kind == "page_view":
+            views[event.user_id].append((event.product_id, event.ts))  # type: ignore[index, arg-type]
+        elif kind == "add_to_cart":
+            carts[(event.ts // CART_BUCKET_MS, event.user_id)].add(event.product_id)  # type: ignore[index, arg-type]
+        elif kind == "order_placed":
+            minute = event.ts - event.ts % MINUTE_MS
+            orders[(minute, event.user_id)] += 1  # type: ignore[index]
+            fields[minute]["rev"] += round(event.price * 100)  # type: ignore[operator]
 
     for event in prepared.duplicates:
         fields[event.ts - event.ts % MINUTE_MS]["dup"] += 1
@@ -138,11 +140,12 @@ def build_ops(
     retention, product_retention = s.stream_retention_s, s.stream_product_retention_s
     for minute, counts in fields.items():
         ops.h.append([keys.minute(minute), retention, *_flat(counts)])
-    by_key: dict[str, list[str | int]] = defaultdict(list)
+    by_window: dict[tuple[str, int], list[str | int]] = defaultdict(list)
     for (event_type, minute, product), n in products.items():
-        by_key[keys.products(event_type, minute)] += (product, n)
-    ops.z.extend([key, product_retention, *members] for key, members in by_key.items())
-    ops.pf.extend([keys.users(minute), retention, *members] for minute, members in users.items())
+        if product is not None:
+            by_window[(event_type, minute)] += (product, n)
+    ops.z.extend([keys.products(*w), product_retention, *members] for w, members in by_window.items())
+    ops.pf.extend([keys.users(minute), retention, *members] for minute, members in active.items())
     ops.pf.extend([keys.stage(st, minute), retention, *members] for (st, minute), members in stages.items())
     seen_ttl = 2 * s.stream_dedup_horizon_s + int(s.stream_allowed_lateness_s)
     ops.sa.extend([keys.seen(bucket), seen_ttl, *ids] for bucket, ids in seen.items())
@@ -150,10 +153,8 @@ def build_ops(
     if views:
         gap_ms = s.stream_rec_session_gap_s * 1000
         pairs, new_sessions = co_views(views, reply.sessions, gap_ms=gap_ms, items=s.stream_rec_session_items)
-        rec_ttl = (s.stream_rec_horizon_h + 1) * 3600
-        for (hour, product), others in pairs.items():
-            if others:
-                ops.h.append([keys.co_views(hour, product), rec_ttl, *_flat(others)])
+        ops.cv, ops.cvn = list(chain.from_iterable(pairs)), list(pairs.values())
+        ops.cv_prefix, ops.cv_ttl = keys.co_views_prefix, (s.stream_rec_horizon_h + 1) * 3600
         by_bucket: dict[int, list[str]] = defaultdict(list)
         for user, session in new_sessions.items():
             by_bucket[views[user][-1][1] // gap_ms] += (user, session)
@@ -173,6 +174,18 @@ def build_ops(
     for partition, progress in prepared.progress.items():
         ops.set += (keys.offset(topic, partition), progress.encode())
     return ops, totals
+
+
+def _positions(values: list[int]) -> dict[int, list[int]]:
+    """value → positions holding it; a batch usually falls into one bucket, which is one list."""
+    if not values:
+        return {}
+    if min(values) == max(values):
+        return {values[0]: list(range(len(values)))}
+    out: dict[int, list[int]] = defaultdict(list)
+    for i, value in enumerate(values):
+        out[value].append(i)
+    return out
 
 
 def _flat(counts: dict[str, int]) -> list[str | int]:

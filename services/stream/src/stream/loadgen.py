@@ -1,7 +1,7 @@
 """``uv run stream-loadgen --rate R --duration S``: a shop's click stream, produced to Kafka.
 
-Users browse in sessions within one category at a time (so "also viewed" has something to find),
-some add to cart and order; a little of the traffic is late, duplicated or malformed, and now and
+Visitors browse one category per visit (so "also viewed" has something to find), some add to
+cart and order; a little of the traffic is late, duplicated or malformed, and now and
 then a bot trips a risk rule — enough for every panel of the dashboards to show life.
 Produced with librdkafka (confluent-kafka) keyed by user, partitioned like the Java client and
 aiokafka (murmur2), so a user's events share a partition whoever produced them.
@@ -34,7 +34,8 @@ WEIGHTS = (60, 20, 12, 5, 3)
 
 @dataclass(frozen=True)
 class Mix:
-    users: int = 5_000
+    users: int = 200_000  # known users a visit belongs to
+    visits: int = 2_000  # visits in progress at any moment
     products: int = 1_000
     late: float = 0.002  # fraction produced minutes behind the stream
     duplicate: float = 0.002  # fraction sent twice
@@ -43,9 +44,15 @@ class Mix:
 
 
 def generate(mix: Mix, rng: random.Random, now_ms: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-    """Endless (key, value) pairs; event time is the wall clock unless ``now_ms`` pins it."""
+    """Endless (key, value) pairs; event time is the wall clock unless ``now_ms`` pins it.
+
+    Traffic is ``mix.visits`` concurrent visits, each a user browsing one category for a handful
+    of events (geometric, mean 8) before leaving and being replaced by a new visit.
+    """
     seq = 0
+    run = f"{rng.getrandbits(32):08x}"  # event ids stay unique across restarts of the generator
     categories = max(1, mix.products // CATEGORY_SIZE)
+    visits = [_visit(rng, mix, categories) for _ in range(mix.visits)]
     recent: list[tuple[bytes, bytes]] = []
     bot_every = int(60 / mix.bots_per_minute * 1000) if mix.bots_per_minute > 0 else 0
     next_bot = 0
@@ -61,27 +68,28 @@ def generate(mix: Mix, rng: random.Random, now_ms: int | None = None) -> Iterato
             continue
         if bot_every and ts >= next_bot:
             next_bot = ts + bot_every
-            yield from _bot(rng, seq, ts, mix)
+            yield from _bot(rng, f"{run}-{seq}", ts, mix)
             seq += 20
             continue
-        user = rng.randrange(mix.users)
-        session = ts // 600_000  # a user's interest changes every 10 minutes
-        category = (user * 7919 + session) % categories
+        slot = rng.randrange(len(visits))
+        user_id, category, left = visits[slot]
+        visits[slot] = (user_id, category, left - 1) if left > 1 else _visit(rng, mix, categories)
         product = category * CATEGORY_SIZE + rng.randrange(CATEGORY_SIZE)
         kind = rng.choices(TYPES, WEIGHTS)[0]
         if roll > 1 - mix.late:
             ts -= rng.randrange(120_000, 600_000)
         seq += 1
-        user_id = f"u{user}"
-        pair = (
-            user_id.encode(),
-            orjson.dumps(_event(f"{session}-{user}-{seq}", kind, user_id, f"p{product}", ts)),
-        )
+        pair = (user_id.encode(), orjson.dumps(_event(f"{run}-{seq}", kind, user_id, f"p{product}", ts)))
         if len(recent) < 1000:
             recent.append(pair)
         else:
             recent[seq % 1000] = pair
         yield pair
+
+
+def _visit(rng: random.Random, mix: Mix, categories: int) -> tuple[str, int, int]:
+    """(user, category browsed, events left) of a new visit."""
+    return f"u{rng.randrange(mix.users)}", rng.randrange(categories), 1 + int(rng.expovariate(1 / 7))
 
 
 def _event(event_id: str, kind: str, user: str, product: str, ts: int) -> dict[str, object]:
@@ -97,13 +105,13 @@ def _event(event_id: str, kind: str, user: str, product: str, ts: int) -> dict[s
     return event
 
 
-def _bot(rng: random.Random, seq: int, ts: int, mix: Mix) -> Iterator[tuple[bytes, bytes]]:
+def _bot(rng: random.Random, ids: str, ts: int, mix: Mix) -> Iterator[tuple[bytes, bytes]]:
     """A burst that trips ``cart_spree`` (many products in 10 s) or ``order_velocity`` (many orders)."""
     user = f"bot{rng.randrange(1_000_000)}"
     kind = rng.choice(("add_to_cart", "order_placed"))
     for i in range(20):
         product = f"p{rng.randrange(mix.products)}"
-        event = _event(f"{user}-{seq + i}", kind, user, product, ts)
+        event = _event(f"{ids}-{i}", kind, user, product, ts)
         yield user.encode(), orjson.dumps(event)
 
 
@@ -162,14 +170,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds")
     parser.add_argument("--count", type=int, default=None, help="stop after this many events")
     parser.add_argument("--topic", default=None, help="default: STREAM_TOPIC")
-    parser.add_argument("--users", type=int, default=Mix.users)
+    parser.add_argument("--users", type=int, default=Mix.users, help="known users")
+    parser.add_argument("--visits", type=int, default=Mix.visits, help="concurrent visits")
     parser.add_argument("--products", type=int, default=Mix.products)
     parser.add_argument("--clean", action="store_true", help="no late, duplicate, malformed or bot events")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     settings = load_settings(StreamSettings)
     clean = {"late": 0, "duplicate": 0, "invalid": 0, "bots_per_minute": 0} if args.clean else {}
-    mix = Mix(users=args.users, products=args.products, **clean)
+    mix = Mix(users=args.users, visits=args.visits, products=args.products, **clean)
     topic = args.topic or settings.stream_topic
     producer = new_kafka_producer(settings.bootstrap())
     stop = [False]

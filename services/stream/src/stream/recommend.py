@@ -10,7 +10,7 @@ ever rewriting old scores, and the hourly hashes simply expire.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import orjson
 from redis.asyncio import Redis
@@ -20,7 +20,7 @@ from stream.windows import HOUR_MS
 
 __all__ = ["co_views", "top_co_viewed"]
 
-CoViews = dict[tuple[int, str], dict[str, int]]  # (hour, product) → other product → count
+CoViews = Counter[tuple[int, str, str]]  # (hour, product, other) → times co-viewed (count both ways)
 
 
 def co_views(
@@ -32,29 +32,31 @@ def co_views(
 ) -> tuple[CoViews, dict[str, str]]:
     """Pairs from this batch's ``views`` (user → [(product, ts)] in order) given the stored sessions.
 
-    Returns the pair counts and each user's new session (``[[product, ts], …]``, oldest first).
+    Returns each pair once (the apply script counts it under both products) and each user's new
+    session (``[[product, ts], …]``, oldest first).
     """
-    pairs: CoViews = defaultdict(lambda: defaultdict(int))
+    triples: list[tuple[int, str, str]] = []
+    pair = triples.append
     new_sessions: dict[str, str] = {}
     for user, seq in views.items():
         raw = sessions.get(user)
         session: dict[str, int] = dict(orjson.loads(raw)) if raw else {}
         for product, ts in seq:
-            if session:
-                session = {p: t for p, t in session.items() if -gap_ms <= ts - t <= gap_ms}
+            # Entries are oldest first; a user's views arrive at most the allowed lateness out of
+            # order, far less than the gap, so only the old end can leave the session.
+            while session and ts - next(iter(session.values())) > gap_ms:
+                del session[next(iter(session))]
             if product in session:
                 del session[product]  # re-viewed: refreshed below, no new pairs
             elif session:
                 hour = ts // HOUR_MS
-                mine = pairs[(hour, product)]
                 for other in session:
-                    mine[other] += 1
-                    pairs[(hour, other)][product] += 1
+                    pair((hour, product, other))
             session[product] = ts
             if len(session) > items:
                 del session[next(iter(session))]  # the least recently viewed
         new_sessions[user] = orjson.dumps(list(session.items())).decode()
-    return pairs, new_sessions
+    return Counter(triples), new_sessions
 
 
 async def top_co_viewed(

@@ -90,6 +90,15 @@ for _, e in ipairs(d.z) do
   for i = 3, #e, 2 do call('ZINCRBY', key, e[i + 1], e[i]) end
   call('EXPIRE', key, e[2])
 end
+local cv, cvn, cvp = d.cv, d.cvn, d.cv_prefix
+for i = 1, #cvn do
+  local hour, p, q, n = cv[3 * i - 2], cv[3 * i - 1], cv[3 * i], cvn[i]
+  local kp, kq = cvp .. hour .. ':' .. p, cvp .. hour .. ':' .. q
+  call('HINCRBY', kp, q, n)
+  call('HINCRBY', kq, p, n)
+  expire(kp, d.cv_ttl)
+  expire(kq, d.cv_ttl)
+end
 for _, e in ipairs(d.pf) do chunked('PFADD', e[1], e, 3) call('EXPIRE', e[1], e[2]) end
 for _, e in ipairs(d.sa) do chunked('SADD', e[1], e, 3) call('EXPIRE', e[1], e[2]) end
 for _, e in ipairs(d.hs) do
@@ -151,6 +160,10 @@ class Ops:
     pf: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, …] PFADD
     sa: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, …] SADD
     hs: list[list[Any]] = field(default_factory=list)  # [key, ttl, field, value, …] HSET
+    cv: list[Any] = field(default_factory=list)  # [hour, product, other, …] co-viewed pairs …
+    cvn: list[int] = field(default_factory=list)  # … and how often; counted under both products
+    cv_prefix: str = ""
+    cv_ttl: int = 0
     set: list[Any] = field(default_factory=list)  # [key, value, …] SET (offsets)
     newest: int = 0
     newest_key: str = ""
