@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from collections import Counter
@@ -58,13 +59,16 @@ class Failure:
     check: str
     title: str
     message: str
-    request: str
+    url: str
+    request: str  # as a curl command line
     status: int | None
     response: str
 
     def describe(self) -> str:
         got = f"{self.status} {self.response}" if self.status is not None else self.response
-        return f"{self.operation}: {self.title} [{self.check}]\n  {self.request}\n  -> {got}\n  {self.message}"
+        return (
+            f"{self.operation}: {self.title} [{self.check}]\n  {self.request}\n  -> {got}\n  {self.message}"
+        )
 
 
 @dataclass
@@ -90,7 +94,7 @@ class FuzzReport:
         return sorted(op for op, seen in answered.items() if seen <= {401, 403})
 
     def summary(self) -> str:
-        ops = ", ".join(f"{op} ×{n}" for op, n in sorted(self.requests.items()))
+        ops = ", ".join(f"{op}: {n}" for op, n in sorted(self.requests.items()))
         return (
             f"{self.name}: {len(self.requests)} operations, {sum(self.requests.values())} requests, "
             f"{len(self.failures)} failures, {len(self.errors)} errors in {self.elapsed_s:.1f}s\n  {ops}"
@@ -110,7 +114,7 @@ async def run_schemathesis(
     workdir: Path,
     config: str = "",
     env: dict[str, str] | None = None,
-    max_examples: int = 100,
+    max_examples: int = 50,
     stateful_steps: int = 10,
     timeout_s: float = 90.0,
 ) -> FuzzReport:
@@ -119,16 +123,7 @@ async def run_schemathesis(
     ``config`` is TOML added to the common settings; it may name ``${VARS}`` from ``env`` (how tokens
     reach it without being written to disk). The run is killed after ``timeout_s``, which fails it.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "schemathesis.toml"
-    config_path.write_text(COMMON_KEYS + config + COMMON_TABLES.format(stateful_steps=stateful_steps))
-    ndjson = workdir / "events.ndjson"
-    argv = [
-        *(sys.executable, "-m", "schemathesis.cli", "--config-file", str(config_path), "run", location),
-        *("--url", base_url, "--checks", ",".join(CHECKS)),
-        *("--max-examples", str(max_examples), "--seed", str(SEED), "--generation-deterministic"),
-        *("--workers", "1", "--no-color", "--report", "ndjson", "--report-ndjson-path", str(ndjson)),
-    ]
+    argv, ndjson = _prepare(workdir, location, base_url, config, max_examples, stateful_steps)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -144,26 +139,48 @@ async def run_schemathesis(
             out, _ = await proc.communicate()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         raise AssertionError(f"schemathesis against {name} did not finish within {timeout_s:g}s") from None
     report = FuzzReport(name=name, elapsed_s=time.monotonic() - started, output=out.decode(errors="replace"))
+    _read_report(ndjson, proc.returncode, report)
+    return report
+
+
+def _prepare(
+    workdir: Path, location: str, base_url: str, config: str, max_examples: int, stateful_steps: int
+) -> tuple[list[str], Path]:
+    """Write the config file; the command line and where its NDJSON report will be."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "schemathesis.toml"
+    config_path.write_text(COMMON_KEYS + config + COMMON_TABLES.format(stateful_steps=stateful_steps))
+    ndjson = workdir / "events.ndjson"
+    argv = [
+        *(sys.executable, "-m", "schemathesis.cli", "--config-file", str(config_path), "run", location),
+        *("--url", base_url, "--checks", ",".join(CHECKS)),
+        *("--max-examples", str(max_examples), "--seed", str(SEED), "--generation-deterministic"),
+        # Unmasked, so a failure shows the exact request (a query parameter named "author" would be
+        # masked as a credential); the one real secret, Authorization, is masked below instead.
+        *("--workers", "1", "--no-color", "--output-sanitize", "false"),
+        *("--report", "ndjson", "--report-ndjson-path", str(ndjson)),
+    ]
+    return argv, ndjson
+
+
+def _read_report(ndjson: Path, returncode: int | None, report: FuzzReport) -> None:
     if not ndjson.exists():
-        raise AssertionError(f"schemathesis wrote no report (exit {proc.returncode}):\n{report.output[-4000:]}")
+        raise AssertionError(f"schemathesis wrote no report (exit {returncode}):\n{report.output[-4000:]}")
     for line in ndjson.read_text().splitlines():
         _read_event(json.loads(line), report)
-    if proc.returncode not in (0, 1) and not report.errors:  # 1: failures found, reported above
-        report.errors.append(f"schemathesis exited with {proc.returncode}:\n{report.output[-4000:]}")
-    return report
+    if returncode not in (0, 1) and not report.errors:  # 1: failures found, reported above
+        report.errors.append(f"schemathesis exited with {returncode}:\n{report.output[-4000:]}")
 
 
 def _read_event(event: dict[str, Any], report: FuzzReport) -> None:
     kind, body = next(iter(event.items()))
-    if kind == "NonFatalError":
-        info = body.get("info") or {}
-        report.errors.append(f"{body.get('label')}: {info.get('title', '')} {info.get('message', body)}")
-    elif kind == "FatalError":
-        report.errors.append(f"fatal: {body}")
+    if kind in ("NonFatalError", "FatalError"):
+        error = body.get("value") or body.get("exception") or body
+        report.errors.append(f"{body.get('label', kind)}: {error}")
     elif kind == "ScenarioFinished":
         _read_scenario(body["recorder"], report)
 
@@ -188,6 +205,7 @@ def _read_scenario(recorder: dict[str, Any], report: FuzzReport) -> None:
                     check=check["name"],
                     title=failure.get("title", ""),
                     message=failure.get("message", "").strip(),
+                    url=interaction["request"]["uri"],
                     request=_request_line(interaction["request"]),
                     status=response.get("status_code"),
                     response=_decode(response.get("content")) if response else "(no response)",
@@ -196,13 +214,12 @@ def _read_scenario(recorder: dict[str, Any], report: FuzzReport) -> None:
 
 
 def _request_line(request: dict[str, Any]) -> str:
-    """The request as a curl command line (credentials elided)."""
+    """The request as a curl command line, credentials masked."""
     parts = ["curl", "-X", request["method"]]
     for name, values in request.get("headers", {}).items():
-        if name.lower() in ("content-type", "idempotency-key", "accept"):
-            parts += ["-H", f"{name}: {values[0]}"]
-        elif name.lower() == "authorization":
-            parts += ["-H", f"{name}: {values[0].split(' ', 1)[0]} …"]
+        for value in values:
+            shown = f"{value.partition(' ')[0]} ***" if name.lower() == "authorization" else value
+            parts += ["-H", f"{name}: {shown}"]
     body = _decode(request.get("body"))
     if body:
         parts += ["--data-raw", body]

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from stream_testkit import MockKafka, Topics, now_ms, settings_for, stored_total
 
@@ -88,6 +89,20 @@ async def test_posted_events_are_counted_and_an_invalid_batch_produces_nothing(
     assert summary["counts"]["page_view"] == 3
     assert summary["counts"]["order_placed"] == 1
     assert (summary["revenue"], summary["duplicates"], summary["unique_users"]) == (12.5, 4, 4)
+
+
+async def test_top_products_gauge_follows_the_current_window(
+    consuming_api: aiohttp.ClientSession, prefix: str
+) -> None:
+    product = f"top-{prefix[-8:]}"
+    views = [dict(event, product_id=product, event_id=f"top-{i}") for i, event in enumerate(events(5))]
+    async with consuming_api.post("/api/events", json={"events": views}) as resp:
+        assert resp.status == 202
+
+    def shown() -> bool:
+        return REGISTRY.get_sample_value("stream_top_product_events", {"product": product}) == 5
+
+    await wait_until(shown, timeout=30, message=f"{product} shown with 5 views in the top-products gauge")
 
 
 @pytest.mark.parametrize(

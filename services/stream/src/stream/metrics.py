@@ -14,6 +14,7 @@ __all__ = [
     "INVALID",
     "LAG",
     "LATE",
+    "TOP_PRODUCTS",
 ]
 
 EVENTS = Counter("stream_events_total", "Events counted into the aggregates", ["type"])
@@ -29,3 +30,8 @@ FLUSH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 ALERTS = Counter("stream_risk_alerts_total", "Risk alerts raised", ["rule"])
+TOP_PRODUCTS = Gauge(
+    "stream_top_product_events",
+    "Page views of the 10 most viewed products in the current 5-minute window",
+    ["product"],
+)

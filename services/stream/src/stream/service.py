@@ -4,7 +4,9 @@ and an outbox relay as supervised background tasks."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -16,12 +18,15 @@ from stream.consumer import Consumer
 from stream.kafka import PRODUCER, kafka_producer
 from stream.keys import Keys
 from stream.live import LiveFeed
+from stream.metrics import TOP_PRODUCTS
 from stream.outbox import OutboxRelay
 from stream.settings import StreamSettings
 
 __all__ = ["build_app"]
 
 CONSUMER = web.AppKey("consumer", Consumer)
+TOP_N = 10
+TOP_REFRESH_S = 5.0
 
 
 def build_app(settings: StreamSettings) -> web.Application:
@@ -32,6 +37,7 @@ def build_app(settings: StreamSettings) -> web.Application:
     ]
     if settings.stream_consume:
         resources.append(_workers(settings, keys))
+    resources.append(_top_products_gauge(keys))
     app = create_app("stream", settings, resources=resources)
     app[KEYS] = keys
     app[LIVE] = LiveFeed(lambda: queries.live_snapshot(app[REDIS], keys))
@@ -42,6 +48,29 @@ def build_app(settings: StreamSettings) -> web.Application:
 
 async def _end_streams(app: web.Application) -> None:
     app[LIVE].closing.set()
+
+
+def _top_products_gauge(keys: Keys) -> CleanupCtx:
+    """Keep ``stream_top_product_events`` on the current top 10, dropping products that fall out."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        shown: set[str] = set()
+
+        async def refresh() -> None:
+            now_ms = int(time.time() * 1000)
+            top: Any = await queries.top_products(app[REDIS], keys, "views", TOP_N, now_ms)
+            counts = {item["product_id"]: item["count"] for item in top["products"]}
+            for product in shown - counts.keys():
+                TOP_PRODUCTS.remove(product)
+            for product, count in counts.items():
+                TOP_PRODUCTS.labels(product).set(count)
+            shown.clear()
+            shown.update(counts)
+
+        app[TASKS].every(TOP_REFRESH_S, refresh, name="stream-top-products")
+        yield
+
+    return ctx
 
 
 def _workers(settings: StreamSettings, keys: Keys) -> CleanupCtx:
