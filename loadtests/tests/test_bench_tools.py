@@ -22,7 +22,7 @@ from aiohttp import web
 from asynccore.testing import ServiceProcess, free_port
 from loadtests.bench import async_vs_sync as avs
 from loadtests.bench import sync_baseline
-from loadtests.bench.report import BenchRun, publish_plots, render_benchmarks
+from loadtests.bench.report import BenchRun, machine, publish_plots, render_benchmarks
 from loadtests.bench.wrk import WrkResult, median_of, parse, request_script, run_wrk, wrk_argv
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -284,7 +284,7 @@ def test_render_tables_findings_and_plots(tmp_path: Path) -> None:
     assert "| sign-ins, hash on the loop | 1,667 | 1.0 | 500.0 | 10.0 | 0 |" in text
     said = " ".join(avs.findings(results))
     assert "async/sync throughput 2.00 / 2.00 at 1 / 16 connections" in said
-    assert "Async is ahead at 1, 16 connections." in said
+    assert "Throughput: async ahead at 1, 16 connections. p99: async lower at 1, 16 connections." in said
     assert "uvloop ahead by 25%" in said
     assert "10x the executor's p99" in said
 
@@ -302,7 +302,9 @@ def test_benchmarks_md_links_published_plots(tmp_path: Path) -> None:
     publish_plots(run, module_out, root=tmp_path)
     assert (tmp_path / "docs/bench/async_vs_sync/chart.png").read_bytes() == b"\x89PNG fake"
     failed = BenchRun("orders", "Orders", "uv run … orders", "", False, "timed out after 360 s")
-    text = render_benchmarks([run, failed], sample_results(with_on_loop=True), quick=True, started="now")
+    text = render_benchmarks(
+        [run, failed], sample_results(with_on_loop=True), quick=True, started="now", machine_rows=machine()
+    )
     assert "![chart](docs/bench/async_vs_sync/chart.png)" in text
     assert "## Orders: FAILED (timed out after 360 s)" in text
     assert "## When async helps, when it hurts" in text and "| CPU |" in text

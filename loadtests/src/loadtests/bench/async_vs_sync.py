@@ -52,6 +52,7 @@ from loadtests.bench.plots import plot_vs_connections
 from loadtests.bench.wrk import WrkResult, median_of, request_script, run_wrk, wrk_argv
 
 __all__ = [
+    "PLOTS",
     "Plan",
     "Results",
     "Server",
@@ -79,6 +80,8 @@ SERVERS = {
     "asyncio": "async: blog, asyncio loop, cache off",
     "cached": "async: blog, uvloop, cache on",
 }
+# The charts, by what they show; render() links them by these names, next to results.md.
+PLOTS = {"throughput": "async-vs-sync-throughput.png", "p99": "async-vs-sync-p99.png"}
 # A 1-minute load average above this means something besides the benchmark was using the CPUs.
 BUSY_LOAD = 1.5
 # Servers that exist only for the blocking-the-loop measurement.
@@ -446,6 +449,7 @@ def _ratio(a: WrkResult | None, b: WrkResult | None) -> str:
 
 
 def write_plots(results: Results, out: Path) -> dict[str, str]:
+    """The PNGs of :data:`PLOTS`, written to ``out``; returns :data:`PLOTS`."""
     panels_rps: dict[str, dict[str, list[tuple[int, float]]]] = {}
     panels_p99: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for endpoint, label in ENDPOINTS.items():
@@ -461,18 +465,18 @@ def write_plots(results: Results, out: Path) -> dict[str, str]:
         panels_p99[label] = p99
     plot_vs_connections(
         panels_rps,
-        out / "async-vs-sync-throughput.png",
+        out / PLOTS["throughput"],
         title="Throughput vs connections",
         ylabel="requests/s",
     )
     plot_vs_connections(
         panels_p99,
-        out / "async-vs-sync-p99.png",
+        out / PLOTS["p99"],
         title="p99 latency vs connections",
         ylabel="p99 (ms)",
         log_y=True,
     )
-    return {"throughput": "async-vs-sync-throughput.png", "p99": "async-vs-sync-p99.png"}
+    return PLOTS
 
 
 def render(results: Results, plots: dict[str, str] | None = None) -> str:
@@ -650,11 +654,16 @@ def findings(results: Results) -> list[str]:
             }
             for server in ("async", "sync")
         }
+        # sync p99 / async p99: above 1 means async answers its slowest requests sooner.
+        tails = {
+            c: p99["sync"][c] / p99["async"][c] for c in ratios if p99["async"].get(c) and c in p99["sync"]
+        }
         out.append(
             f"**{label.capitalize()}, same SQL on every request** — async/sync throughput "
             f"{_series(ratios, '.2f')} at {' / '.join(map(str, ratios))} connections; p99 async "
             f"{_series(p99['async'], '.1f')} ms vs sync {_series(p99['sync'], '.1f')} ms. "
-            f"Async is {_where(ratios, 'ahead', 'behind')}."
+            f"Throughput: async {_where(ratios, 'ahead', 'behind')}. "
+            f"p99: async {_where(tails, 'lower', 'higher')}."
         )
     for endpoint, label in ENDPOINTS.items():
         cache = _ratios(results, endpoint, "cached", "async")
@@ -693,8 +702,8 @@ def _blocking_findings(results: Results) -> list[str]:
     out = [
         f"**Sign-ins beside reads, hash in the executor** — reads p99 {alone.p99_ms:.1f} ms alone, "
         f"{executor.p99_ms:.1f} ms with sign-ins; throughput {alone.requests_per_s:,.0f} → "
-        f"{executor.requests_per_s:,.0f} req/s. Off the loop the hash stalls nobody, but its threads "
-        "still share the process's one core with the loop."
+        f"{executor.requests_per_s:,.0f} req/s. Off the loop no read waits for a whole hash, but the hash "
+        "threads (Argon2 computes its lanes in parallel) share the process's one core with the loop."
     ]
     if on_loop:
         out.append(

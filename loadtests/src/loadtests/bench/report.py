@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import platform
 import re
@@ -27,12 +28,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from loadtests.bench.async_vs_sync import Results, findings
+from loadtests.bench.async_vs_sync import PLOTS, Results, findings, render
 from loadtests.bench.wrk import wrk_version
 
 __all__ = ["BenchRun", "machine", "main", "publish_plots", "render_benchmarks", "run_module"]
@@ -40,6 +43,7 @@ __all__ = ["BenchRun", "machine", "main", "publish_plots", "render_benchmarks", 
 ROOT = Path(__file__).resolve().parents[4]
 REPORTS = ROOT / "loadtests" / "reports"
 DOCS = Path("docs") / "bench"  # relative to ROOT: BENCHMARKS.md links it as is
+RUNS_FILE = "runs.json"  # what ran, for --from
 
 # (module, title), in the order they run and appear.
 MODULES = [
@@ -224,7 +228,14 @@ def when_async_helps(results: Results | None) -> list[str]:
     return lines
 
 
-def render_benchmarks(runs: list[BenchRun], results: Results | None, *, quick: bool, started: str) -> str:
+def render_benchmarks(
+    runs: list[BenchRun],
+    results: Results | None,
+    *,
+    quick: bool,
+    started: str,
+    machine_rows: Sequence[Sequence[str]],
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -235,7 +246,7 @@ def render_benchmarks(runs: list[BenchRun], results: Results | None, *, quick: b
         "",
         "| machine | |",
         "|---|---|",
-        *(f"| {what} | {value} |" for what, value in machine()),
+        *(f"| {what} | {value} |" for what, value in machine_rows),
         "",
         "Commands, in the order they ran:",
         "",
@@ -255,7 +266,7 @@ def render_benchmarks(runs: list[BenchRun], results: Results | None, *, quick: b
     return "\n".join(lines).rstrip() + "\n"
 
 
-async def run_all(quick: bool, out: Path) -> tuple[list[BenchRun], Results | None]:
+async def run_all(quick: bool, out: Path) -> list[BenchRun]:
     runs = []
     for module, title in MODULES:
         if not _module_exists(module):
@@ -264,21 +275,52 @@ async def run_all(quick: bool, out: Path) -> tuple[list[BenchRun], Results | Non
         publish_plots(run, out / module)
         (out / f"{module}.md").write_text(run.markdown + "\n")
         runs.append(run)
-    results_json = out / "async_vs_sync" / "results.json"
-    results = Results.from_json(results_json.read_text()) if results_json.is_file() else None
-    return runs, results
+    return runs
+
+
+def _results(out: Path) -> Results | None:
+    path = out / "async_vs_sync" / "results.json"
+    return Results.from_json(path.read_text()) if path.is_file() else None
+
+
+def rerender(out: Path) -> tuple[list[BenchRun], dict[str, Any]]:
+    """A saved report directory's runs, with the async-vs-sync section rendered again from its numbers.
+
+    For wording changes without measuring again: every number comes from ``out``.
+    """
+    saved = json.loads((out / RUNS_FILE).read_text())
+    runs = [BenchRun(**run) for run in saved.pop("runs")]
+    results = _results(out)
+    for run in runs:
+        if run.module == "async_vs_sync" and run.ok and results is not None:
+            run.markdown = render(results, PLOTS)
+            publish_plots(run, out / run.module)
+    return runs, saved
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="pass --quick to every bench that takes it")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="default: BENCHMARKS.md")
+    parser.add_argument(
+        "--from", dest="source", type=Path, help="re-render a saved report directory, no runs"
+    )
     args = parser.parse_args(argv)
-    started = datetime.now().astimezone()
-    out = REPORTS / f"bench-report-{started.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    runs, results = asyncio.run(run_all(args.quick, out))
-    text = render_benchmarks(runs, results, quick=args.quick, started=started.strftime("%Y-%m-%d %H:%M %Z"))
+    if args.source:
+        out = args.source
+        runs, saved = rerender(out)
+    else:
+        started = datetime.now().astimezone()
+        out = REPORTS / f"bench-report-{started.strftime('%Y%m%d-%H%M%S')}"
+        out.mkdir(parents=True, exist_ok=True)
+        saved = {
+            "started": started.strftime("%Y-%m-%d %H:%M %Z"),
+            "quick": args.quick,
+            "machine_rows": machine(),
+        }
+        runs = asyncio.run(run_all(args.quick, out))
+        (out / RUNS_FILE).write_text(json.dumps({**saved, "runs": [asdict(run) for run in runs]}, indent=1))
+    text = render_benchmarks(runs, _results(out), **saved)
     args.output.write_text(text)
     (out / "BENCHMARKS.md").write_text(text)
     print(text)
