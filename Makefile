@@ -9,7 +9,7 @@ APT_PACKAGES := nginx prometheus wrk docker-compose
 SCENARIO ?= blog
 
 .PHONY: help bootstrap uv sync apt services run test test-unit test-stack lint bench load up down warm \
-	bench-asynccore bench-blog bench-orders bench-stream dashboards
+	bench-asynccore bench-blog bench-orders bench-stream bench-async-vs-sync bench-report dashboards
 
 help:
 	@echo "make run     the whole stack in the foreground (Ctrl-C stops it)"
@@ -65,7 +65,7 @@ test-stack: bootstrap
 run: bootstrap
 	@bash deploy/local/run
 
-bench: bench-asynccore bench-blog bench-orders bench-stream dashboards
+bench: bench-asynccore bench-blog bench-orders bench-stream bench-async-vs-sync bench-report dashboards
 
 bench-asynccore: bootstrap
 	$(UV) run python -m loadtests.bench.asynccore_red
