@@ -8,6 +8,9 @@ from pathlib import Path
 import orjson
 from blog_testing import Client, auth, post_article, register
 
+from asynccore.auth import issue_token
+from blog.settings import BlogSettings
+
 SPEC = Path(__file__).parents[1] / "src" / "blog" / "openapi.json"
 
 
@@ -210,3 +213,34 @@ async def test_the_spec_is_served(client: Client) -> None:
     spec = await resp.json()
     assert spec == orjson.loads(SPEC.read_bytes())
     assert "/articles/{slug}/comments/{id}" in spec["paths"]
+
+
+async def test_browsers_on_other_origins_may_call_the_api(client: Client) -> None:
+    resp = await client.options(
+        "/api/articles",
+        headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert resp.status == 204
+    assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    for path in ("/api/tags", "/api/user"):  # an answer and an error alike
+        resp = await client.get(path, headers={"Origin": "http://app.example"})
+        assert resp.headers["Access-Control-Allow-Origin"] == "*", path
+    resp = await client.get("/")
+    assert "Access-Control-Allow-Origin" not in resp.headers  # pages are same-origin only
+
+
+async def test_a_token_for_an_unknown_user_is_a_401_not_a_500(client: Client, settings: BlogSettings) -> None:
+    token = issue_token(settings.jwt_secret.get_secret_value(), "999999", "ghost", 60)
+    name = f"host{uuid.uuid4().hex[:6]}"
+    author = await register(client, name)
+    article = await post_article(client, author, "Haunted")
+    for method, path, body in [
+        ("POST", "/api/articles", {"article": {"title": "t", "description": "d", "body": "b"}}),
+        ("POST", f"/api/articles/{article['slug']}/favorite", None),
+        ("POST", f"/api/articles/{article['slug']}/comments", {"comment": {"body": "boo"}}),
+        ("POST", f"/api/profiles/{name}/follow", None),
+        ("GET", "/api/user", None),
+    ]:
+        resp = await client.request(method, path, json=body, headers=auth(token))
+        assert resp.status == 401, (method, path, await resp.text())

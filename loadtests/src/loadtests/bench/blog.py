@@ -294,14 +294,15 @@ async def endpoints(stack: Stack, args: argparse.Namespace) -> dict[tuple[str, s
 
 async def churn(stack: Stack, args: argparse.Namespace) -> WrkResult:
     """The list while Redis loses everything every 0.5 s."""
-    redis = Redis.from_url(stack.redis.url, socket_timeout=2)
+    redis = Redis.from_url(stack.redis.url, socket_timeout=2, socket_connect_timeout=2)
     flushes = 0
 
     async def flusher() -> None:
         nonlocal flushes
         while True:
             await asyncio.sleep(0.5)
-            await redis.flushall()
+            async with asyncio.timeout(2):
+                await redis.flushall()
             flushes += 1
 
     task = asyncio.create_task(flusher())
@@ -312,9 +313,11 @@ async def churn(stack: Stack, args: argparse.Namespace) -> WrkResult:
         )
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await redis.aclose()
+        await asyncio.wait([task], timeout=5)
+        async with asyncio.timeout(5):
+            await redis.aclose()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise RuntimeError("flushing Redis failed") from task.exception()
     log(f"churn: {flushes} flushes, {result.requests_per_s:.0f} req/s, p99 {result.p99_ms:.2f} ms")
     return result
 

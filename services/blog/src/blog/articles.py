@@ -22,7 +22,7 @@ from blog.db import execute, execute_many, fetch_all, fetch_one, utc_now
 from blog.inputs import ArticleFilters, NewArticle, UpdateArticle
 from blog.overlay import personalize
 from blog.profiles import profile_json
-from blog.users import USERS_VERSION
+from blog.users import USERS_VERSION, existing_user
 
 __all__ = [
     "ARTICLES_VERSION",
@@ -107,6 +107,11 @@ async def read_cached(cache: Cache, db: SQLiteDB, slug: str) -> Entry:
 
 async def read(cache: Cache, db: SQLiteDB, slug: str, viewer_id: int | None) -> bytes:
     return await personalize(db, (await read_cached(cache, db, slug)).body, viewer_id)
+
+
+async def _written(db: SQLiteDB, slug: str, writer_id: int) -> bytes:
+    """What a write answers: straight from SQLite (the next reader fills the cache, once)."""
+    return await personalize(db, await load_article(db, slug), writer_id)
 
 
 def _filters_sql(filters: ArticleFilters) -> tuple[str, list[Any]]:
@@ -217,6 +222,13 @@ async def _replace_tags(conn: aiosqlite.Connection, article_id: int, tags: list[
 
 async def create(db: SQLiteDB, cache: Cache, author_id: int, new: NewArticle) -> bytes:
     now = utc_now()
+    with existing_user():
+        slug = await _insert(db, author_id, new, now)
+    await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION)
+    return await _written(db, slug, author_id)
+
+
+async def _insert(db: SQLiteDB, author_id: int, new: NewArticle, now: str) -> str:
     async with db.write() as conn:
         slug = await _free_slug(conn, new.title)
         article_id, _ = await execute(
@@ -227,8 +239,7 @@ async def create(db: SQLiteDB, cache: Cache, author_id: int, new: NewArticle) ->
             (slug, new.title, new.description, new.body, author_id, now, now),
         )
         await _replace_tags(conn, article_id, new.tag_list)
-    await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION)
-    return await read(cache, db, slug, author_id)
+    return slug
 
 
 async def _owned(conn: aiosqlite.Connection, slug: str, user_id: int) -> int:
@@ -258,7 +269,7 @@ async def update(db: SQLiteDB, cache: Cache, user_id: int, slug: str, changes: U
     if changes.tag_list is not None:
         names.add(TAGS_VERSION)
     await cache.invalidate(*sorted(names))
-    return await read(cache, db, new_slug, user_id)
+    return await _written(db, new_slug, user_id)
 
 
 async def delete(db: SQLiteDB, cache: Cache, user_id: int, slug: str) -> None:
@@ -278,9 +289,10 @@ async def _set_favorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str, on:
             sql = "INSERT OR IGNORE INTO favorites (user_id, article_id) VALUES (?, ?)"
         else:
             sql = "DELETE FROM favorites WHERE user_id = ? AND article_id = ?"
-        _, changed = await execute(
-            conn, "favorite_insert" if on else "favorite_delete", sql, (user_id, article_id)
-        )
+        with existing_user():
+            _, changed = await execute(
+                conn, "favorite_insert" if on else "favorite_delete", sql, (user_id, article_id)
+            )
         if changed:
             await execute(
                 conn,
@@ -290,7 +302,7 @@ async def _set_favorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str, on:
             )
     if changed:
         await cache.invalidate(article_version(slug), ARTICLES_VERSION)
-    return await read(cache, db, slug, user_id)
+    return await _written(db, slug, user_id)
 
 
 async def favorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str) -> bytes:

@@ -31,7 +31,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from asynccore.resilience import CircuitBreaker
-from blog.versions import EPOCH, UNAVAILABLE, Versions
+from blog.versions import EPOCH, UNAVAILABLE, Versions, new_token
 
 __all__ = ["Cache", "Entry", "etag_of"]
 
@@ -46,6 +46,17 @@ ERRORS = Counter("blog_cache_errors_total", "Redis errors met while reading or f
 FALLBACKS = Counter("blog_cache_redis_fallbacks_total", "Reads served from SQLite because Redis failed")
 
 Loader = Callable[[], Awaitable[bytes]]
+
+# The fill lock is ours while its value is our token; only the owner deletes it.
+STORE_AND_UNLOCK = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -100,6 +111,8 @@ class Cache:
         self.lock_ms = lock_ms
         self.breaker = breaker or CircuitBreaker(f"blog-cache-{prefix}", failure_threshold=3, reset_after_s=2)
         self.versions = Versions(redis, url, prefix, self.breaker)
+        self._store_and_unlock = redis.register_script(STORE_AND_UNLOCK)
+        self._unlock = redis.register_script(UNLOCK)
         self._local: dict[str, Entry] = {}
         self._local_bytes = 0
         self._local_max_bytes = local_max_bytes
@@ -187,23 +200,31 @@ class Cache:
             task.exception()  # retrieved here, so a load nobody waits for any more is not "never retrieved"
 
     async def _fill(self, family: str, local_key: str, stamp: str, load: Loader) -> Entry:
-        """Redis, else SQLite under the fill lock: at most one replica loads a key at a time."""
+        """Redis, else SQLite under the fill lock: at most one replica loads a key at a time.
+
+        A miss costs three round trips: look; take the lock and look again in one MULTI (another
+        replica may have filled the key and released its lock in between); store and unlock in one
+        script.
+        """
         metrics = self._family(family)
         redis_key = f"{self.prefix}:c:{local_key}@{stamp}"
         lock_key = f"{self.prefix}:lock:{local_key}@{stamp}"
-        lock = self.redis.lock(lock_key, timeout=self.lock_ms / 1000)
+        token = new_token()
         owned = False
         try:
             try:
                 found = await self._peek(redis_key)
                 if found is None:
-                    async with self.breaker:
-                        owned = await lock.acquire(blocking=False)
-                    # Owned: look again, another replica may have filled and released in between.
-                    # Not owned: another replica is loading it right now; wait for its value.
-                    found = await (
-                        self._peek(redis_key) if owned else self._await_other_replica(redis_key, lock_key)
-                    )
+                    async with self.breaker, self.redis.pipeline(transaction=True) as pipe:
+                        pipe.set(lock_key, token, nx=True, px=self.lock_ms)
+                        pipe.get(redis_key)
+                        pipe.pttl(redis_key)
+                        owned, body, pttl = await pipe.execute()
+                    owned = bool(owned)
+                    if body is not None:
+                        found = (body, max(pttl, 0) / 1000)
+                    elif not owned:  # another replica is loading it right now
+                        found = await self._await_other_replica(redis_key, lock_key)
             except UNAVAILABLE as exc:
                 metrics.errors.inc()
                 return await self._load_degraded(exc, load)
@@ -215,13 +236,17 @@ class Cache:
             ttl_ms = int(self.ttl_s * 1000 * random.uniform(1 - self.ttl_jitter, 1 + self.ttl_jitter))
             try:
                 async with self.breaker:
-                    await self.redis.set(redis_key, body, px=ttl_ms)
+                    if owned:
+                        await self._store_and_unlock(keys=[redis_key, lock_key], args=[body, ttl_ms, token])
+                        owned = False
+                    else:
+                        await self.redis.set(redis_key, body, px=ttl_ms)
             except UNAVAILABLE:
                 metrics.errors.inc()
             return self._remember(local_key, self._entry(body, stamp, ttl_ms / 1000))
         finally:
-            if owned:
-                await self._release(lock)
+            if owned:  # found after all, or the load failed: let the next replica try at once
+                await self._unlock_quietly(lock_key, token)
 
     async def _peek(self, redis_key: str) -> tuple[bytes, float] | None:
         """The value under ``redis_key`` and its remaining TTL in seconds, or ``None``."""
@@ -250,14 +275,12 @@ class Cache:
                 return None
         return None
 
-    async def _release(self, lock: Any) -> None:
+    async def _unlock_quietly(self, lock_key: str, token: str) -> None:
         try:
             async with self.breaker:
-                await lock.release()
+                await self._unlock(keys=[lock_key], args=[token])
         except UNAVAILABLE:
             pass  # it expires on its own within lock_ms
-        except Exception:  # LockNotOwnedError: it expired during a slow load; harmless
-            log.debug("cache fill lock had expired", exc_info=True)
 
     @staticmethod
     def _entry(body: bytes, stamp: str, ttl_s: float) -> Entry:

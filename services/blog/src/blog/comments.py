@@ -16,6 +16,7 @@ from blog.cache import Cache
 from blog.db import execute, fetch_all, fetch_one, utc_now
 from blog.inputs import NewComment
 from blog.profiles import profile_json
+from blog.users import existing_user
 
 __all__ = ["add", "comment_json", "delete", "fetch_comments", "list_json"]
 
@@ -67,13 +68,14 @@ async def add(db: SQLiteDB, cache: Cache, author_id: int, slug: str, new: NewCom
         row = await fetch_one(conn, "article_id_by_slug", "SELECT id FROM articles WHERE slug = ?", (slug,))
         if row is None:
             raise ApiError(404, "article", "not found")
-        comment_id, _ = await execute(
-            conn,
-            "comment_insert",
-            "INSERT INTO comments (article_id, author_id, body, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (int(row[0]), author_id, new.body, now, now),
-        )
+        with existing_user():
+            comment_id, _ = await execute(
+                conn,
+                "comment_insert",
+                "INSERT INTO comments (article_id, author_id, body, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (int(row[0]), author_id, new.body, now, now),
+            )
         created = await fetch_one(conn, "comment_by_id", f"{_SELECT} WHERE c.id = ?", (author_id, comment_id))
     await cache.invalidate(article_version(slug))
     return orjson.dumps({"comment": comment_json(created)})

@@ -13,6 +13,7 @@ import orjson
 from asynccore.errors import ApiError
 from asynccore.pools.sqlite import SQLiteDB
 from blog.db import execute, fetch_one
+from blog.users import existing_user
 
 __all__ = ["fetch_profile", "follow", "profile_json", "read_profile", "unfollow", "user_id_of"]
 
@@ -57,6 +58,12 @@ async def read_profile(db: SQLiteDB, username: str, viewer_id: int | None) -> by
 
 async def follow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
     followee_id = await user_id_of(db, username)
+    with existing_user():
+        await _follow(db, follower_id, followee_id)
+    return await read_profile(db, username, follower_id)
+
+
+async def _follow(db: SQLiteDB, follower_id: int, followee_id: int) -> None:
     async with db.write() as conn:
         await execute(
             conn,
@@ -64,7 +71,6 @@ async def follow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
             "INSERT OR IGNORE INTO follows (follower_id, followee_id) VALUES (?, ?)",
             (follower_id, followee_id),
         )
-    return await read_profile(db, username, follower_id)
 
 
 async def unfollow(db: SQLiteDB, follower_id: int, username: str) -> bytes:

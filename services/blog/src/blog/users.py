@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from blog.db import execute, fetch_one, utc_now
 from blog.inputs import LoginUser, NewUser, UpdateUser
 from blog.passwords import Passwords
 
-__all__ = ["Account", "account", "login", "register", "update", "user_json"]
+__all__ = ["Account", "account", "existing_user", "login", "register", "update", "user_json"]
 
 TAKEN = "has already been taken"
 # A profile change shows in every cached article of its author: one version covers them all.
@@ -47,6 +49,18 @@ def user_json(user: Account, token: str) -> bytes:
         "image": user.image,
     }
     return orjson.dumps({"user": body})
+
+
+@contextmanager
+def existing_user() -> Iterator[None]:
+    """Around a write that references the caller: a token for a user this database does not have
+    (a database reset under a still-valid token) is a 401, not a foreign-key 500."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if "FOREIGN KEY" not in str(exc):
+            raise
+        raise ApiError(401, "token", "user no longer exists") from None
 
 
 def _unique_violation(exc: sqlite3.IntegrityError) -> ApiError:

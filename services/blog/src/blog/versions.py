@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from asynccore.resilience import CircuitBreaker, CircuitOpen, retrying
 
-__all__ = ["EPOCH", "UNAVAILABLE", "Versions"]
+__all__ = ["EPOCH", "UNAVAILABLE", "Versions", "new_token"]
 
 log = logging.getLogger("blog.cache")
 
@@ -42,6 +42,11 @@ UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError, C
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 # The channel is probed with PING after this much silence; no answer within the socket timeout = dead.
 PROBE_AFTER_S = 1.0
+# A version nobody bumped for this long expires: its entries miss once, nothing stale can come back
+# (tokens are random), and the versions of deleted articles do not pile up in Redis.
+VERSION_TTL_S = 24 * 3600
+# The local copy is a cache too: past this many names it starts over.
+MAX_LOCAL_VERSIONS = 100_000
 
 
 def new_token() -> str:
@@ -62,6 +67,7 @@ class Versions:
         self._trusted = False
         # Bumped by every invalidation; a fetch that raced one must not store what it read.
         self._generation = 0
+        self._fetches: dict[tuple[tuple[str, ...], int], asyncio.Future[tuple[str, ...]]] = {}
         self.connected = asyncio.Event()  # set while the invalidation channel is up (tests wait on it)
 
     @property
@@ -85,13 +91,35 @@ class Versions:
         return tuple(tokens)
 
     async def current(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        """The tokens of ``names``: local when known, else from Redis (creating missing ones)."""
+        """The tokens of ``names``: local when known, else from Redis (creating missing ones).
+
+        Concurrent callers share one fetch, keyed by the local generation too: a caller that comes
+        after a write (which moved the generation) never joins a fetch that started before it.
+        """
         tokens = self.local(names)
         if tokens is not None:
             return tokens
+        flight_key = (names, self._generation)
+        flight = self._fetches.get(flight_key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fetch_and_keep(names))
+            self._fetches[flight_key] = flight
+            flight.add_done_callback(lambda done: self._fetch_done(flight_key, done))
+        return await asyncio.shield(flight)
+
+    def _fetch_done(
+        self, flight_key: tuple[tuple[str, ...], int], task: asyncio.Future[tuple[str, ...]]
+    ) -> None:
+        self._fetches.pop(flight_key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: a fetch everyone stopped waiting for is not an error to log
+
+    async def _fetch_and_keep(self, names: tuple[str, ...]) -> tuple[str, ...]:
         generation = self._generation
         fetched = await self._fetch(names)
         if self._trusted and generation == self._generation:
+            if len(self._local) > MAX_LOCAL_VERSIONS:
+                self._local.clear()
             self._local.update(zip(names, fetched, strict=True))
         return fetched
 
@@ -104,7 +132,7 @@ class Versions:
                 # Concurrent creators race with SET NX; everyone reads back the winner's token.
                 async with self._redis.pipeline(transaction=True) as pipe:
                     for key in missing:
-                        pipe.set(key, new_token(), nx=True)
+                        pipe.set(key, new_token(), nx=True, ex=VERSION_TTL_S)
                         pipe.get(key)
                     created = iter((await pipe.execute())[1::2])
                 values = [value if value is not None else next(created) for value in values]
@@ -112,10 +140,12 @@ class Versions:
 
     async def bump(self, names: Iterable[str]) -> None:
         """Give ``names`` new tokens; raises when Redis could not be told (the caller remembers)."""
-        keys = {self.key(name): new_token() for name in names}
+        keys = [self.key(name) for name in names]
         try:
-            async with self._breaker:
-                await self._redis.mset(keys)
+            async with self._breaker, self._redis.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.set(key, new_token(), ex=VERSION_TTL_S)
+                await pipe.execute()
         finally:
             # Forget even on failure: the old tokens are not to be trusted any more either way.
             self._generation += 1
