@@ -278,11 +278,10 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=30)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def isolated_stack(run_dir: Path, **extra: str) -> Iterator[Stack]:
     """The whole local stack, every service that exists, on ports and data of its own."""
     name = f"stacktest_{uuid.uuid4().hex[:10]}"
-    run_dir = tmp_path_factory.mktemp("stack")
     redis = PrivateRedis()
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
@@ -292,9 +291,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         REDIS_URL=redis.url,
         MYSQL_URL=mysql_url,
         AMQP_URL=f"amqp://guest:guest@127.0.0.1:5672/{name}",
-        # Low, so the limit test needs only a short burst; reads are never limited.
-        NGINX_WRITE_RATE="5r/s",
-        NGINX_WRITE_BURST="10",
+        **extra,
     )
     try:
         running = start_stack(run_dir, env)
@@ -306,6 +303,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         redis.stop()
         rabbitmqctl("delete_vhost", name)
         asyncio.run(drop_database(mysql_url))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # Low write limits, so the limit test needs only a short burst; reads are never limited.
+    with isolated_stack(
+        tmp_path_factory.mktemp("stack"), NGINX_WRITE_RATE="5r/s", NGINX_WRITE_BURST="10"
+    ) as running:
+        yield running
 
 
 @pytest.fixture
