@@ -198,6 +198,9 @@ async def test_entries_expire_with_jittered_ttls(make_cache: MakeCache, redis: R
     assert len(ttls) == 30
     assert all(80_000 - 1_000 <= ttl <= 120_000 for ttl in ttls)
     assert len(set(ttls)) > 10  # spread out, not expiring together
+    # Versions expire too (a day unbumped): safe, since a recreated version is a new random token.
+    version_ttls = [await redis.ttl(key) async for key in redis.scan_iter(match=f"{prefix}:v:*")]
+    assert version_ttls and all(0 < ttl <= 24 * 3600 for ttl in version_ttls)
 
 
 async def test_deleted_versions_never_bring_old_entries_back(cache: Cache, redis: Redis, prefix: str) -> None:

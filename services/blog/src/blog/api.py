@@ -9,6 +9,8 @@ from aiohttp import web
 from asynccore.auth import issue_token, optional_caller, require_caller
 from asynccore.errors import ApiError
 from blog import articles, comments, profiles, tags, users
+from blog.cache import Entry
+from blog.cors import CORS_HEADERS
 from blog.inputs import (
     LoginUser,
     NewArticle,
@@ -29,8 +31,15 @@ OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
 API_CACHE_CONTROL = "no-cache"
 
 
+JSON_HEADERS = {"Content-Type": JSON, **CORS_HEADERS}
+
+
 def _json(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=body, content_type=JSON)
+    return web.Response(status=status, body=body, headers=JSON_HEADERS)
+
+
+def _cached(request: web.Request, entry: Entry) -> web.Response:
+    return cached_response(request, entry, JSON, API_CACHE_CONTROL, CORS_HEADERS)
 
 
 def _secret(request: web.Request) -> str:
@@ -110,8 +119,7 @@ async def list_articles(request: web.Request) -> web.Response:
     filters = article_filters(request)
     reader = viewer(request)
     if reader is None:
-        entry = await articles.list_cached(request.app[CACHE], request.app[DB], filters)
-        return cached_response(request, entry, JSON, API_CACHE_CONTROL)
+        return _cached(request, await articles.list_cached(request.app[CACHE], request.app[DB], filters))
     return _json(await articles.list_for(request.app[CACHE], request.app[DB], filters, reader))
 
 
@@ -125,8 +133,7 @@ async def get_article(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
     reader = viewer(request)
     if reader is None:
-        entry = await articles.read_cached(request.app[CACHE], request.app[DB], slug)
-        return cached_response(request, entry, JSON, API_CACHE_CONTROL)
+        return _cached(request, await articles.read_cached(request.app[CACHE], request.app[DB], slug))
     return _json(await articles.read(request.app[CACHE], request.app[DB], slug, reader))
 
 
@@ -146,7 +153,7 @@ async def update_article(request: web.Request) -> web.Response:
 async def delete_article(request: web.Request) -> web.Response:
     user_id = signed_in(request)
     await articles.delete(request.app[DB], request.app[CACHE], user_id, request.match_info["slug"])
-    return web.Response(status=204)
+    return web.Response(status=204, headers=CORS_HEADERS)
 
 
 async def favorite(request: web.Request) -> web.Response:
@@ -184,15 +191,14 @@ async def delete_comment(request: web.Request) -> web.Response:
         raise ApiError(422, "id", "must be an integer") from None
     slug = request.match_info["slug"]
     await comments.delete(request.app[DB], request.app[CACHE], user_id, slug, comment_id)
-    return web.Response(status=204)
+    return web.Response(status=204, headers=CORS_HEADERS)
 
 
 # ---------------------------------------------------------------------------- tags, spec
 
 
 async def list_tags(request: web.Request) -> web.Response:
-    entry = await tags.tags_cached(request.app[CACHE], request.app[DB])
-    return cached_response(request, entry, JSON, API_CACHE_CONTROL)
+    return _cached(request, await tags.tags_cached(request.app[CACHE], request.app[DB]))
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from asynccore.resilience import CircuitBreaker
 from blog.versions import EPOCH, UNAVAILABLE, Versions, new_token
 
-__all__ = ["Cache", "Entry", "etag_of"]
+__all__ = ["Cache", "Entry"]
 
 log = logging.getLogger("blog.cache")
 
@@ -73,7 +73,7 @@ def etag_of(body: bytes) -> str:
 class Entry:
     body: bytes
     etag: str
-    stamp: str
+    tokens: tuple[str, ...]  # the version tokens it was built at (empty: not cached)
     expires_at: float  # event-loop time
 
 
@@ -116,7 +116,7 @@ class Cache:
         self._local: dict[str, Entry] = {}
         self._local_bytes = 0
         self._local_max_bytes = local_max_bytes
-        self._flights: dict[str, asyncio.Task[Entry]] = {}
+        self._flights: dict[tuple[str, tuple[str, ...]], asyncio.Task[Entry]] = {}
         self._families: dict[str, _Family] = {}
         self._listener: asyncio.Task[Any] | None = None
         # A version bump Redis did not take: until an epoch bump lands, nothing cached is trusted.
@@ -157,31 +157,34 @@ class Cache:
         """The entry for ``family:key`` built by ``load`` at the current versions of ``deps``."""
         if not self.enabled:
             body = await load()
-            return Entry(body, etag_of(body), "", 0.0)
+            return Entry(body, etag_of(body), (), 0.0)
         names = (EPOCH, *deps)
-        tokens = self.versions.local(names)  # the hot path: no await before a local hit
+        # The hot path: a local hit is a few dict lookups and a tuple comparison, no await.
+        tokens = self.versions.local(names)
         if tokens is None or self._missed_bump:
             try:
                 await self._repair()
                 tokens = await self.versions.current(names)
             except UNAVAILABLE as exc:
                 return await self._fallback(family, key, exc, load)
-        self._resumed()
-        stamp = ".".join(tokens)
-        local_key = f"{family}:{key}"
+        if self._degraded:
+            self._resumed()
+        local_key = family + ":" + key
         entry = self._local.get(local_key)
         if (
             entry is not None
-            and entry.stamp == stamp
+            and entry.tokens == tokens
             and entry.expires_at > asyncio.get_running_loop().time()
         ):
             self._family(family).hits.inc()
             return entry
-        return await self._shared(family, local_key, stamp, self._fill(family, local_key, stamp, load))
+        return await self._shared(family, local_key, tokens, self._fill(family, local_key, tokens, load))
 
-    async def _shared(self, family: str, flight_key: str, stamp: str, fill: Awaitable[Entry]) -> Entry:
+    async def _shared(
+        self, family: str, flight_key: str, tokens: tuple[str, ...], fill: Awaitable[Entry]
+    ) -> Entry:
         """Single-flight: the first caller's ``fill`` runs as a task every concurrent caller awaits."""
-        flight_id = f"{flight_key}@{stamp}"
+        flight_id = (flight_key, tokens)
         task = self._flights.get(flight_id)
         if task is None:
             task = asyncio.ensure_future(fill)
@@ -194,12 +197,12 @@ class Cache:
         # shield: a caller that gives up (deadline, disconnect) does not cancel the others' load.
         return await asyncio.shield(task)
 
-    def _flight_done(self, flight_id: str, task: asyncio.Task[Entry]) -> None:
+    def _flight_done(self, flight_id: tuple[str, tuple[str, ...]], task: asyncio.Task[Entry]) -> None:
         self._flights.pop(flight_id, None)
         if not task.cancelled():
             task.exception()  # retrieved here, so a load nobody waits for any more is not "never retrieved"
 
-    async def _fill(self, family: str, local_key: str, stamp: str, load: Loader) -> Entry:
+    async def _fill(self, family: str, local_key: str, tokens: tuple[str, ...], load: Loader) -> Entry:
         """Redis, else SQLite under the fill lock: at most one replica loads a key at a time.
 
         A miss costs three round trips: look; take the lock and look again in one MULTI (another
@@ -207,6 +210,7 @@ class Cache:
         script.
         """
         metrics = self._family(family)
+        stamp = ".".join(tokens)
         redis_key = f"{self.prefix}:c:{local_key}@{stamp}"
         lock_key = f"{self.prefix}:lock:{local_key}@{stamp}"
         token = new_token()
@@ -230,7 +234,7 @@ class Cache:
                 return await self._load_degraded(exc, load)
             if found is not None:
                 metrics.hits.inc()
-                return self._remember(local_key, self._entry(found[0], stamp, found[1]))
+                return self._remember(local_key, self._entry(found[0], tokens, found[1]))
             metrics.misses.inc()
             body = await load()
             ttl_ms = int(self.ttl_s * 1000 * random.uniform(1 - self.ttl_jitter, 1 + self.ttl_jitter))
@@ -243,7 +247,7 @@ class Cache:
                         await self.redis.set(redis_key, body, px=ttl_ms)
             except UNAVAILABLE:
                 metrics.errors.inc()
-            return self._remember(local_key, self._entry(body, stamp, ttl_ms / 1000))
+            return self._remember(local_key, self._entry(body, tokens, ttl_ms / 1000))
         finally:
             if owned:  # found after all, or the load failed: let the next replica try at once
                 await self._unlock_quietly(lock_key, token)
@@ -283,8 +287,8 @@ class Cache:
             pass  # it expires on its own within lock_ms
 
     @staticmethod
-    def _entry(body: bytes, stamp: str, ttl_s: float) -> Entry:
-        return Entry(body, etag_of(body), stamp, asyncio.get_running_loop().time() + ttl_s)
+    def _entry(body: bytes, tokens: tuple[str, ...], ttl_s: float) -> Entry:
+        return Entry(body, etag_of(body), tokens, asyncio.get_running_loop().time() + ttl_s)
 
     def _remember(self, local_key: str, entry: Entry) -> Entry:
         if len(entry.body) > self._local_max_bytes:
@@ -305,7 +309,7 @@ class Cache:
     async def _fallback(self, family: str, key: str, exc: BaseException, load: Loader) -> Entry:
         self._family(family).errors.inc()
         fill = self._load_degraded(exc, load)
-        return await self._shared(family, f"fallback:{family}:{key}", str(self._write_generation), fill)
+        return await self._shared(family, f"fallback:{family}:{key}", (str(self._write_generation),), fill)
 
     async def _load_degraded(self, exc: BaseException, load: Loader) -> Entry:
         FALLBACKS.inc()
@@ -313,7 +317,7 @@ class Cache:
             self._degraded = True
             log.warning("redis unavailable (%s: %s); serving from SQLite", type(exc).__name__, exc)
         body = await load()
-        return Entry(body, etag_of(body), "", 0.0)
+        return Entry(body, etag_of(body), (), 0.0)
 
     def _resumed(self) -> None:
         if self._degraded:

@@ -1,26 +1,29 @@
 """CORS for the API: RealWorld front-ends are often served from another origin than the API.
 
 Credentials travel in the ``Authorization`` header, never in cookies, so any origin may read the API
-(``*``): a page on another origin gains nothing it could not get with its own token. The header is
-added as the response is prepared, so error responses (401, 422 …) carry it too and a browser lets the
-front-end read why a request failed.
+(``*``): a page on another origin gains nothing it could not get with its own token. Error responses
+(401, 422 …) carry the headers too, so a browser lets the front-end read why a request failed.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-__all__ = ["enable_cors"]
+__all__ = ["CORS_HEADERS", "enable_cors"]
 
 API = "/api/"
 ALLOW_HEADERS = "Authorization, Content-Type, X-Requested-With, X-Request-ID, If-None-Match"
-EXPOSE_HEADERS = "ETag, X-Request-ID, Retry-After"
+# API handlers send these with every answer (built once); the hook below adds them to the rest.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "ETag, X-Request-ID, Retry-After",
+}
 
 
 async def _allow_origin(request: web.Request, response: web.StreamResponse) -> None:
-    if request.path.startswith(API):
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    """Answers the shared middleware built (401, 404, 413, 422 …) get the headers here."""
+    if "Access-Control-Allow-Origin" not in response.headers and request.path.startswith(API):
+        response.headers.update(CORS_HEADERS)
 
 
 async def preflight(request: web.Request) -> web.Response:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from aiohttp import web
 
 from blog.cache import Entry
@@ -23,9 +26,13 @@ def not_modified(request: web.Request, etag: str) -> bool:
 
 
 def cached_response(
-    request: web.Request, entry: Entry, content_type: str, cache_control: str
+    request: web.Request,
+    entry: Entry,
+    content_type: str,
+    cache_control: str,
+    extra: Mapping[str, str] = MappingProxyType({}),
 ) -> web.Response:
-    headers = {"ETag": entry.etag, "Cache-Control": cache_control}
+    headers = {"ETag": entry.etag, "Cache-Control": cache_control, **extra}
     if not_modified(request, entry.etag):
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = content_type

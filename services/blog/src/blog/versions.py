@@ -70,10 +70,6 @@ class Versions:
         self._fetches: dict[tuple[tuple[str, ...], int], asyncio.Future[tuple[str, ...]]] = {}
         self.connected = asyncio.Event()  # set while the invalidation channel is up (tests wait on it)
 
-    @property
-    def trusted(self) -> bool:
-        return self._trusted
-
     def key(self, name: str) -> str:
         return self._key_prefix + name
 
@@ -82,13 +78,10 @@ class Versions:
         if not self._trusted:
             return None
         local = self._local
-        tokens = []
-        for name in names:
-            token = local.get(name)
-            if token is None:
-                return None
-            tokens.append(token)
-        return tuple(tokens)
+        try:
+            return tuple([local[name] for name in names])
+        except KeyError:
+            return None
 
     async def current(self, names: tuple[str, ...]) -> tuple[str, ...]:
         """The tokens of ``names``: local when known, else from Redis (creating missing ones).
@@ -136,6 +129,7 @@ class Versions:
                         pipe.get(key)
                     created = iter((await pipe.execute())[1::2])
                 values = [value if value is not None else next(created) for value in values]
+        # GET after SET NX in one MULTI cannot be nil; were it, a fresh token would only mean a miss.
         return tuple(value.decode() if value is not None else new_token() for value in values)
 
     async def bump(self, names: Iterable[str]) -> None:
