@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.local/bin:$(PATH)
-export PYTHONASYNCIODEBUG ?= 1
 UV := uv
 PKGS := libs/asynccore services/blog services/orders services/stream loadtests deploy
 APT_PACKAGES := nginx prometheus wrk docker-compose
@@ -42,12 +41,14 @@ lint: sync
 	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src \
 		deploy/local/nginx_exporter.py deploy/tests deploy/grafana/generate.py
 
-# One pytest per package (each has its own conftest); exit 5 = "no tests collected" is not a failure.
+# One pytest per package (each has its own conftest), in asyncio debug mode so a forgotten await fails;
+# exit 5 = "no tests collected" is not a failure.
 define pytest_each
 	@set -e; for pkg in $(PKGS); do \
 		if [ -d $$pkg/tests ]; then \
 			echo "== $$pkg"; \
-			$(UV) run pytest -W error::RuntimeWarning $(1) $$pkg/tests || { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }; \
+			PYTHONASYNCIODEBUG=1 $(UV) run pytest -W error::RuntimeWarning $(1) $$pkg/tests \
+				|| { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }; \
 		fi; \
 	done
 endef
@@ -81,7 +82,7 @@ bench-stream: bootstrap
 
 # Crawl the running site through nginx: warms the blog cache and fails on any broken link.
 warm: sync
-	$(UV) run python -m blog.warm --base-url $${BASE_URL:-http://127.0.0.1:8080/}
+	$(UV) run python -m blog.warm --base-url $(or $(BASE_URL),http://127.0.0.1:8080)
 
 load: bootstrap
 	$(UV) run python -m loadtests.run $(SCENARIO)
