@@ -4,22 +4,18 @@ Each service runs as a real process on a free port with dependencies of its own 
 file and Redis prefix; a fresh MariaDB database and AMQP names; a private mock Kafka cluster), so the
 fuzzer's writes touch nothing else. One schemathesis run per service (the process is stopped before
 its report is read) feeds two tests: server errors, and conformance to the documented schema (status
-codes, content types, bodies, headers). Failures confirmed in service code are listed in
-``KNOWN_BUGS`` and each has a strict xfail of its own, so the rest must still be clean.
+codes, content types, bodies, headers).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import re
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import aiohttp
@@ -52,77 +48,11 @@ module_fixture = pytest_asyncio.fixture(scope="module", loop_scope="module")
 # ---------------------------------------------------------------------------- what the run must show
 
 
-@dataclass(frozen=True)
-class KnownBug:
-    """A failure confirmed in service code and routed to its owner.
-
-    The main tests ignore exactly the failures it matches (so everything else must still be clean);
-    its own strict-xfail test turns XPASS — a failure — once the fix lands: then delete the entry
-    (after checking that a request like the one recorded below is now answered well: the run is
-    deterministic, but a change to the document or to response data can steer it elsewhere).
-    """
-
-    service: str
-    name: str
-    where: str  # the code at fault
-    matches: Callable[[Failure], bool]
-
-
-def _huge_comment_id(f: Failure) -> bool:
-    # Every check that fails on that response (a 500, and undocumented) is the same bug.
-    found = re.search(r"/comments/(\d+)$", f.url)
-    return f.status == 500 and found is not None and int(found.group(1)) >= 2**63
-
-
-def _huge_offset(f: Failure) -> bool:
-    offsets = parse_qs(urlsplit(f.url).query).get("offset", [])
-    return f.status == 500 and any(o.isdigit() and int(o) >= 2**63 for o in offsets)
-
-
-def _null_bio_or_image(f: Failure) -> bool:
-    return (
-        f.check == "response_schema_conformance"
-        and 'null is not of type "string"' in f.message
-        and re.search(r"/components/schemas/(User|Profile)/properties/(bio|image)\b", f.message) is not None
-    )
-
-
-KNOWN_BUGS = [
-    KnownBug(
-        "blog",
-        "comment-id-beyond-int64",
-        "blog.api.delete_comment hands any integer id to SQLite (blog.comments.delete): "
-        "an id >= 2**63 raises OverflowError, answered 500",
-        _huge_comment_id,
-    ),
-    KnownBug(
-        "blog",
-        "offset-beyond-int64",
-        "blog.inputs.article_filters leaves offset unbounded (GET /api/articles, /api/articles/feed): "
-        "an offset >= 2**63 reaches SQLite, OverflowError, answered 500",
-        _huge_offset,
-    ),
-    KnownBug(
-        "blog",
-        "null-bio-and-image",
-        "blog.users.user_json and blog.profiles.profile_json send bio/image as null; the RealWorld spec "
-        "the blog serves declares them strings (User, Profile)",
-        _null_bio_or_image,
-    ),
-]
-
-
-def unexplained(report: FuzzReport, failures: list[Failure]) -> list[Failure]:
-    known = [bug for bug in KNOWN_BUGS if bug.service == report.name]
-    return [f for f in failures if not any(bug.matches(f) for bug in known)]
-
-
 def assert_clean(report: FuzzReport, failures: list[Failure], what: str) -> None:
     assert not report.errors, report.describe([])
     assert report.requests, f"{report.name}: schemathesis sent no requests\n{report.output[-3000:]}"
     locked = report.locked_out()
     assert not locked, f"{report.name}: only 401/403 for {locked}: the fuzzer's credentials are wrong"
-    failures = unexplained(report, failures)
     assert not failures, f"{len(failures)} {what}:\n{report.describe(failures)}"
 
 
@@ -422,21 +352,3 @@ def test_stream_never_answers_5xx(stream_report: FuzzReport) -> None:
 
 def test_stream_answers_as_documented(stream_report: FuzzReport) -> None:
     assert_clean(stream_report, nonconforming(stream_report), "responses outside the stream document")
-
-
-# ---------------------------------------------------------------------------- known bugs
-
-
-@pytest.mark.parametrize(
-    "bug",
-    [
-        pytest.param(
-            bug, id=f"{bug.service}-{bug.name}", marks=pytest.mark.xfail(strict=True, reason=bug.where)
-        )
-        for bug in KNOWN_BUGS
-    ],
-)
-def test_known_bug_is_fixed(bug: KnownBug, request: pytest.FixtureRequest) -> None:
-    report: FuzzReport = request.getfixturevalue(f"{bug.service}_report")
-    seen = [f for f in report.failures if bug.matches(f)]
-    assert not seen, f"{bug.where}:\n{report.describe(seen)}"

@@ -12,6 +12,7 @@ from blog import articles, comments, profiles, tags, users
 from blog.cache import Entry
 from blog.cors import CORS_HEADERS
 from blog.inputs import (
+    SQLITE_INT_MAX,
     LoginUser,
     NewArticle,
     NewComment,
@@ -189,6 +190,8 @@ async def delete_comment(request: web.Request) -> web.Response:
         comment_id = int(request.match_info["id"])
     except ValueError:
         raise ApiError(422, "id", "must be an integer") from None
+    if not 0 < comment_id <= SQLITE_INT_MAX:
+        raise ApiError(404, "comment", "not found")  # no comment can have such an id
     slug = request.match_info["slug"]
     await comments.delete(request.app[DB], request.app[CACHE], user_id, slug, comment_id)
     return web.Response(status=204, headers=CORS_HEADERS)

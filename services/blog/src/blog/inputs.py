@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 MAX_LIMIT = 100
+SQLITE_INT_MAX = 2**63 - 1  # a larger integer cannot be bound as an SQLite parameter
 BLANK = "can't be blank"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Usernames are path segments (/api/profiles/{username}, /profile/{username}).
@@ -206,7 +207,7 @@ def article_filters(request: web.Request, *, with_filters: bool = True) -> Artic
         author=_str_param(request, "author") if with_filters else None,
         favorited=_str_param(request, "favorited") if with_filters else None,
         limit=_int_param(request, "limit", 20, 1, MAX_LIMIT),
-        offset=_int_param(request, "offset", 0, 0, None),
+        offset=_int_param(request, "offset", 0, 0, SQLITE_INT_MAX),
     )
 
 

@@ -19,7 +19,8 @@ __all__ = ["fetch_profile", "follow", "profile_json", "read_profile", "unfollow"
 
 
 def profile_json(username: str, bio: str | None, image: str | None, following: bool) -> dict[str, Any]:
-    return {"username": username, "bio": bio, "image": image, "following": following}
+    # The spec types bio and image as strings: an unset one is "", never null.
+    return {"username": username, "bio": bio or "", "image": image or "", "following": following}
 
 
 def _not_found() -> ApiError:

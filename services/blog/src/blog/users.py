@@ -45,8 +45,8 @@ def user_json(user: Account, token: str) -> bytes:
         "email": user.email,
         "token": token,
         "username": user.username,
-        "bio": user.bio,
-        "image": user.image,
+        "bio": user.bio or "",  # strings in the spec: unset is "", never null
+        "image": user.image or "",
     }
     return orjson.dumps({"user": body})
 
