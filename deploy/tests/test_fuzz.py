@@ -17,7 +17,6 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 import pytest_asyncio
@@ -27,7 +26,7 @@ from redis.asyncio import Redis
 from asynccore.auth import issue_token
 from asynccore.pools.mysql import drop_database
 from asynccore.testing import ServiceProcess, free_port, wait_until
-from orders.messaging import Names
+from orders.messaging import Names, delete_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LAUNCHER = ROOT / "deploy" / "local" / "kafka_mock.py"
@@ -220,19 +219,6 @@ bearer = "${FUZZ_ADMIN}"
 """
 
 
-async def delete_amqp_names(prefix: str) -> None:
-    names = Names.with_prefix(prefix)
-    connection = await aio_pika.connect(AMQP_URL, timeout=5)
-    try:
-        channel = await connection.channel()
-        for queue in (names.payments, names.retry, names.dead_letters):
-            await channel.queue_delete(queue)
-        for exchange in (names.exchange, names.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
-
-
 @module_fixture
 async def orders_report(tmp_path_factory: pytest.TempPathFactory) -> FuzzReport:
     tmp = tmp_path_factory.mktemp("fuzz-orders")
@@ -275,7 +261,7 @@ async def orders_report(tmp_path_factory: pytest.TempPathFactory) -> FuzzReport:
     finally:
         await proc.stop()
         await drop_database(mysql_url)
-        await delete_amqp_names(amqp_prefix)
+        await delete_topology(AMQP_URL, Names.with_prefix(amqp_prefix))
 
 
 def test_orders_never_answers_5xx(orders_report: FuzzReport) -> None:

@@ -7,7 +7,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-import aio_pika
 import aiomysql
 import pytest
 from aiohttp import web
@@ -17,7 +16,7 @@ from asynccore.auth import issue_token
 from asynccore.migrations import apply_migrations
 from asynccore.pools.mysql import close_mysql, drop_database, open_mysql
 from asynccore.testing import free_port
-from orders.messaging import Names
+from orders.messaging import Names, delete_topology
 from orders.resources import MIGRATIONS
 from orders.sandbox import payment, smtp
 from orders.settings import OrdersSettings
@@ -72,16 +71,7 @@ async def amqp_prefix() -> AsyncIterator[str]:
     """Exchange and queue names owned by this test; deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:12]}."
     yield prefix
-    names = Names.with_prefix(prefix)
-    connection = await aio_pika.connect(AMQP_URL, timeout=5)
-    try:
-        channel = await connection.channel()
-        for queue in (names.payments, names.retry, names.dead_letters):
-            await channel.queue_delete(queue)
-        for exchange in (names.exchange, names.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
+    await delete_topology(AMQP_URL, Names.with_prefix(prefix))
 
 
 async def _serve(app: web.Application, port: int) -> web.AppRunner:

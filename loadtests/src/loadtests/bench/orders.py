@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import aiohttp
 import orjson
 
@@ -48,6 +47,7 @@ from asynccore.auth import issue_token
 from asynccore.pools.mysql import drop_database
 from asynccore.testing import ServiceProcess, free_port
 from loadtests.bench.wrk import request_script, run_wrk
+from orders.messaging import Names, delete_topology
 
 VARIANTS = {
     "conditional": "ours: conditional UPDATE + COMMIT in one call, last",
@@ -146,17 +146,7 @@ async def stop_api(api: Api) -> None:
     for process in api.processes:
         await process.stop(timeout=10)
     await drop_database(api.mysql_url)
-    # The orders service's RabbitMQ names (orders.messaging.Names) under this run's prefix.
-    p = api.amqp_prefix
-    connection = await aio_pika.connect(AMQP_URL, timeout=5)
-    try:
-        channel = await connection.channel()
-        for queue in (f"{p}orders.payments", f"{p}orders.payments.retry", f"{p}orders.payments.dlq"):
-            await channel.queue_delete(queue)
-        for exchange in (f"{p}orders", f"{p}orders.dlx"):
-            await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
+    await delete_topology(AMQP_URL, Names.with_prefix(api.amqp_prefix))
 
 
 async def create_product(session: aiohttp.ClientSession, api: Api, stock: int) -> int:

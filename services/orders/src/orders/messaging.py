@@ -30,7 +30,7 @@ from aio_pika.abc import (
 
 from orders.outbox import Event
 
-__all__ = ["Broker", "Names"]
+__all__ = ["Broker", "Names", "delete_topology"]
 
 log = logging.getLogger("orders.messaging")
 
@@ -57,6 +57,19 @@ class Names:
             dead_letters=f"{prefix}orders.payments.dlq",
             dead_letter_exchange=f"{prefix}orders.dlx",
         )
+
+
+async def delete_topology(amqp_url: str, names: Names) -> None:
+    """Delete the exchanges and queues named by ``names``: how tests and benchmarks clean up after a run."""
+    connection = await aio_pika.connect(amqp_url, timeout=5)
+    try:
+        channel = await connection.channel()
+        for queue in (names.payments, names.retry, names.dead_letters):
+            await channel.queue_delete(queue)
+        for exchange in (names.exchange, names.dead_letter_exchange):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
 
 
 def message(event: Event) -> aio_pika.Message:
