@@ -4,62 +4,18 @@ for the consumer to reach the end."""
 from __future__ import annotations
 
 import os
-import select
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import confluent_kafka
 from redis.asyncio import Redis
 
 from stream.keys import Keys
+from stream.mock_kafka import MockKafka
 from stream.settings import StreamSettings
 
-ROOT = Path(__file__).resolve().parents[3]
-LAUNCHER = ROOT / "deploy" / "local" / "kafka_mock.py"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-class MockKafka:
-    """The launcher in ``--control`` mode: stdin lines create topics; stdin EOF stops the broker."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), "--control"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.bootstrap = self._line(timeout=20)
-
-    def _line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError("mock Kafka launcher did not answer")
-        line = self.proc.stdout.readline().strip()
-        if not line:
-            raise RuntimeError(f"mock Kafka launcher exited with {self.proc.wait(5)}")
-        return line
-
-    def create_topic(self, name: str, partitions: int) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{name}:{partitions}\n")
-        self.proc.stdin.flush()
-        answer = self._line(timeout=10)
-        assert answer == f"ok {name}", answer
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @dataclass

@@ -29,13 +29,11 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -44,9 +42,8 @@ import orjson
 from redis.asyncio import Redis
 
 from asynccore.testing import ServiceProcess, free_port, wait_until
+from stream.mock_kafka import MockKafka
 
-ROOT = Path(__file__).resolve().parents[4]
-LAUNCHER = ROOT / "deploy" / "local" / "kafka_mock.py"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Debug mode and chatty logs would dominate what we measure.
 QUIET = {"PYTHONASYNCIODEBUG": "", "LOG_LEVEL": "WARNING"}
@@ -56,36 +53,10 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class Broker:
-    """The mock broker in ``--control`` mode (topics created on demand; stdin EOF stops it)."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), "--control"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.bootstrap = self.proc.stdout.readline().strip()
-
-    def topic(self, prefix: str, partitions: int) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{name}:{partitions}\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline().strip()
-        if answer != f"ok {name}":
-            raise RuntimeError(f"creating topic {name}: {answer}")
-        return name
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def new_topic(broker: MockKafka, prefix: str, partitions: int) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(name, partitions)
+    return name
 
 
 def cpu_seconds(pid: int) -> float:
@@ -303,11 +274,13 @@ class Freshness:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def freshness(broker: Broker, partitions: int, rate: float, seconds: float, redis: Redis) -> Freshness:
+async def freshness(
+    broker: MockKafka, partitions: int, rate: float, seconds: float, redis: Redis
+) -> Freshness:
     from stream.loadgen import Mix, generate, new_kafka_producer
 
     bootstrap = broker.bootstrap
-    topic_name = broker.topic("fresh", partitions)
+    topic_name = new_topic(broker, "fresh", partitions)
     service = await start_service(bootstrap, topic_name, partitions)
     memory, stop = Memory(), asyncio.Event()
     assert service.proc.pid is not None
@@ -389,10 +362,10 @@ async def _has_partitions(port: int) -> bool:
 async def bench(args: argparse.Namespace) -> str:
     from stream.loadgen import Mix, generate, new_kafka_producer, produce
 
-    broker = Broker()
+    broker = MockKafka()
     redis = Redis.from_url(REDIS_URL, socket_timeout=10)
     try:
-        topic_name = broker.topic("bench", args.partitions)
+        topic_name = new_topic(broker, "bench", args.partitions)
         log(f"producing {args.events:,} events to {topic_name} ({args.partitions} partitions)")
         began = time.monotonic()
         producer = new_kafka_producer(broker.bootstrap)
