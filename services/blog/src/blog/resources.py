@@ -72,6 +72,7 @@ def _passwords(settings: BlogSettings) -> CleanupCtx:
             parallelism=settings.blog_argon2_parallelism,
             concurrency=settings.blog_hash_concurrency,
             max_waiting=settings.blog_hash_queue,
+            on_loop=settings.blog_hash_on_loop,
         )
         yield
 
