@@ -15,21 +15,12 @@ import requests
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from asynccore.auth import issue_token
-from asynccore.settings import ServiceSettings
-from loadtests.scenarios.common import env, fail_run, unique, unwrap
+from loadtests.scenarios.common import env, fail_run, member_token, unique, unwrap
 
 STOCK = int(env("FLASH_STOCK", "100"))
 ADMIN = {"Authorization": f"Bearer {env('ORDERS_ADMIN_TOKEN', 'dev-admin-token-change-me')}"}
-SECRET = env("JWT_SECRET", ServiceSettings().jwt_secret.get_secret_value())
 
 sale: dict[str, Any] = {"product_id": None, "orders": {}, "replay_mismatches": 0}
-
-
-def buyer_token() -> str:
-    """Buyers are signed-in users; the tester mints their JWTs as the blog would (asynccore.auth)."""
-    user = unique("buyer")
-    return issue_token(SECRET, user_id=user, username=user, ttl_s=3600)
 
 
 @events.test_start.add_listener
@@ -70,7 +61,7 @@ class Buyer(FastHttpUser):
     wait_time = between(0.05, 0.3)
 
     def on_start(self) -> None:
-        self.token = buyer_token()
+        self.token = member_token("buyer")
         self.auth = {"Authorization": f"Token {self.token}"}
 
     @task

@@ -9,7 +9,7 @@ from typing import Any
 
 from locust import FastHttpUser, between, task
 
-from loadtests.scenarios.common import RUN_ID
+from loadtests.scenarios.common import RUN_ID, member_token
 
 BATCH = 100
 TYPES = ("page_view", "page_view", "page_view", "click", "add_to_cart", "order_placed")
@@ -30,12 +30,20 @@ def event() -> dict[str, Any]:
 
 
 class Ingestor(FastHttpUser):
+    """One producer (its own credential) posting batches."""
+
     wait_time = between(0.05, 0.2)
+
+    def on_start(self) -> None:
+        self.auth = {"Authorization": f"Token {member_token('producer')}"}
 
     @task
     def post_batch(self) -> None:
         with self.client.post(
-            "/api/events", json={"events": [event() for _ in range(BATCH)]}, catch_response=True
+            "/api/events",
+            json={"events": [event() for _ in range(BATCH)]},
+            headers=self.auth,
+            catch_response=True,
         ) as resp:
             if resp.status_code != 202:
                 resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
