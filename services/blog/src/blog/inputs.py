@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from asynccore.errors import ApiError
+from asynccore.params import int_param
 
 __all__ = [
     "ArticleFilters",
@@ -179,20 +180,6 @@ class ArticleFilters:
         return orjson.dumps([self.tag, self.author, self.favorited, self.limit, self.offset]).decode()
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, name, "must be an integer") from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ApiError(422, name, f"must be {bound}")
-    return value
-
-
 def _str_param(request: web.Request, name: str) -> str | None:
     value = request.query.get(name)
     if value is not None and len(value) > 256:
@@ -206,11 +193,11 @@ def article_filters(request: web.Request, *, with_filters: bool = True) -> Artic
         tag=_str_param(request, "tag") if with_filters else None,
         author=_str_param(request, "author") if with_filters else None,
         favorited=_str_param(request, "favorited") if with_filters else None,
-        limit=_int_param(request, "limit", 20, 1, MAX_LIMIT),
-        offset=_int_param(request, "offset", 0, 0, SQLITE_INT_MAX),
+        limit=int_param(request, "limit", 20, lo=1, hi=MAX_LIMIT),
+        offset=int_param(request, "offset", 0, lo=0, hi=SQLITE_INT_MAX),
     )
 
 
 def page_param(request: web.Request) -> int:
     """``?page=N`` of the HTML pages (1-based)."""
-    return _int_param(request, "page", 1, 1, 100_000)
+    return int_param(request, "page", 1, lo=1, hi=100_000)

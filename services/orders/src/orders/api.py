@@ -10,6 +10,7 @@ from aiohttp import web
 
 from asynccore.auth import Caller, require_caller
 from asynccore.errors import ApiError
+from asynccore.params import int_param
 from orders import placement, products, store
 from orders.db import transaction
 from orders.lifecycle import move
@@ -55,19 +56,6 @@ def _path_id(request: web.Request, name: str, what: str) -> int:
     return value
 
 
-def _query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, name, "must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(422, name, f"must be between {low} and {high}")
-    return value
-
-
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -89,8 +77,8 @@ async def create_product(request: web.Request) -> web.Response:
 
 
 async def list_products(request: web.Request) -> web.Response:
-    limit = _query_int(request, "limit", 20, 1, 100)
-    offset = _query_int(request, "offset", 0, 0, 10**9)
+    limit = int_param(request, "limit", 20, lo=1, hi=100)
+    offset = int_param(request, "offset", 0, lo=0, hi=10**9)
     assert limit is not None and offset is not None
     page, count = await products.list_products(request.app[DB], limit=limit, offset=offset)
     return _json({"products": [product.to_json() for product in page], "count": count})
@@ -131,8 +119,8 @@ async def create_order(request: web.Request) -> web.Response:
 
 async def list_orders(request: web.Request) -> web.Response:
     caller = _caller(request)
-    limit = _query_int(request, "limit", 20, 1, 100)
-    before = _query_int(request, "before", None, 1, MAX_ID)
+    limit = int_param(request, "limit", 20, lo=1, hi=100)
+    before = int_param(request, "before", None, lo=1, hi=MAX_ID)
     assert limit is not None
     page = await store.list_orders(request.app[DB], caller.user_id, limit=limit, before=before)
     next_before = page[-1].id if len(page) == limit else None

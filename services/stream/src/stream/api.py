@@ -10,13 +10,14 @@ from redis.asyncio import Redis
 
 from asynccore.app import SETTINGS, no_deadline
 from asynccore.errors import ApiError
+from asynccore.params import int_param
 from stream import queries
 from stream.ingest import produce_events, validate_events
 from stream.kafka import PRODUCER
 from stream.keys import Keys
 from stream.live import LiveFeed, stream_live
 from stream.openapi import openapi_document
-from stream.params import choice_param, int_param, time_range
+from stream.params import choice_param, time_range
 from stream.recommend import top_co_viewed
 from stream.risk import RULES, list_alerts
 from stream.settings import StreamSettings

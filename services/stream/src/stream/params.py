@@ -7,21 +7,9 @@ from collections.abc import Collection
 from aiohttp import web
 
 from asynccore.errors import ApiError
+from asynccore.params import int_param
 
-__all__ = ["choice_param", "int_param", "time_range"]
-
-
-def int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, name, "must be an integer") from None
-    if not lo <= value <= hi:
-        raise ApiError(422, name, f"must be between {lo} and {hi}")
-    return value
+__all__ = ["choice_param", "time_range"]
 
 
 def choice_param(request: web.Request, name: str, default: str, choices: Collection[str]) -> str:
