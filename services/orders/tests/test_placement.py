@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import aiomysql
+import orjson
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from asynccore.auth import Caller
 from asynccore.errors import ApiError
 from asynccore.testing import metric_value
-from orders.db import LockConflict, transaction, with_lock_retry
-from orders.inventory import audit
+from orders.db import LockConflict, in_transaction, transaction, with_lock_retry
+from orders.inventory import Line, OutOfStock, audit
 from orders.models import NewOrder, NewProduct, OrderLine
-from orders.placement import place_order
+from orders.placement import Strategy, _commit_order, place_order
 from orders.products import create_product
 from orders.sightings import Sightings
 
@@ -86,6 +87,36 @@ async def test_out_of_stock_names_the_item(pool: aiomysql.Pool) -> None:
     assert f"product {b}" in err.value.errors["items[1].quantity"][0]
     # Nothing half-written: the line that fitted was not taken either.
     assert all(state.held == 0 and state.holds for state in await audit(pool, [a, b]))
+
+
+@pytest.mark.parametrize("strategy", ["conditional", "locking"])
+async def test_the_created_event_is_the_committed_order(pool: aiomysql.Pool, strategy: Strategy) -> None:
+    a, b = await product(pool, sku="a", price=250), await product(pool, sku="b", price=1000)
+    placed = await place_order(pool, ALICE, order((b, 2), (a, 1)), "k", strategy=strategy)
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT routing_key, payload FROM outbox")
+        ((key, payload),) = await cur.fetchall()
+    event, expected = orjson.loads(payload), placed.order.event(placed.order.status)
+    assert key == "order.created" and event.pop("ts") <= expected.pop("ts")
+    assert event == expected and event["order_id"] == placed.order.id
+
+
+async def test_a_line_the_server_finds_short_rolls_back_the_whole_order(pool: aiomysql.Pool) -> None:
+    """The read saw enough, but by the conditional UPDATE another order had taken the stock."""
+    a, b = await product(pool, sku="a", stock=5), await product(pool, sku="b", stock=1)
+    lines = [Line(0, b, 3, 1000), Line(1, a, 2, 250)]  # request order: b first
+    async with pool.acquire() as conn:
+        with pytest.raises(OutOfStock) as err:
+            async with in_transaction(conn, ends_itself=True) as cur:
+                await _commit_order(cur, ALICE, lines, "key", "hash")
+    assert err.value.line == lines[0]
+    async with transaction(pool) as cur:
+        for table in ("orders", "order_items", "outbox"):
+            await cur.execute(f"SELECT COUNT(*) FROM {table}")
+            assert (await cur.fetchone())[0] == 0, table
+    assert all(state.held == 0 and state.holds for state in await audit(pool, [a, b]))
+    # The connection is clean afterwards: the same key places the order once stock allows.
+    await place_order(pool, ALICE, order((a, 2)), "key")
 
 
 async def test_unknown_product_is_404_naming_the_item(pool: aiomysql.Pool) -> None:

@@ -1,10 +1,11 @@
 """Stock changes under the product row lock, and the invariant that proves none was lost or oversold.
 
-Two ways to take stock live here side by side because the benchmark compares them:
+Two ways to take stock, because the benchmark compares them:
 
-* :func:`take_stock` — the one the service uses: a conditional ``UPDATE … WHERE stock >= q`` per line,
-  in ascending product id order, issued *last* in the transaction and committed by the same call
-  inside the server, so the hot row is locked only for the server's own work.
+* the one the service uses: the ``take_stock`` procedure (migration 0004), a conditional ``UPDATE …
+  WHERE stock >= q`` per line in ascending product id order, called *last* in the transaction by
+  ``place_order_and_commit``, which commits in the same call inside the server, so the hot row is
+  locked only for the server's own work (see ``placement``);
 * :func:`lock_products` — the naive baseline: ``SELECT … FOR UPDATE`` first, then the other writes,
   so the row stays locked for every round trip of the transaction.
 """
@@ -16,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiomysql
-import orjson
 
 from orders.db import placeholders
 from orders.metrics import LOCK_WAIT, STOCKOUTS
@@ -28,7 +28,6 @@ __all__ = [
     "audit",
     "lock_products",
     "release_stock",
-    "take_stock",
 ]
 
 
@@ -48,29 +47,6 @@ class OutOfStock(Exception):
         self.line = line
         self.available = available
         STOCKOUTS.inc()
-
-
-async def take_stock(cur: aiomysql.Cursor, lines: Iterable[Line]) -> None:
-    """Decrement stock for every line and COMMIT, in one call the server runs start to finish.
-
-    ``take_stock_and_commit`` (migration 0003) runs ``UPDATE … SET stock = stock - q WHERE id = ? AND
-    stock >= q`` line by line in ascending product id order (two multi-line orders cannot deadlock),
-    then commits the caller's transaction, or rolls it all back at the first short line, which
-    :class:`OutOfStock` then names. The row lock is taken and released inside the server: never held
-    across a network round trip or a turn of our event loop, whatever the load on this process.
-    """
-    ordered = sorted(lines, key=lambda line: line.product_id)
-    started = time.perf_counter()
-    await cur.execute(
-        "CALL take_stock_and_commit(%s)",
-        (orjson.dumps([[line.product_id, line.quantity] for line in ordered]).decode(),),
-    )
-    ((short,),) = await cur.fetchall()
-    while await cur.nextset():  # the CALL's own status; the connection is usable only once it is read
-        pass
-    LOCK_WAIT.observe(time.perf_counter() - started)
-    if short >= 0:
-        raise OutOfStock(ordered[short])
 
 
 async def lock_products(cur: aiomysql.Cursor, product_ids: Iterable[int]) -> dict[int, tuple[int, int]]:

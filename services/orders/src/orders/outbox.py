@@ -20,7 +20,7 @@ from asynccore.logs import current_request_id
 from orders.db import placeholders, transaction
 from orders.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 
-__all__ = ["Event", "Publish", "Sink", "add", "drain", "purge_sent", "refresh_gauges"]
+__all__ = ["Event", "Publish", "Sink", "add", "drain", "purge_sent", "refresh_gauges", "row"]
 
 log = logging.getLogger("orders.outbox")
 
@@ -36,16 +36,20 @@ class Event:
 Publish = Callable[[Sequence[Event]], Awaitable[None]]
 
 
+def row(routing_key: str, payload: dict[str, Any]) -> tuple[str, str, str, str | None]:
+    """``(event_id, routing_key, payload JSON, request_id)``: an outbox row's values, for callers that
+    insert it themselves (``placement`` does, inside its one server-side call)."""
+    return uuid.uuid4().hex, routing_key, orjson.dumps(payload).decode(), current_request_id()
+
+
 async def add(cur: aiomysql.Cursor, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """Queue ``(routing_key, payload)`` events in the caller's transaction (one multi-row INSERT)."""
     if not events:
         return
-    rid = current_request_id()
-    rows = [(uuid.uuid4().hex, key, orjson.dumps(payload).decode(), rid) for key, payload in events]
     await cur.executemany(
         "INSERT INTO outbox (event_id, routing_key, payload, request_id, created_at) "
         "VALUES (%s, %s, %s, %s, UTC_TIMESTAMP(6))",
-        rows,
+        [row(key, payload) for key, payload in events],
     )
 
 
