@@ -10,8 +10,9 @@ import orjson
 import pytest
 from stream_truth import judge, scenario
 
-from stream.aggregate import Plan, build_ops, plan
+from stream.aggregate import Plan, aggregate, build_ops, plan
 from stream.batch import Progress, prepare
+from stream.events import Event
 from stream.keys import Keys
 from stream.recommend import co_views
 from stream.settings import StreamSettings
@@ -118,8 +119,9 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
             batch[p] = [Rec(p, cursor[p] + i, v) for i, v in enumerate(chunk)]
             cursor[p] += len(chunk)
         prepared = prepare(batch, progress, now_ms=now, lateness_ms=60_000, max_future_ms=60_000)
-        the_plan = plan(prepared, KEYS, SETTINGS.stream_dedup_horizon_s * 1000, 1_800_000)
-        ops, _ = build_ops(prepared, the_plan, store.reply(the_plan), KEYS, "events", SETTINGS)
+        deltas = aggregate(prepared, SETTINGS.stream_dedup_horizon_s * 1000)
+        the_plan = plan(deltas, KEYS, 1_800_000)
+        ops, _ = build_ops(prepared, deltas, the_plan, store.reply(the_plan), KEYS, "events", SETTINGS)
         store.apply(ops)
         progress = prepared.progress
     total = store.minute_totals()
@@ -133,13 +135,24 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
     assert sum(total[k] for k in total if k.startswith("le_") or k == "gt") == truth.total()
 
 
+def view(product: str, ts: int) -> Event:
+    return Event(event_id=f"{product}{ts}", type="page_view", user_id="u", ts=ts, product_id=product)
+
+
 def test_co_views_pair_once_per_session_and_keep_the_last_items() -> None:
     hour = 3_600_000
-    views = {"u": [("a", 10 * hour), ("b", 10 * hour + 1), ("a", 10 * hour + 2), ("c", 10 * hour + 3)]}
+    views = {
+        "u": [
+            view("a", 10 * hour),
+            view("b", 10 * hour + 1),
+            view("a", 10 * hour + 2),
+            view("c", 10 * hour + 3),
+        ]
+    }
     pairs, sessions = co_views(views, {"u": None}, gap_ms=60_000, items=2)
     # b joins a session holding a; re-viewing a adds nothing; c joins a session of (b, a).
-    assert pairs == {(10, "b", "a"): 1, (10, "c", "b"): 1, (10, "c", "a"): 1}
+    assert pairs == {(10, "a", "b"): 1, (10, "b", "c"): 1, (10, "a", "c"): 1}
     assert orjson.loads(sessions["u"]) == [["a", 10 * hour + 2], ["c", 10 * hour + 3]]
     # The next view, beyond the session gap, pairs with nothing.
-    later, _ = co_views({"u": [("d", 11 * hour)]}, sessions, gap_ms=60_000, items=2)
+    later, _ = co_views({"u": [view("d", 11 * hour)]}, sessions, gap_ms=60_000, items=2)
     assert not any(later.values())

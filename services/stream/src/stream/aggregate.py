@@ -16,6 +16,7 @@ from itertools import chain
 import orjson
 
 from stream.batch import Prepared, Rejected
+from stream.events import TYPES, Event
 from stream.keys import Keys
 from stream.recommend import co_views
 from stream.risk import CART_BUCKET_MS, risk_ops
@@ -23,10 +24,101 @@ from stream.settings import StreamSettings
 from stream.state import Ops, Reply, lua_bytes
 from stream.windows import LATENESS_BOUNDS_MS, LATENESS_LABELS, MINUTE_MS
 
-__all__ = ["Plan", "Totals", "build_ops", "plan"]
+__all__ = ["Deltas", "Plan", "Totals", "aggregate", "build_ops", "plan"]
 
 STAGES = {"page_view": "view", "add_to_cart": "cart", "order_placed": "order"}
 _lateness_class = partial(bisect_left, LATENESS_BOUNDS_MS)
+TYPES_SET = frozenset(TYPES)
+
+
+@dataclass(slots=True)
+class Deltas:
+    """A batch's deltas over its candidates, added piece by piece as the pieces are judged (while
+    the previous batch is still being flushed), so that only what depends on Redis — which ids an
+    earlier batch already counted, the users' sessions — is left for the flush itself.
+
+    Every aggregate is keyed by what it writes (distinct keys and members, not events), and the
+    additive ones are ``Counter``s built over zipped columns, so the per-event work happens in C.
+    A candidate found already counted is subtracted again in :func:`build_ops` (rare: only a
+    duplicate of an event in an earlier batch, or a replay).
+    """
+
+    horizon_ms: int
+    counts: Counter[tuple[int, str]] = field(default_factory=Counter)  # (minute, hash field) → n
+    products: Counter[tuple[str, int, str | None]] = field(default_factory=Counter)  # (type, minute, product)
+    users: Counter[tuple[str, int, str]] = field(default_factory=Counter)  # (type, minute, user): HLLs
+    events: dict[int, list[Event]] = field(default_factory=dict)  # dedup bucket → candidates, in order
+    lags: dict[int, list[int]] = field(default_factory=dict)  # … and how late each was
+    views: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))  # user → views, in order
+    carts: Counter[tuple[int, str, str]] = field(default_factory=Counter)  # (10 s bucket, user, product)
+    orders: Counter[tuple[int, str]] = field(default_factory=Counter)  # (minute, user) → orders placed
+    view_ts: tuple[int, int] | None = None  # oldest and newest view
+    added: int = 0  # candidates of the batch added so far
+
+    def add(self, prepared: Prepared) -> None:
+        """Add the candidates ``prepared`` gained since the last call."""
+        events, lags = prepared.candidates[self.added :], prepared.lags[self.added :]
+        self.added = len(prepared.candidates)
+        if not events:
+            return
+        minutes = [e.ts - e.ts % MINUTE_MS for e in events]
+        kinds = [e.type for e in events]
+        counts = self.counts
+        counts.update(zip(minutes, kinds, strict=True))
+        counts.update(zip(minutes, [LATENESS_LABELS[_lateness_class(lag)] for lag in lags], strict=True))
+        self.products.update(zip(kinds, minutes, [e.product_id for e in events], strict=True))  # type: ignore[misc]
+        self.users.update(zip(kinds, minutes, [e.user_id for e in events], strict=True))  # type: ignore[misc]  # str by now
+        for bucket, idx in _positions([e.ts // self.horizon_ms for e in events]).items():
+            self.events.setdefault(bucket, []).extend(events[i] for i in idx)
+            self.lags.setdefault(bucket, []).extend(lags[i] for i in idx)
+        views, carts, orders = self.views, self.carts, self.orders
+        first = last = None
+        for event in events:
+            kind = event.type
+            if kind == "page_view":
+                views[event.user_id].append(event)  # type: ignore[index]
+                ts = event.ts
+                if first is None or ts < first:
+                    first = ts
+                if last is None or ts > last:
+                    last = ts
+            elif kind == "add_to_cart":
+                carts[(event.ts // CART_BUCKET_MS, event.user_id, event.product_id)] += 1  # type: ignore[index]
+            elif kind == "order_placed":
+                minute = event.ts - event.ts % MINUTE_MS
+                orders[(minute, event.user_id)] += 1  # type: ignore[index]
+                counts[(minute, "rev")] += round(event.price * 100)  # type: ignore[operator]
+        if first is not None and last is not None:
+            old = self.view_ts
+            self.view_ts = (first, last) if old is None else (min(old[0], first), max(old[1], last))
+
+    def remove(self, already: list[tuple[Event, int]]) -> None:
+        """Take back candidates (with their lag) that an earlier batch counted: they are duplicates."""
+        gone = set()
+        counts = self.counts
+        for event, lag in already:
+            kind, minute, user = event.type, event.ts - event.ts % MINUTE_MS, event.user_id
+            counts[(minute, kind)] -= 1
+            counts[(minute, LATENESS_LABELS[_lateness_class(lag)])] -= 1
+            counts[(minute, "dup")] += 1
+            self.products[(kind, minute, event.product_id)] -= 1  # type: ignore[index]
+            self.users[(kind, minute, user)] -= 1  # type: ignore[index]
+            if kind == "page_view":
+                gone.add(event.event_id)
+            elif kind == "add_to_cart":
+                self.carts[(event.ts // CART_BUCKET_MS, user, event.product_id)] -= 1  # type: ignore[index]
+            elif kind == "order_placed":
+                self.orders[(minute, user)] -= 1  # type: ignore[index]
+                counts[(minute, "rev")] -= round(event.price * 100)  # type: ignore[operator]
+        for user in {e.user_id for e, _ in already if e.event_id in gone}:
+            kept = [e for e in self.views[user] if e.event_id not in gone]  # type: ignore[index]
+            if kept:
+                self.views[user] = kept  # type: ignore[index]
+            else:
+                del self.views[user]  # type: ignore[arg-type]
+        for counter in (self.products, self.users, self.carts, self.orders):
+            for key in [k for k, n in counter.items() if n <= 0]:
+                del counter[key]
 
 
 @dataclass(slots=True)
@@ -34,7 +126,7 @@ class Plan:
     """What the flush must read first: candidate ids per dedup bucket, and whose sessions where."""
 
     seen_groups: list[list[str | int]]
-    seen_index: list[list[int]]  # per group: candidate positions, in the group's order
+    seen_buckets: list[int]  # per group: its dedup bucket (see Deltas.events)
     session_groups: list[list[str]]  # [[sessions key, user, …], …], newest bucket first
 
 
@@ -48,108 +140,86 @@ class Totals:
     duplicates: int = 0
 
 
-def plan(prepared: Prepared, keys: Keys, horizon_ms: int, gap_ms: int) -> Plan:
-    events = prepared.candidates
-    groups = _positions([e.ts // horizon_ms for e in events])
-    views = [e for e in events if e.type == "page_view"]
-    readers: list[str] = sorted({e.user_id for e in views})  # type: ignore[misc]  # str by now (rule_violation)
+def aggregate(prepared: Prepared, horizon_ms: int) -> Deltas:
+    """The deltas of a whole judged batch at once (the consumer adds them piece by piece)."""
+    deltas = Deltas(horizon_ms)
+    deltas.add(prepared)
+    return deltas
+
+
+def plan(deltas: Deltas, keys: Keys, gap_ms: int) -> Plan:
     buckets = range(0)
-    if views:
+    if deltas.view_ts is not None:
         # A session still open at the batch's first view was last written at most one bucket earlier.
-        first, last = min(e.ts for e in views) // gap_ms, max(e.ts for e in views) // gap_ms
+        first, last = deltas.view_ts[0] // gap_ms, deltas.view_ts[1] // gap_ms
         buckets = range(last, first - 2, -1)
+    readers: list[str] = sorted(deltas.views)
     return Plan(
-        seen_groups=[[keys.seen(b), *(events[i].event_id for i in idx)] for b, idx in groups.items()],
-        seen_index=list(groups.values()),
+        seen_groups=[[keys.seen(b), *(e.event_id for e in events)] for b, events in deltas.events.items()],
+        seen_buckets=list(deltas.events),
         session_groups=[[keys.sessions(b), *readers] for b in buckets],
     )
 
 
 def build_ops(
-    prepared: Prepared, the_plan: Plan, reply: Reply, keys: Keys, topic: str, s: StreamSettings
+    prepared: Prepared,
+    deltas: Deltas,
+    the_plan: Plan,
+    reply: Reply,
+    keys: Keys,
+    topic: str,
+    s: StreamSettings,
 ) -> tuple[Ops, Totals]:
-    """The batch's writes, given which candidates Redis has already counted and the users' sessions.
-
-    Column at a time: each aggregate is a ``Counter``/``set`` over zipped columns, so the per-event
-    work happens in C; only views, carts and orders (the per-user state) are walked in Python.
-    """
+    """The batch's writes, given which candidates Redis has already counted and the users' sessions."""
     ops, totals = Ops(newest=prepared.newest_ts, newest_key=keys.newest), Totals()
-    fresh, lags = prepared.candidates, prepared.lags
-    already = bytearray(len(fresh))
-    for flags, idx in zip(reply.seen, the_plan.seen_index, strict=True):
-        for i, flag in zip(idx, flags.encode(), strict=True):
-            already[i] = flag == 49  # "1": counted by an earlier batch
-    fields: dict[int, Counter[str]] = defaultdict(Counter)  # minute → hash field → n
-    if any(already):
-        for event, dup in zip(fresh, already, strict=True):
-            if dup:
-                fields[event.ts - event.ts % MINUTE_MS]["dup"] += 1
-        fresh = [e for e, dup in zip(fresh, already, strict=True) if not dup]
-        lags = [lag for lag, dup in zip(lags, already, strict=True) if not dup]
-
-    times = [e.ts for e in fresh]
-    kinds: list[str] = [e.type for e in fresh]
-    users: list[str] = [e.user_id for e in fresh]  # type: ignore[misc]  # str by now (rule_violation)
-    minutes = [t - t % MINUTE_MS for t in times]
-    for (minute, kind), n in Counter(zip(minutes, kinds, strict=True)).items():
-        fields[minute][kind] += n
-    for (minute, late), n in Counter(zip(minutes, map(_lateness_class, lags), strict=True)).items():
-        fields[minute][LATENESS_LABELS[late]] += n
-    totals.by_type.update(kinds)
-    products = Counter(zip(kinds, minutes, (e.product_id for e in fresh), strict=True))
-    active: dict[int, list[str]] = defaultdict(list)
-    for minute, user in set(zip(minutes, users, strict=True)):
-        active[minute].append(user)
-    stages: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for kind, minute, user in set(zip(kinds, minutes, users, strict=True)):
-        if (stage := STAGES.get(kind)) is not None:
-            stages[(stage, minute)].append(user)
-    horizon_ms = s.stream_dedup_horizon_s * 1000
-    ids = [e.event_id for e in fresh]
-    seen = {b: [ids[i] for i in idx] for b, idx in _positions([t // horizon_ms for t in times]).items()}
-
-    views: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    carts: dict[tuple[int, str], set[str]] = defaultdict(set)
-    orders: Counter[tuple[int, str]] = Counter()
-    for event in fresh:
-        kind = event.type
-        if kind == "page_view":
-            views[event.user_id].append((event.product_id, event.ts))  # type: ignore[index, arg-type]
-        elif kind == "add_to_cart":
-            carts[(event.ts // CART_BUCKET_MS, event.user_id)].add(event.product_id)  # type: ignore[index, arg-type]
-        elif kind == "order_placed":
-            minute = event.ts - event.ts % MINUTE_MS
-            orders[(minute, event.user_id)] += 1  # type: ignore[index]
-            fields[minute]["rev"] += round(event.price * 100)  # type: ignore[operator]
-
+    already: list[tuple[Event, int]] = []
+    for flags, bucket in zip(reply.seen, the_plan.seen_buckets, strict=True):
+        if "1" in flags:  # "1": counted by an earlier batch
+            events, lags = deltas.events[bucket], deltas.lags[bucket]
+            already += [(events[i], lags[i]) for i, flag in enumerate(flags) if flag == "1"]
+    if already:
+        deltas.remove(already)
+    counts = deltas.counts
     for event in prepared.duplicates:
-        fields[event.ts - event.ts % MINUTE_MS]["dup"] += 1
-    totals.duplicates = sum(already) + len(prepared.duplicates)
+        counts[(event.ts - event.ts % MINUTE_MS, "dup")] += 1
+    totals.duplicates = len(already) + len(prepared.duplicates)
     for rej in prepared.rejected:
-        counts = fields[rej.ts - rej.ts % MINUTE_MS]
+        minute = rej.ts - rej.ts % MINUTE_MS
         if rej.reason == "late":
-            counts["late"] += 1
+            counts[(minute, "late")] += 1
             totals.late += 1
         else:
-            counts["invalid"] += 1
-            counts[f"inv:{rej.reason}"] += 1
+            counts[(minute, "invalid")] += 1
+            counts[(minute, f"inv:{rej.reason}")] += 1
             totals.invalid[rej.reason] += 1
         key = lua_bytes(rej.key or b"")
         ops.ob.append([s.stream_dlq_topic, key, _dead_letter(rej, topic), rej.reason])
 
     retention, product_retention = s.stream_retention_s, s.stream_product_retention_s
-    for minute, counts in fields.items():
-        ops.h.append([keys.minute(minute), retention, *_flat(counts)])
+    by_minute: dict[int, list[str | int]] = defaultdict(list)
+    for (minute, name), n in counts.items():
+        if n:
+            by_minute[minute] += (name, n)
+            if name in TYPES_SET:
+                totals.by_type[name] += n
+    ops.h.extend([keys.minute(minute), retention, *flat] for minute, flat in by_minute.items())
     by_window: dict[tuple[str, int], list[str | int]] = defaultdict(list)
-    for (event_type, minute, product), n in products.items():
+    for (event_type, minute, product), n in deltas.products.items():
         if product is not None:
             by_window[(event_type, minute)] += (product, n)
     ops.z.extend([keys.products(*w), product_retention, *members] for w, members in by_window.items())
+    active: dict[int, set[str]] = defaultdict(set)
+    stages: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for kind, minute, user in deltas.users:
+        active[minute].add(user)
+        if (stage := STAGES.get(kind)) is not None:
+            stages[(stage, minute)].append(user)
     ops.pf.extend([keys.users(minute), retention, *members] for minute, members in active.items())
     ops.pf.extend([keys.stage(st, minute), retention, *members] for (st, minute), members in stages.items())
     seen_ttl = 2 * s.stream_dedup_horizon_s + int(s.stream_allowed_lateness_s)
-    ops.sa.extend([keys.seen(bucket), seen_ttl, *ids] for bucket, ids in seen.items())
+    ops.sa.extend([group[0], seen_ttl, *group[1:]] for group in the_plan.seen_groups)  # re-adding is a no-op
 
+    views = deltas.views
     if views:
         gap_ms = s.stream_rec_session_gap_s * 1000
         pairs, new_sessions = co_views(views, reply.sessions, gap_ms=gap_ms, items=s.stream_rec_session_items)
@@ -157,15 +227,18 @@ def build_ops(
         ops.cv_prefix, ops.cv_ttl = keys.co_views_prefix, (s.stream_rec_horizon_h + 1) * 3600
         by_bucket: dict[int, list[str]] = defaultdict(list)
         for user, session in new_sessions.items():
-            by_bucket[views[user][-1][1] // gap_ms] += (user, session)
+            by_bucket[views[user][-1].ts // gap_ms] += (user, session)
         ops.hs.extend(
             [keys.sessions(b), 3 * s.stream_rec_session_gap_s, *flat] for b, flat in by_bucket.items()
         )
 
+    carts: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for bucket, user, product in deltas.carts:
+        carts[(bucket, user)].append(product)
     risk_ops(
         ops,
         keys,
-        orders,
+        deltas.orders,
         carts,
         orders_per_minute=s.stream_risk_orders_per_minute,
         cart_products_per_10s=s.stream_risk_cart_products_per_10s,

@@ -69,6 +69,8 @@ class Prepared:
     rejected: list[Rejected] = field(default_factory=list)
     progress: dict[int, Progress] = field(default_factory=dict)  # partition → after this batch
     newest_ts: int = 0
+    records: int = 0  # records fetched into this batch, judged or skipped
+    ids: set[str] = field(default_factory=set)  # event ids of the candidates
 
 
 def prepare(
@@ -78,16 +80,22 @@ def prepare(
     now_ms: int,
     lateness_ms: int,
     max_future_ms: int,
+    into: Prepared | None = None,
 ) -> Prepared:
-    """Classify ``batch`` (partition → records) against ``progress``; partitions not in it are skipped."""
-    out = Prepared()
-    seen: set[str] = set()
+    """Classify ``batch`` (partition → records) against ``progress``; partitions not in it are skipped.
+
+    With ``into``, the records extend that batch (``progress`` must then be where it leaves off): a
+    batch is fetched in several pieces while the previous one is being flushed.
+    """
+    out = into if into is not None else Prepared()
+    seen = out.ids
     candidates, lags, duplicates, rejected = out.candidates, out.lags, out.duplicates, out.rejected
     for partition, records in batch.items():
         start = progress.get(partition)
         if start is None:  # revoked while the batch was in flight
             continue
         next_offset, max_ts = start.offset, start.max_ts
+        out.records += len(records)
         for rec in records:
             offset = rec.offset
             if offset < next_offset:  # fetched before a seek moved us

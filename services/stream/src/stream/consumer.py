@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from redis.asyncio import Redis
 
-from stream.aggregate import Plan, Totals, build_ops, plan
+from stream.aggregate import Deltas, Plan, Totals, build_ops, plan
 from stream.batch import Prepared, Progress, Record, prepare
 from stream.keys import Keys
 from stream.metrics import ALERTS, DUPLICATES, EVENTS, FLUSH_SECONDS, FRESHNESS, INVALID, LAG, LATE
@@ -32,6 +32,7 @@ log = logging.getLogger("stream.consumer")
 
 START_TIMEOUT_S = 30.0
 MAX_RESTART_DELAY_S = 10.0
+FILL_WAIT_MS = 5  # how long one more fetch into the next batch may wait while a flush runs
 
 
 class Consumer:
@@ -99,13 +100,23 @@ class Consumer:
             async with asyncio.timeout(START_TIMEOUT_S):
                 await consumer.start()
             # Two stages: while batch N is flushed (Redis working), batch N+1 is fetched and judged
-            # (this process working). Batch N+1 starts its flush only once N has committed.
+            # (this process working), in as many fetches as arrive before N has committed: the
+            # longer a flush takes, the bigger the next batch, and a flush's Redis work grows with
+            # the distinct keys it touches, not with its events. N+1 starts its flush once N has.
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=s.stream_poll_ms, max_records=s.stream_batch_max)
-                job = self._prepare(batch) if batch else None
+                judged = self._judge(batch, None) if batch else None
+                while judged is not None and in_flight is not None and not in_flight.done():
+                    room = s.stream_batch_max - judged.prepared.records
+                    if room <= 0:
+                        break
+                    more = await consumer.getmany(timeout_ms=FILL_WAIT_MS, max_records=room)
+                    if more:
+                        judged = self._judge(more, judged)
                 if in_flight is not None:
                     await in_flight
                     in_flight = None
+                job = self._plan(judged) if judged is not None else None
                 if job is not None:
                     in_flight = asyncio.create_task(self._flush(consumer, job))
                 self._report_lag(consumer)
@@ -120,9 +131,15 @@ class Consumer:
                 async with asyncio.timeout(START_TIMEOUT_S):
                     await consumer.stop()
 
-    def _prepare(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> _Job | None:
-        """Judge a fetched batch, continuing from where the batch still in flight leaves off."""
+    def _judge(self, batch: dict[TopicPartition, list[ConsumerRecord]], into: _Job | None) -> _Job:
+        """Judge fetched records, continuing from where the batch in flight (or ``into``) leaves off.
+
+        A piece judged before a rebalance or a fence moved the positions starts a new batch: what
+        was judged before is void (its records are fetched again from the stored offsets).
+        """
         s = self.settings
+        if into is not None and into.generation != self._generation:
+            into = None
         by_partition: dict[int, list[Record]] = {tp.partition: recs for tp, recs in batch.items()}
         prepared = prepare(
             by_partition,
@@ -130,22 +147,33 @@ class Consumer:
             now_ms=time.time_ns() // 1_000_000,
             lateness_ms=int(s.stream_allowed_lateness_s * 1000),
             max_future_ms=int(s.stream_max_future_s * 1000),
+            into=into.prepared if into is not None else None,
         )
-        if not prepared.progress:
-            return None
         self._ahead.update(prepared.progress)
-        the_plan = plan(
-            prepared, self.keys, s.stream_dedup_horizon_s * 1000, s.stream_rec_session_gap_s * 1000
+        job = (
+            into
+            if into is not None
+            else _Job(prepared, Deltas(s.stream_dedup_horizon_s * 1000), self._generation)
         )
-        return _Job(prepared, the_plan, self._generation)
+        job.deltas.add(prepared)
+        return job
+
+    def _plan(self, job: _Job) -> _Job | None:
+        """What the flush of a judged batch reads first; ``None`` if no assigned partition is in it."""
+        s = self.settings
+        if not job.prepared.progress or job.generation != self._generation:
+            return None
+        job.plan = plan(job.deltas, self.keys, s.stream_rec_session_gap_s * 1000)
+        return job
 
     async def _flush(self, consumer: AIOKafkaConsumer, job: _Job) -> None:
-        s, keys, prepared = self.settings, self.keys, job.prepared
+        s, keys, prepared, the_plan = self.settings, self.keys, job.prepared, job.plan
+        assert the_plan is not None
         totals = Totals()
 
         def build(reply: Reply) -> Ops:
             nonlocal totals
-            ops, totals = build_ops(prepared, job.plan, reply, keys, self.topic, s)
+            ops, totals = build_ops(prepared, job.deltas, the_plan, reply, keys, self.topic, s)
             return ops
 
         async with self._lock:
@@ -159,8 +187,8 @@ class Consumer:
                         keys,
                         self.topic,
                         {p: self._stored.get(p) for p in prepared.progress},
-                        job.plan.seen_groups,
-                        job.plan.session_groups,
+                        the_plan.seen_groups,
+                        the_plan.session_groups,
                         build,
                         alerts_kept=s.stream_alerts_kept,
                         outbox_max=s.stream_outbox_max,
@@ -216,8 +244,9 @@ class Consumer:
 @dataclass(slots=True)
 class _Job:
     prepared: Prepared
-    plan: Plan
+    deltas: Deltas
     generation: int
+    plan: Plan | None = None  # set once the batch is complete
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -11,10 +11,12 @@ ever rewriting old scores, and the hourly hashes simply expire.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 
 import orjson
 from redis.asyncio import Redis
 
+from stream.events import Event
 from stream.keys import Keys
 from stream.windows import HOUR_MS
 
@@ -24,15 +26,16 @@ CoViews = Counter[tuple[int, str, str]]  # (hour, product, other) → times co-v
 
 
 def co_views(
-    views: dict[str, list[tuple[str, int]]],
+    views: Mapping[str, list[Event]],
     sessions: dict[str, str | None],
     *,
     gap_ms: int,
     items: int,
 ) -> tuple[CoViews, dict[str, str]]:
-    """Pairs from this batch's ``views`` (user → [(product, ts)] in order) given the stored sessions.
+    """Pairs from this batch's ``views`` (user → page views, in order) given the stored sessions.
 
-    Returns each pair once (the apply script counts it under both products) and each user's new
+    Returns each pair once, as ``(hour, lesser product, greater product)`` — the apply script counts
+    it under both, so one entry per unordered pair is half the increments — and each user's new
     session (``[[product, ts], …]``, oldest first).
     """
     triples: list[tuple[int, str, str]] = []
@@ -41,7 +44,9 @@ def co_views(
     for user, seq in views.items():
         raw = sessions.get(user)
         session: dict[str, int] = dict(orjson.loads(raw)) if raw else {}
-        for product, ts in seq:
+        for view in seq:
+            product: str = view.product_id  # type: ignore[assignment]  # str by now (rule_violation)
+            ts = view.ts
             # Entries are oldest first; a user's views arrive at most the allowed lateness out of
             # order, far less than the gap, so only the old end can leave the session.
             while session and ts - next(iter(session.values())) > gap_ms:
@@ -51,7 +56,7 @@ def co_views(
             elif session:
                 hour = ts // HOUR_MS
                 for other in session:
-                    pair((hour, product, other))
+                    pair((hour, product, other) if product < other else (hour, other, product))
             session[product] = ts
             if len(session) > items:
                 del session[next(iter(session))]  # the least recently viewed

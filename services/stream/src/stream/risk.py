@@ -41,7 +41,7 @@ def risk_ops(
     ops: Ops,
     keys: Keys,
     orders: dict[tuple[int, str], int],
-    carts: dict[tuple[int, str], set[str]],
+    carts: dict[tuple[int, str], list[str]],
     *,
     orders_per_minute: int,
     cart_products_per_10s: int,
@@ -49,7 +49,7 @@ def risk_ops(
 ) -> None:
     """Add this batch's rule counters to ``ops``.
 
-    ``orders``: (minute, user) → orders placed; ``carts``: (10 s bucket, user) → products added.
+    ``orders``: (minute, user) → orders placed; ``carts``: (10 s bucket, user) → distinct products added.
     """
     for (minute, user), n in orders.items():
         head = _head("order_velocity", user, minute, MINUTE_MS, orders_per_minute)

@@ -32,7 +32,7 @@ class StreamSettings(ServiceSettings):
     stream_max_query_range_s: int = Field(default=24 * 3600, gt=0)
 
     # Consumer.
-    stream_batch_max: int = Field(default=5000, gt=0)
+    stream_batch_max: int = Field(default=50_000, gt=0)
     stream_poll_ms: int = Field(default=100, gt=0)
     stream_session_timeout_ms: int = Field(default=10_000, gt=0)
     stream_heartbeat_ms: int = Field(default=1_000, gt=0)
