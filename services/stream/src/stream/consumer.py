@@ -90,6 +90,7 @@ class Consumer:
             client_id=f"stream-{s.stream_port}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=s.stream_fetch_max_wait_ms,
             session_timeout_ms=s.stream_session_timeout_ms,
             heartbeat_interval_ms=s.stream_heartbeat_ms,
             request_timeout_ms=max(40_000, s.stream_session_timeout_ms + 5_000),

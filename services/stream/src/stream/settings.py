@@ -34,6 +34,10 @@ class StreamSettings(ServiceSettings):
     # Consumer.
     stream_batch_max: int = Field(default=50_000, gt=0)
     stream_poll_ms: int = Field(default=100, gt=0)
+    # How long the broker may hold a fetch that found nothing new. The mock broker holds it that
+    # long even when records arrive meanwhile: at aiokafka's 500 ms default, freshness p50 was
+    # ~450 ms at 20,000 events/s; at 100 ms, ~150 ms.
+    stream_fetch_max_wait_ms: int = Field(default=100, gt=0)
     stream_session_timeout_ms: int = Field(default=10_000, gt=0)
     stream_heartbeat_ms: int = Field(default=1_000, gt=0)
     stream_flush_timeout_s: float = Field(default=30.0, gt=0)
