@@ -4,10 +4,12 @@ still equal the ground truth exactly (offsets are stored with the aggregates, in
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
 import aiohttp
+import confluent_kafka
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
@@ -128,3 +130,58 @@ async def test_two_members_split_partitions_and_the_survivor_takes_over(
 
 async def _above(redis: Redis, prefix: str, topics: Topics, n: int) -> bool:
     return await stored_total(redis, prefix, topics.events, topics.partitions) > n
+
+
+async def test_loadgen_stops_within_a_second_of_sigterm_even_when_the_broker_went_first() -> None:
+    """``make run`` stops the whole process group at once: the broker may be gone before the
+    generator's last messages are delivered, and waiting for them must not outlast the stop."""
+    broker = MockKafka()
+    try:
+        broker.create_topic("loadgen", 2)
+        gen = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "stream.loadgen",
+            "--rate",
+            "2000",
+            "--duration",
+            "60",
+            "--topic",
+            "loadgen",
+            env={**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await wait_until(
+                lambda: _produced_more_than(broker.bootstrap, "loadgen", 100),
+                timeout=30,
+                message="the generator is producing",
+            )
+            broker.close()
+            gen.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(1.5):
+                _, err = await gen.communicate()
+            assert gen.returncode == 0
+            assert b'"produced"' in err
+        finally:
+            if gen.returncode is None:
+                gen.kill()
+                await gen.wait()
+    finally:
+        broker.close()
+
+
+async def _produced_more_than(bootstrap: str, topic: str, n: int) -> bool:
+    def high_watermarks() -> int:
+        config = {"bootstrap.servers": bootstrap, "group.id": "marks", "log_level": 4}
+        consumer = confluent_kafka.Consumer(config)
+        try:
+            metadata = consumer.list_topics(topic, timeout=5).topics[topic]
+            return sum(
+                consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=5)[1]
+                for p in metadata.partitions
+            )
+        finally:
+            consumer.close()
+
+    return await asyncio.to_thread(high_watermarks) > n

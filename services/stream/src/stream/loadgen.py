@@ -30,6 +30,7 @@ __all__ = ["Mix", "generate", "main", "new_kafka_producer", "produce"]
 CATEGORY_SIZE = 20
 TYPES = ("page_view", "click", "add_to_cart", "order_placed", "payment")
 WEIGHTS = (60, 20, 12, 5, 3)
+STOP_FLUSH_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,12 @@ def produce(
     count: int | None = None,
     stop: list[bool] | None = None,
 ) -> int:
-    """Produce at ``rate``/s (0: as fast as librdkafka takes them) for ``duration_s`` or ``count`` events."""
+    """Produce at ``rate``/s (0: as fast as librdkafka takes them) for ``duration_s`` or ``count`` events.
+
+    Returns how many were produced. Once ``stop`` is set, what is still queued gets at most
+    :data:`STOP_FLUSH_S` to be delivered: a stop usually comes with the whole stack's, so the broker
+    may be gone, and synthetic traffic is not worth waiting for.
+    """
     started = time.monotonic()
     sent = 0
     while not (stop and stop[0]):
@@ -160,8 +166,8 @@ def produce(
             if sent % 10_000 == 0:
                 producer.poll(0)
         producer.poll(0.005 if rate > 0 else 0)
-    producer.flush(30)
-    return sent
+    undelivered = producer.flush(STOP_FLUSH_S if stop and stop[0] else 30)
+    return sent - undelivered
 
 
 def main(argv: list[str] | None = None) -> None:
