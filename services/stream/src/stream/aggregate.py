@@ -11,7 +11,6 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain
 
 import orjson
 
@@ -45,6 +44,7 @@ class Deltas:
 
     horizon_ms: int
     counts: Counter[tuple[int, str]] = field(default_factory=Counter)  # (minute, hash field) → n
+    lateness: Counter[tuple[int, int]] = field(default_factory=Counter)  # (minute, lateness class) → n
     products: Counter[tuple[str, int, str | None]] = field(default_factory=Counter)  # (type, minute, product)
     users: Counter[tuple[str, int, str]] = field(default_factory=Counter)  # (type, minute, user): HLLs
     events: dict[int, list[Event]] = field(default_factory=dict)  # dedup bucket → candidates, in order
@@ -52,7 +52,7 @@ class Deltas:
     views: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))  # user → views, in order
     carts: Counter[tuple[int, str, str]] = field(default_factory=Counter)  # (10 s bucket, user, product)
     orders: Counter[tuple[int, str]] = field(default_factory=Counter)  # (minute, user) → orders placed
-    view_ts: tuple[int, int] | None = None  # oldest and newest view
+    span: tuple[int, int] | None = None  # oldest and newest event time
     added: int = 0  # candidates of the batch added so far
 
     def add(self, prepared: Prepared) -> None:
@@ -61,36 +61,29 @@ class Deltas:
         self.added = len(prepared.candidates)
         if not events:
             return
-        minutes = [e.ts - e.ts % MINUTE_MS for e in events]
+        times = [e.ts for e in events]
+        minutes = [t - t % MINUTE_MS for t in times]
         kinds = [e.type for e in events]
-        counts = self.counts
-        counts.update(zip(minutes, kinds, strict=True))
-        counts.update(zip(minutes, [LATENESS_LABELS[_lateness_class(lag)] for lag in lags], strict=True))
+        self.counts.update(zip(minutes, kinds, strict=True))
+        self.lateness.update(zip(minutes, map(_lateness_class, lags), strict=True))
         self.products.update(zip(kinds, minutes, [e.product_id for e in events], strict=True))  # type: ignore[misc]
         self.users.update(zip(kinds, minutes, [e.user_id for e in events], strict=True))  # type: ignore[misc]  # str by now
-        for bucket, idx in _positions([e.ts // self.horizon_ms for e in events]).items():
-            self.events.setdefault(bucket, []).extend(events[i] for i in idx)
-            self.lags.setdefault(bucket, []).extend(lags[i] for i in idx)
-        views, carts, orders = self.views, self.carts, self.orders
-        first = last = None
-        for event in events:
-            kind = event.type
+        for bucket, idx in _positions([t // self.horizon_ms for t in times]).items():
+            self.events.setdefault(bucket, []).extend([events[i] for i in idx])
+            self.lags.setdefault(bucket, []).extend([lags[i] for i in idx])
+        views, carts, orders, counts = self.views, self.carts, self.orders, self.counts
+        for event, kind in zip(events, kinds, strict=True):
             if kind == "page_view":
                 views[event.user_id].append(event)  # type: ignore[index]
-                ts = event.ts
-                if first is None or ts < first:
-                    first = ts
-                if last is None or ts > last:
-                    last = ts
             elif kind == "add_to_cart":
                 carts[(event.ts // CART_BUCKET_MS, event.user_id, event.product_id)] += 1  # type: ignore[index]
             elif kind == "order_placed":
                 minute = event.ts - event.ts % MINUTE_MS
                 orders[(minute, event.user_id)] += 1  # type: ignore[index]
                 counts[(minute, "rev")] += round(event.price * 100)  # type: ignore[operator]
-        if first is not None and last is not None:
-            old = self.view_ts
-            self.view_ts = (first, last) if old is None else (min(old[0], first), max(old[1], last))
+        first, last = min(times), max(times)  # of all candidates: at worst one session bucket more is read
+        span = self.span
+        self.span = (first, last) if span is None else (min(span[0], first), max(span[1], last))
 
     def remove(self, already: list[tuple[Event, int]]) -> None:
         """Take back candidates (with their lag) that an earlier batch counted: they are duplicates."""
@@ -99,7 +92,7 @@ class Deltas:
         for event, lag in already:
             kind, minute, user = event.type, event.ts - event.ts % MINUTE_MS, event.user_id
             counts[(minute, kind)] -= 1
-            counts[(minute, LATENESS_LABELS[_lateness_class(lag)])] -= 1
+            self.lateness[(minute, _lateness_class(lag))] -= 1
             counts[(minute, "dup")] += 1
             self.products[(kind, minute, event.product_id)] -= 1  # type: ignore[index]
             self.users[(kind, minute, user)] -= 1  # type: ignore[index]
@@ -149,13 +142,13 @@ def aggregate(prepared: Prepared, horizon_ms: int) -> Deltas:
 
 def plan(deltas: Deltas, keys: Keys, gap_ms: int) -> Plan:
     buckets = range(0)
-    if deltas.view_ts is not None:
+    if deltas.views and deltas.span is not None:
         # A session still open at the batch's first view was last written at most one bucket earlier.
-        first, last = deltas.view_ts[0] // gap_ms, deltas.view_ts[1] // gap_ms
+        first, last = deltas.span[0] // gap_ms, deltas.span[1] // gap_ms
         buckets = range(last, first - 2, -1)
     readers: list[str] = sorted(deltas.views)
     return Plan(
-        seen_groups=[[keys.seen(b), *(e.event_id for e in events)] for b, events in deltas.events.items()],
+        seen_groups=[[keys.seen(b), *[e.event_id for e in events]] for b, events in deltas.events.items()],
         seen_buckets=list(deltas.events),
         session_groups=[[keys.sessions(b), *readers] for b in buckets],
     )
@@ -180,6 +173,8 @@ def build_ops(
     if already:
         deltas.remove(already)
     counts = deltas.counts
+    for (minute, late), n in deltas.lateness.items():
+        counts[(minute, LATENESS_LABELS[late])] += n
     for event in prepared.duplicates:
         counts[(event.ts - event.ts % MINUTE_MS, "dup")] += 1
     totals.duplicates = len(already) + len(prepared.duplicates)
@@ -223,8 +218,12 @@ def build_ops(
     if views:
         gap_ms = s.stream_rec_session_gap_s * 1000
         pairs, new_sessions = co_views(views, reply.sessions, gap_ms=gap_ms, items=s.stream_rec_session_items)
-        ops.cv, ops.cvn = list(chain.from_iterable(pairs)), list(pairs.values())
-        ops.cv_prefix, ops.cv_ttl = keys.co_views_prefix, (s.stream_rec_horizon_h + 1) * 3600
+        by_product: dict[tuple[int, str], list[str | int]] = defaultdict(list)
+        for (hour, product, other), n in pairs.items():  # counted under both products
+            by_product[(hour, product)] += (other, n)
+            by_product[(hour, other)] += (product, n)
+        ttl = (s.stream_rec_horizon_h + 1) * 3600
+        ops.h.extend([keys.co_views(*key), ttl, *flat] for key, flat in by_product.items())
         by_bucket: dict[int, list[str]] = defaultdict(list)
         for user, session in new_sessions.items():
             by_bucket[views[user][-1].ts // gap_ms] += (user, session)

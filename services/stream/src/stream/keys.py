@@ -15,7 +15,6 @@ class Keys:
         self.alerts = f"{prefix}alerts"  # list, newest first
         self.outbox = f"{prefix}outbox"  # stream of messages still to produce to Kafka
         self.newest = f"{prefix}newest"  # newest event time aggregated (ms)
-        self.co_views_prefix = f"{prefix}rc:"
 
     def offset(self, topic: str, partition: int) -> str:
         """``"<next offset>:<newest event time>"`` of a partition, written with the deltas it covers."""
@@ -47,10 +46,8 @@ class Keys:
         return f"{self.prefix}s:{bucket}"
 
     def co_views(self, hour: int, product: str) -> str:
-        """Hash other product → co-views with ``product`` in one hour of event time.
-
-        The apply script builds these names itself as ``co_views_prefix .. hour .. ':' .. product``."""
-        return f"{self.co_views_prefix}{hour}:{product}"
+        """Hash other product → co-views with ``product`` in one hour of event time."""
+        return f"{self.prefix}rc:{hour}:{product}"
 
     def risk_orders(self, minute: int) -> str:
         """Hash user → orders placed in one minute."""

@@ -24,19 +24,6 @@ CART_BUCKET_MS = 10_000
 RULES = ("order_velocity", "cart_spree")
 
 
-def _head(rule: str, user: str, start: int, width: int, threshold: int) -> str:
-    """The alert JSON up to its count, which only the apply script knows: it appends ``<n>}``."""
-    alert = {
-        "alert_id": f"{rule}:{user}:{start}",
-        "rule": rule,
-        "user_id": user,
-        "window_start": start,
-        "window_end": start + width,
-        "threshold": threshold,
-    }
-    return orjson.dumps(alert)[:-1].decode() + ',"count":'
-
-
 def risk_ops(
     ops: Ops,
     keys: Keys,
@@ -49,26 +36,35 @@ def risk_ops(
 ) -> None:
     """Add this batch's rule counters to ``ops``.
 
-    ``orders``: (minute, user) → orders placed; ``carts``: (10 s bucket, user) → distinct products added.
+    ``orders``: (minute, user) → orders placed; ``carts``: (10 s bucket, user) → distinct products
+    added. An alert is ``{alert_id, rule, user_id, window_start, window_end, threshold, count}``,
+    written by the apply script only when it fires (window bounds go as text: Lua numbers are
+    doubles and would print in exponent form).
     """
-    for (minute, user), n in orders.items():
-        head = _head("order_velocity", user, minute, MINUTE_MS, orders_per_minute)
-        ops.ro.append([keys.risk_orders(minute), ttl_s, user, n, orders_per_minute, head, "order_velocity"])
-    for (bucket, user), products in carts.items():
-        start = bucket * CART_BUCKET_MS
-        head = _head("cart_spree", user, start, CART_BUCKET_MS, cart_products_per_10s)
-        ops.rc.append(
+    ops.ro = {
+        "r": "order_velocity",
+        "t": orders_per_minute,
+        "c": [
+            [keys.risk_orders(minute), ttl_s, user, n, str(minute), str(minute + MINUTE_MS)]
+            for (minute, user), n in orders.items()
+        ],
+    }
+    ops.rc = {
+        "r": "cart_spree",
+        "t": cart_products_per_10s,
+        "c": [
             [
                 keys.risk_cart_pairs(bucket),
                 keys.risk_cart_counts(bucket),
                 ttl_s,
                 user,
-                cart_products_per_10s,
-                head,
-                "cart_spree",
+                str(bucket * CART_BUCKET_MS),
+                str((bucket + 1) * CART_BUCKET_MS),
                 *sorted(products),
             ]
-        )
+            for (bucket, user), products in carts.items()
+        ],
+    }
 
 
 async def list_alerts(

@@ -73,32 +73,37 @@ end
 local function expire(key, ttl)  -- once per key and batch
   if not expiring[key] then call('EXPIRE', key, ttl) expiring[key] = true end
 end
-local function fire(rule, user, head, count)
-  local alert = head .. count .. '}'
+local function fire(rule, user, start, stop, threshold, count)  -- the alert JSON (see stream.risk)
+  local alert = '{"alert_id":' .. cjson.encode(rule .. ':' .. user .. ':' .. start) .. ',"rule":"' .. rule
+    .. '","user_id":' .. cjson.encode(user) .. ',"window_start":' .. start .. ',"window_end":' .. stop
+    .. ',"threshold":' .. threshold .. ',"count":' .. count .. '}'
   call('LPUSH', alerts, alert)
   call('LTRIM', alerts, 0, kept)
   call('XADD', outbox, 'MAXLEN', '~', outbox_max, '*', 't', alerts_topic, 'k', user, 'v', alert, 'r', rule)
   fired[#fired + 1] = rule
 end
-for _, e in ipairs(d.h) do
-  local key = e[1]
-  for i = 3, #e, 2 do call('HINCRBY', key, e[i], e[i + 1]) end
+-- Increments as one read and one write per key (and 999 members), not one call per member: for
+-- every (key, member) of e[3], e[5], … add e[4], e[6], ….
+local function increment(key, e, read, write, value_first)
+  local n, i = #e, 3
+  while i <= n do
+    local j = math.min(i + 1997, n)
+    local names = {}
+    for k = i, j, 2 do names[#names + 1] = e[k] end
+    local now, args = call(read, key, unpack(names)), {}
+    for k = 1, #names do
+      local v = (tonumber(now[k]) or 0) + e[i + 2 * k - 1]
+      local a, b = names[k], v
+      if value_first then a, b = v, names[k] end  -- ZADD takes the score first
+      args[2 * k - 1], args[2 * k] = a, b
+    end
+    call(write, key, unpack(args))
+    i = j + 1
+  end
   call('EXPIRE', key, e[2])
 end
-for _, e in ipairs(d.z) do
-  local key = e[1]
-  for i = 3, #e, 2 do call('ZINCRBY', key, e[i + 1], e[i]) end
-  call('EXPIRE', key, e[2])
-end
-local cv, cvn, cvp = d.cv, d.cvn, d.cv_prefix
-for i = 1, #cvn do
-  local hour, p, q, n = cv[3 * i - 2], cv[3 * i - 1], cv[3 * i], cvn[i]
-  local kp, kq = cvp .. hour .. ':' .. p, cvp .. hour .. ':' .. q
-  call('HINCRBY', kp, q, n)
-  call('HINCRBY', kq, p, n)
-  expire(kp, d.cv_ttl)
-  expire(kq, d.cv_ttl)
-end
+for _, e in ipairs(d.h) do increment(e[1], e, 'HMGET', 'HSET', false) end
+for _, e in ipairs(d.z) do increment(e[1], e, 'ZMSCORE', 'ZADD', true) end
 for _, e in ipairs(d.pf) do chunked('PFADD', e[1], e, 3) call('EXPIRE', e[1], e[2]) end
 for _, e in ipairs(d.sa) do chunked('SADD', e[1], e, 3) call('EXPIRE', e[1], e[2]) end
 for _, e in ipairs(d.hs) do
@@ -112,19 +117,21 @@ for _, e in ipairs(d.hs) do
 end
 for i = 1, #d.set, 2 do call('SET', d.set[i], d.set[i + 1]) end
 if d.newest > tonumber(call('GET', d.newest_key) or '0') then call('SET', d.newest_key, d.newest) end
-for _, e in ipairs(d.ro) do  -- key, ttl, user, delta, threshold, head, rule
+local ro = d.ro  -- rule, window start, end, threshold, then key, ttl, user, delta per counter
+for _, e in ipairs(ro.c) do
   local v = call('HINCRBY', e[1], e[3], e[4])
   expire(e[1], e[2])
-  if v - e[4] <= e[5] and v > e[5] then fire(e[7], e[3], e[6], v) end
+  if v - e[4] <= ro.t and v > ro.t then fire(ro.r, e[3], e[5], e[6], ro.t, v) end
 end
-for _, e in ipairs(d.rc) do  -- pairs key, counts key, ttl, user, threshold, head, rule, product...
+local rc = d.rc  -- rule, threshold, then pairs key, counts key, ttl, user, start, end, product... per user
+for _, e in ipairs(rc.c) do
   local added = 0
-  for i = 8, #e do added = added + call('HSETNX', e[1], e[4] .. '|' .. e[i], 1) end
+  for i = 7, #e do added = added + call('HSETNX', e[1], e[4] .. '|' .. e[i], 1) end
   expire(e[1], e[3])
   if added > 0 then
     local v = call('HINCRBY', e[2], e[4], added)
     expire(e[2], e[3])
-    if v - added <= e[5] and v > e[5] then fire(e[7], e[4], e[6], v) end
+    if v - added <= rc.t and v > rc.t then fire(rc.r, e[4], e[5], e[6], rc.t, v) end
   end
 end
 for _, e in ipairs(d.ob) do
@@ -155,20 +162,16 @@ def lua_bytes(data: bytes) -> msgspec.Raw:
 class Ops:
     """One batch's writes, as the apply script reads them (each list entry is one key's worth)."""
 
-    h: list[list[Any]] = field(default_factory=list)  # [key, ttl, field, n, field, n, …] HINCRBY
-    z: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, n, …] ZINCRBY
+    h: list[list[Any]] = field(default_factory=list)  # [key, ttl, field, n, field, n, …] hash increments
+    z: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, n, …] sorted-set increments
     pf: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, …] PFADD
     sa: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, …] SADD
     hs: list[list[Any]] = field(default_factory=list)  # [key, ttl, field, value, …] HSET
-    cv: list[Any] = field(default_factory=list)  # [hour, product, other, …] co-viewed pairs …
-    cvn: list[int] = field(default_factory=list)  # … and how often; counted under both products
-    cv_prefix: str = ""
-    cv_ttl: int = 0
     set: list[Any] = field(default_factory=list)  # [key, value, …] SET (offsets)
     newest: int = 0
     newest_key: str = ""
-    ro: list[list[Any]] = field(default_factory=list)  # risk counters, see APPLY_LUA
-    rc: list[list[Any]] = field(default_factory=list)  # risk distinct-set counters
+    ro: dict[str, Any] = field(default_factory=lambda: {"c": []})  # risk counters, see APPLY_LUA
+    rc: dict[str, Any] = field(default_factory=lambda: {"c": []})  # risk distinct-set counters
     ob: list[list[Any]] = field(default_factory=list)  # [topic, key, value, reason] to produce
 
     def encode(self) -> bytes:
