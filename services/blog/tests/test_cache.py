@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
@@ -105,6 +106,52 @@ async def test_a_write_on_one_replica_reaches_the_others(make_cache: MakeCache) 
 
     # Redis pushed the invalidation to b before it answered a; b applies it on its next loop turn.
     await wait_until(b_sees_new, timeout=1, message="replica b reads the new value")
+
+
+def settled(cache: Cache, slug: str, load: Loader) -> Callable[[], Awaitable[bool]]:
+    """Whether a read of article ``slug`` leaves it servable by peek.
+
+    Creating a version key makes Redis push an invalidation of it to every replica, the creator
+    included; until that has arrived, a read may find the version unknown again.
+    """
+
+    async def check() -> bool:
+        await cache.get("article", slug, (f"a:{slug}",), load)
+        return cache.peek("article", slug) is not None
+
+    return check
+
+
+async def test_peek_serves_from_memory_only_until_something_is_invalidated(cache: Cache) -> None:
+    load = Loader(b"old")
+    assert cache.peek("article", "s") is None  # nothing yet: peek never loads
+    entry = await cache.get("article", "s", ("a:s",), load)
+    await wait_until(settled(cache, "s", load), timeout=1, message="peek serves the entry")
+    hits = cache_metric("blog_cache_hits_total", "article")
+    assert cache.peek("article", "s") is entry
+    assert cache_metric("blog_cache_hits_total", "article") == hits + 1
+    await cache.invalidate("users")  # unrelated to the entry, but peek cannot know that
+    assert cache.peek("article", "s") is None
+    assert await cache.get("article", "s", ("a:s",), load) is entry  # checked again, not loaded
+    assert cache.peek("article", "s") is entry
+    load.value = b"new"
+    await cache.invalidate("a:s")
+    assert cache.peek("article", "s") is None
+    assert (await cache.get("article", "s", ("a:s",), load)).body == b"new"
+    assert load.calls == 2
+
+
+async def test_peek_on_a_replica_stops_when_another_replica_writes(make_cache: MakeCache) -> None:
+    a, b = await make_cache(), await make_cache()
+    load = Loader(b"old")
+    await a.get("article", "s", ("a:s",), load)
+    await wait_until(settled(b, "s", load), timeout=1, message="peek on b serves the entry")
+    assert b.peek("article", "s") is not None
+    await a.invalidate("a:s")
+    # Redis queued the invalidation for b before it answered a; b applies it on its next loop turn.
+    await wait_until(lambda: b.peek("article", "s") is None, timeout=1, message="b stops serving old")
+    load.value = b"new"
+    assert (await b.get("article", "s", ("a:s",), load)).body == b"new"
 
 
 async def test_cold_key_under_200_readers_costs_one_sqlite_query(db: SQLiteDB, cache: Cache) -> None:
@@ -228,3 +275,4 @@ async def test_disabled_cache_always_loads(make_cache: MakeCache) -> None:
     await cache.get("t", "k", ("x",), load)
     await cache.get("t", "k", ("x",), load)
     assert load.calls == 2
+    assert cache.peek("t", "k") is None

@@ -25,7 +25,9 @@ from blog.profiles import profile_json
 from blog.users import USERS_VERSION, existing_user
 
 __all__ = [
+    "ARTICLE",
     "ARTICLES_VERSION",
+    "LIST",
     "TAGS_VERSION",
     "article_version",
     "create",
@@ -43,6 +45,9 @@ __all__ = [
     "update",
 ]
 
+# Cache families: one article by slug, and list pages by their canonical filters.
+ARTICLE = "article"
+LIST = "list"
 ARTICLES_VERSION = "articles"
 TAGS_VERSION = "tags"
 LIST_DEPS = (ARTICLES_VERSION, USERS_VERSION)
@@ -102,7 +107,7 @@ async def load_article(db: SQLiteDB, slug: str) -> bytes:
 
 async def read_cached(cache: Cache, db: SQLiteDB, slug: str) -> Entry:
     """``{"article": …}`` as shared, ready-to-send bytes."""
-    return await cache.get("article", slug, article_deps(slug), lambda: load_article(db, slug))
+    return await cache.get(ARTICLE, slug, article_deps(slug), lambda: load_article(db, slug))
 
 
 async def read(cache: Cache, db: SQLiteDB, slug: str, viewer_id: int | None) -> bytes:
@@ -162,7 +167,7 @@ async def load_list(db: SQLiteDB, filters: ArticleFilters) -> bytes:
 
 async def list_cached(cache: Cache, db: SQLiteDB, filters: ArticleFilters) -> Entry:
     """``{"articles": […], "articlesCount": n}`` as shared, ready-to-send bytes."""
-    return await cache.get("list", filters.cache_key(), LIST_DEPS, lambda: load_list(db, filters))
+    return await cache.get(LIST, filters.key, LIST_DEPS, lambda: load_list(db, filters))
 
 
 async def list_for(cache: Cache, db: SQLiteDB, filters: ArticleFilters, viewer_id: int | None) -> bytes:

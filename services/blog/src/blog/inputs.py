@@ -8,7 +8,7 @@ error says which field and why in the RealWorld wording (``"can't be blank"``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -175,9 +175,11 @@ class ArticleFilters:
     favorited: str | None = None
     limit: int = 20
     offset: int = 0
+    key: str = field(init=False, repr=False, compare=False)  # the canonical cache key
 
-    def cache_key(self) -> str:
-        return orjson.dumps([self.tag, self.author, self.favorited, self.limit, self.offset]).decode()
+    def __post_init__(self) -> None:
+        key = orjson.dumps([self.tag, self.author, self.favorited, self.limit, self.offset]).decode()
+        object.__setattr__(self, "key", key)
 
 
 def _str_param(request: web.Request, name: str) -> str | None:
@@ -187,15 +189,31 @@ def _str_param(request: web.Request, name: str) -> str | None:
     return value or None
 
 
+# Readers send a handful of distinct list queries over and over; parsing one again costs more than
+# the cache hit it leads to. Valid ones are kept by their raw query string, bounded in number and
+# length (clients choose them).
+_KNOWN_FILTERS: dict[tuple[str, bool], ArticleFilters] = {}
+KNOWN_FILTERS_MAX = 1024
+KNOWN_QUERY_MAX_CHARS = 512
+
+
 def article_filters(request: web.Request, *, with_filters: bool = True) -> ArticleFilters:
     """``tag``/``author``/``favorited``/``limit``/``offset`` from the query; 422 names a bad one."""
-    return ArticleFilters(
-        tag=_str_param(request, "tag") if with_filters else None,
-        author=_str_param(request, "author") if with_filters else None,
-        favorited=_str_param(request, "favorited") if with_filters else None,
-        limit=int_param(request, "limit", 20, lo=1, hi=MAX_LIMIT),
-        offset=int_param(request, "offset", 0, lo=0, hi=SQLITE_INT_MAX),
-    )
+    seen = (request.rel_url.raw_query_string, with_filters)
+    filters = _KNOWN_FILTERS.get(seen)
+    if filters is None:
+        filters = ArticleFilters(
+            tag=_str_param(request, "tag") if with_filters else None,
+            author=_str_param(request, "author") if with_filters else None,
+            favorited=_str_param(request, "favorited") if with_filters else None,
+            limit=int_param(request, "limit", 20, lo=1, hi=MAX_LIMIT),
+            offset=int_param(request, "offset", 0, lo=0, hi=SQLITE_INT_MAX),
+        )
+        if len(seen[0]) <= KNOWN_QUERY_MAX_CHARS:
+            if len(_KNOWN_FILTERS) >= KNOWN_FILTERS_MAX:
+                _KNOWN_FILTERS.clear()
+            _KNOWN_FILTERS[seen] = filters
+    return filters
 
 
 def page_param(request: web.Request) -> int:

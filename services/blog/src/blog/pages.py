@@ -21,8 +21,10 @@ from blog.inputs import ArticleFilters
 from blog.markup import render_markdown
 
 __all__ = [
+    "PAGE",
     "SITE_NAME",
     "Site",
+    "article_key",
     "article_page",
     "home_page",
     "not_found_page",
@@ -33,6 +35,7 @@ __all__ = [
 
 SITE_NAME = "conduit"
 HOME_TAGS = 20
+PAGE = "page"  # the cache family of rendered pages
 
 
 def templates(public_url: str) -> Environment:
@@ -85,7 +88,7 @@ async def home_page(site: Site, page: int) -> Entry:
             "home.html", articles=found, tags=popular, page=page, pages=pages, canonical=canonical
         )
 
-    return await site.cache.get("page", f"home:{page}", _listing_deps(articles.TAGS_VERSION), load)
+    return await site.cache.get(PAGE, f"home:{page}", _listing_deps(articles.TAGS_VERSION), load)
 
 
 async def tag_page(site: Site, tag: str, page: int) -> Entry:
@@ -97,7 +100,7 @@ async def tag_page(site: Site, tag: str, page: int) -> Entry:
         canonical = f"/tag/{quote(tag, safe='')}" + (f"?page={page}" if page > 1 else "")
         return site.render("tag.html", tag=tag, articles=found, page=page, pages=pages, canonical=canonical)
 
-    return await site.cache.get("page", f"tag:{page}:{tag}", _listing_deps(), load)
+    return await site.cache.get(PAGE, f"tag:{page}:{tag}", _listing_deps(), load)
 
 
 async def profile_page(site: Site, username: str, page: int) -> Entry:
@@ -110,7 +113,11 @@ async def profile_page(site: Site, username: str, page: int) -> Entry:
             "profile.html", profile=profile, articles=found, page=page, pages=pages, canonical=canonical
         )
 
-    return await site.cache.get("page", f"profile:{page}:{username}", _listing_deps(), load)
+    return await site.cache.get(PAGE, f"profile:{page}:{username}", _listing_deps(), load)
+
+
+def article_key(slug: str) -> str:
+    return "article:" + slug
 
 
 async def article_page(site: Site, slug: str) -> Entry:
@@ -125,7 +132,7 @@ async def article_page(site: Site, slug: str) -> Entry:
             canonical=f"/article/{quote(slug, safe='')}",
         )
 
-    return await site.cache.get("page", f"article:{slug}", articles.article_deps(slug), load)
+    return await site.cache.get(PAGE, article_key(slug), articles.article_deps(slug), load)
 
 
 def not_found_page(site: Site) -> bytes:

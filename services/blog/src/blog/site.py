@@ -11,12 +11,14 @@ from blog import feeds, pages
 from blog.cache import Entry
 from blog.inputs import page_param
 from blog.resources import BLOG, SITE
-from blog.responses import HTML, cached_response
+from blog.responses import HTML, Shape, send_cached
 
 __all__ = ["add_site_routes"]
 
 ATOM = "application/atom+xml; charset=utf-8"
 XML = "application/xml; charset=utf-8"
+# How pages of each content type are sent (the cache policy comes from the settings): built once.
+SHAPES = web.AppKey("blog_page_shapes", dict[str, Shape])
 
 
 async def _send(
@@ -30,8 +32,7 @@ async def _send(
         if exc.status not in (404, 422):  # 422: a malformed ?page= names no page either
             raise
         return web.Response(status=404, body=pages.not_found_page(site), content_type="text/html")
-    max_age = request.app[BLOG].blog_page_max_age_s
-    return cached_response(request, entry, content_type, f"public, max-age={max_age}")
+    return send_cached(request, entry, request.app[SHAPES][content_type])
 
 
 async def home(request: web.Request) -> web.Response:
@@ -39,7 +40,12 @@ async def home(request: web.Request) -> web.Response:
 
 
 async def article(request: web.Request) -> web.Response:
-    return await _send(request, lambda: pages.article_page(request.app[SITE], request.match_info["slug"]))
+    slug = request.match_info["slug"]
+    site = request.app[SITE]
+    entry = site.cache.peek(pages.PAGE, pages.article_key(slug))
+    if entry is not None:  # the hot path: no await, prepared headers
+        return send_cached(request, entry, request.app[SHAPES][HTML])
+    return await _send(request, lambda: pages.article_page(site, slug))
 
 
 async def tag(request: web.Request) -> web.Response:
@@ -66,6 +72,8 @@ async def robots(request: web.Request) -> web.Response:
 
 
 def add_site_routes(app: web.Application) -> None:
+    policy = f"public, max-age={app[BLOG].blog_page_max_age_s}"
+    app[SHAPES] = {content_type: Shape(content_type, policy) for content_type in (HTML, XML, ATOM)}
     app.router.add_routes(
         [
             web.get("/", home),

@@ -65,8 +65,10 @@ class Versions:
         self._local: dict[str, str] = {}
         # Local copy usable: the invalidation channel is subscribed and the epoch was bumped since.
         self._trusted = False
-        # Bumped by every invalidation; a fetch that raced one must not store what it read.
-        self._generation = 0
+        # Bumped by every invalidation (and whenever the local copy is dropped or a token in it
+        # changes): a fetch that raced one must not store what it read, and a cache entry found
+        # current at one generation stays current until the next (see ``Cache.peek``).
+        self.generation = 0
         self._fetches: dict[tuple[tuple[str, ...], int], asyncio.Future[tuple[str, ...]]] = {}
         self.connected = asyncio.Event()  # set while the invalidation channel is up (tests wait on it)
 
@@ -92,7 +94,7 @@ class Versions:
         tokens = self.local(names)
         if tokens is not None:
             return tokens
-        flight_key = (names, self._generation)
+        flight_key = (names, self.generation)
         flight = self._fetches.get(flight_key)
         if flight is None:
             flight = asyncio.ensure_future(self._fetch_and_keep(names))
@@ -108,12 +110,19 @@ class Versions:
             task.exception()  # retrieved: a fetch everyone stopped waiting for is not an error to log
 
     async def _fetch_and_keep(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        generation = self._generation
+        generation = self.generation
         fetched = await self._fetch(names)
-        if self._trusted and generation == self._generation:
-            if len(self._local) > MAX_LOCAL_VERSIONS:
-                self._local.clear()
-            self._local.update(zip(names, fetched, strict=True))
+        if self._trusted and generation == self.generation:
+            local = self._local
+            if len(local) > MAX_LOCAL_VERSIONS:
+                local.clear()
+                self.generation += 1
+            for name, token in zip(names, fetched, strict=True):
+                if local.setdefault(name, token) != token:
+                    # Redis moved on before its invalidation reached us: take its word, and stop
+                    # anything checked against the old token from being served unchecked.
+                    local[name] = token
+                    self.generation += 1
         return fetched
 
     async def _fetch(self, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -142,12 +151,12 @@ class Versions:
                 await pipe.execute()
         finally:
             # Forget even on failure: the old tokens are not to be trusted any more either way.
-            self._generation += 1
+            self.generation += 1
             for key in keys:
                 self._local.pop(key[len(self._key_prefix) :], None)
 
     def _forget(self, keys: list[bytes] | None) -> None:
-        self._generation += 1
+        self.generation += 1
         if keys is None:  # FLUSHALL / FLUSHDB
             self._local.clear()
             return
@@ -157,7 +166,7 @@ class Versions:
 
     def _distrust(self) -> None:
         self._trusted = False
-        self._generation += 1
+        self.generation += 1
         self._local.clear()
         self.connected.clear()
 
