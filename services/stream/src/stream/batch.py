@@ -90,43 +90,42 @@ def prepare(
     out = into if into is not None else Prepared()
     seen = out.ids
     candidates, lags, duplicates, rejected = out.candidates, out.lags, out.duplicates, out.rejected
+    keep, late_after, seen_add = candidates.append, lags.append, seen.add
     for partition, records in batch.items():
         start = progress.get(partition)
         if start is None:  # revoked while the batch was in flight
             continue
-        next_offset, max_ts = start.offset, start.max_ts
         out.records += len(records)
-        for rec in records:
-            offset = rec.offset
-            if offset < next_offset:  # fetched before a seek moved us
-                continue
-            next_offset = offset + 1
+        max_ts, skip = start.max_ts, 0
+        while skip < len(records) and records[skip].offset < start.offset:  # fetched before a seek
+            skip += 1
+        if skip == len(records):
+            continue
+        for rec in records[skip:] if skip else records:  # in offset order
             raw = rec.value or b""
             try:
                 event = decode_event(raw, now_ms, max_future_ms)
             except Invalid as exc:
                 # Its own ts is missing or untrustworthy: it counts in the minute it was produced.
-                detail = f"{exc.field}: {exc.message}"
+                detail, offset = f"{exc.field}: {exc.message}", rec.offset
                 rejected.append(Rejected(exc.reason, detail, partition, offset, rec.key, raw, rec.timestamp))
                 continue
             ts = event.ts
             lag = max_ts - ts
             if lag > lateness_ms:
-                rejected.append(
-                    Rejected(
-                        "late", f"{lag} ms behind the watermark base", partition, offset, rec.key, raw, ts
-                    )
-                )
+                detail = f"{lag} ms behind the watermark base"
+                rejected.append(Rejected("late", detail, partition, rec.offset, rec.key, raw, ts))
                 continue
             if lag < 0:
                 max_ts, lag = ts, 0
-            if event.event_id in seen:
+            event_id = event.event_id
+            if event_id in seen:
                 duplicates.append(event)
                 continue
-            seen.add(event.event_id)
-            candidates.append(event)
-            lags.append(lag)
-        out.progress[partition] = Progress(next_offset, max_ts)
+            seen_add(event_id)
+            keep(event)
+            late_after(lag)
+        out.progress[partition] = Progress(records[-1].offset + 1, max_ts)
         if max_ts > out.newest_ts:
             out.newest_ts = max_ts
     return out
