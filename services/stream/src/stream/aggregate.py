@@ -44,7 +44,7 @@ class Deltas:
 
     horizon_ms: int
     counts: Counter[tuple[int, str]] = field(default_factory=Counter)  # (minute, hash field) → n
-    lateness: Counter[tuple[int, int]] = field(default_factory=Counter)  # (minute, lateness class) → n
+    kinds: Counter[tuple[int, str, int]] = field(default_factory=Counter)  # (minute, type, lateness class)
     products: Counter[tuple[str, int, str | None]] = field(default_factory=Counter)  # (type, minute, product)
     users: Counter[tuple[str, int, str]] = field(default_factory=Counter)  # (type, minute, user): HLLs
     events: dict[int, list[Event]] = field(default_factory=dict)  # dedup bucket → candidates, in order
@@ -64,8 +64,7 @@ class Deltas:
         times = [e.ts for e in events]
         minutes = [t - t % MINUTE_MS for t in times]
         kinds = [e.type for e in events]
-        self.counts.update(zip(minutes, kinds, strict=True))
-        self.lateness.update(zip(minutes, map(_lateness_class, lags), strict=True))
+        self.kinds.update(zip(minutes, kinds, map(_lateness_class, lags), strict=True))
         self.products.update(zip(kinds, minutes, [e.product_id for e in events], strict=True))  # type: ignore[misc]
         self.users.update(zip(kinds, minutes, [e.user_id for e in events], strict=True))  # type: ignore[misc]  # str by now
         for bucket, idx in _positions([t // self.horizon_ms for t in times]).items():
@@ -91,8 +90,7 @@ class Deltas:
         counts = self.counts
         for event, lag in already:
             kind, minute, user = event.type, event.ts - event.ts % MINUTE_MS, event.user_id
-            counts[(minute, kind)] -= 1
-            self.lateness[(minute, _lateness_class(lag))] -= 1
+            self.kinds[(minute, kind, _lateness_class(lag))] -= 1
             counts[(minute, "dup")] += 1
             self.products[(kind, minute, event.product_id)] -= 1  # type: ignore[index]
             self.users[(kind, minute, user)] -= 1  # type: ignore[index]
@@ -173,7 +171,8 @@ def build_ops(
     if already:
         deltas.remove(already)
     counts = deltas.counts
-    for (minute, late), n in deltas.lateness.items():
+    for (minute, kind, late), n in deltas.kinds.items():
+        counts[(minute, kind)] += n
         counts[(minute, LATENESS_LABELS[late])] += n
     for event in prepared.duplicates:
         counts[(event.ts - event.ts % MINUTE_MS, "dup")] += 1
