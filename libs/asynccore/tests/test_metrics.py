@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from asynccore.app import SERVICE, create_app
 from asynccore.errors import ApiError
-from asynccore.metrics import LATENCY_BUCKETS, loop_lag_ctx, red_middleware
+from asynccore.metrics import LATENCY_BUCKETS, loop_lag_ctx, red_handler_args
 from asynccore.settings import ServiceSettings
 from asynccore.testing import wait_until
 
@@ -133,17 +133,34 @@ async def test_loop_lag_is_measured_and_a_blocked_loop_is_logged(caplog: pytest.
         await anext(ctx, None)
 
 
-async def test_red_middleware_works_on_its_own_in_a_plain_app() -> None:
+async def test_red_recording_works_on_its_own_in_a_plain_app() -> None:
     service = f"test-{uuid.uuid4().hex[:8]}"
 
     async def item(request: web.Request) -> web.Response:
         raise web.HTTPFound("/elsewhere")
 
-    app = web.Application(middlewares=[red_middleware(service)])
+    app = web.Application(handler_args=red_handler_args(service))
     app.router.add_get("/items/{id}", item)
     async with TestClient(TestServer(app)) as client, client.get("/items/1", allow_redirects=False) as resp:
         assert resp.status == 302
-    assert (
-        sample("http_requests_total", service=service, route="/items/{id}", method="GET", status="302") == 1
-    )
-    assert sample("http_requests_in_flight", service=service) == 0
+        labels = {"service": service, "route": "/items/{id}", "method": "GET"}
+        await wait_until(lambda: sample("http_requests_total", status="302", **labels) == 1, timeout=5)
+        assert sample("http_request_duration_seconds_count", **labels) == 1
+
+
+async def test_a_request_aiohttp_cannot_parse_is_counted_as_unmatched() -> None:
+    app = make_app()
+    service = app[SERVICE]
+    async with TestServer(app) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: nope\r\n\r\n")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+        writer.close()
+        await writer.wait_closed()
+    assert b" 400 " in status_line
+
+    def bad_requests() -> float | None:
+        return sample("http_requests_total", service=service, route="unmatched", method="other", status="400")
+
+    await wait_until(lambda: bad_requests() == 1, timeout=5)

@@ -1,6 +1,7 @@
 """The one app factory and runner every service uses.
 
-``create_app`` wires the shared edge middleware (request id → RED metrics → errors → deadline),
+``create_app`` wires the shared edge middleware (request id → errors → deadline, plus the in-flight
+count), RED metrics through aiohttp's per-request access-log hook (:mod:`asynccore.metrics`),
 ``/healthz``, ``/readyz`` and ``/metrics``, and registers resources as ``cleanup_ctx`` generators in the
 order given (open top to bottom, close bottom to top). ``run`` installs uvloop and serves until
 SIGTERM/SIGINT, then drains in-flight requests and supervised tasks within ``shutdown_timeout_s``.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import orjson
@@ -27,7 +27,14 @@ from asynccore.logs import (
     reset_request_id,
     set_request_id,
 )
-from asynccore.metrics import CLIENT_GONE, loop_lag_ctx, metrics_handler, red_recorder, route_template
+from asynccore.metrics import (
+    CLIENT_GONE,
+    loop_lag_ctx,
+    metrics_handler,
+    red_handler_args,
+    red_recorder,
+    route_template,
+)
 from asynccore.settings import ServiceSettings
 from asynccore.tasks import Supervisor
 
@@ -86,13 +93,13 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
 
 
 def edge_middleware(service: str, timeout_s: float) -> Middleware:
-    """Request id → RED metrics → errors → deadline, outermost first, as one middleware.
+    """Request id → errors → deadline, outermost first, as one middleware; it also counts in-flight.
 
-    One layer rather than four because each aiohttp middleware layer costs a few µs per request (a
+    One layer rather than three because each aiohttp middleware layer costs a few µs per request (a
     partial, a coroutine, its frame), which on a fast endpoint is most of what this stack costs;
     ``python -m loadtests.bench.asynccore_red`` measures it. The order still holds: the request id
-    is set before anything logs, RED sees the final status (504s and 500s included), and the deadline
-    covers the handler only.
+    is set before anything logs, a 504 or 500 made here is what RED records (it reads the status the
+    client got), and the deadline covers the handler only.
     """
     red = red_recorder(service)
     deadlines = DeadlineSweeper(timeout_s)
@@ -100,11 +107,9 @@ def edge_middleware(service: str, timeout_s: float) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
         rid = incoming_request_id(request)
         token = set_request_id(rid)
         red.in_flight += 1
-        status = 500
         task = asyncio.current_task()
         assert task is not None  # aiohttp serves every request in a task
         timed = not getattr(request.match_info.handler, "__no_deadline__", False)
@@ -122,20 +127,17 @@ def edge_middleware(service: str, timeout_s: float) -> Middleware:
                 response = error_response(504, {"request": expired})
             except Exception as exc:
                 response = _error_response(request, exc)
-            status = response.status
             response.headers[REQUEST_ID_HEADER] = rid
             return response
         except web.HTTPException as exc:
-            status = exc.status
             exc.headers[REQUEST_ID_HEADER] = rid
             raise
         except asyncio.CancelledError:
-            status = CLIENT_GONE
+            red.count(route_template(request), request.method, CLIENT_GONE)  # never answered: not timed
             raise
         finally:
             red.in_flight -= 1
             reset_request_id(token)
-            red.observe(route_template(request), request.method, status, time.perf_counter() - start)
 
     return middleware
 
@@ -193,6 +195,7 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.client_max_size,
+        handler_args=red_handler_args(service),
         middlewares=[edge_middleware(service, settings.request_timeout_s), *middlewares],
     )
     app[SERVICE] = service
@@ -222,7 +225,7 @@ def run(app: web.Application, port: int, host: str = "0.0.0.0") -> None:
         host=host,
         port=port,
         shutdown_timeout=settings.shutdown_timeout_s,
-        access_log=None,
+        access_log=None,  # no text access log (nginx writes one); RED comes from handler_args
         backlog=LISTEN_BACKLOG,
         loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else asyncio.new_event_loop(),
         print=lambda *_: log.info("%s listening on %s:%d", app[SERVICE], host, port),
