@@ -80,20 +80,6 @@ async def test_readyz_is_503_naming_the_dependency_nothing_listens_on(listener: 
         assert "ConnectionRefusedError" in body["failing"]["payments"]
 
 
-async def test_readyz_stays_200_but_degraded_when_only_a_non_essential_dependency_fails(
-    listener: int,
-) -> None:
-    app = make_app()
-    add_readiness_check(app, "db", lambda: tcp_check(listener))
-    add_readiness_check(app, "cache", lambda: tcp_check(free_port()), essential=False)
-    async with TestClient(TestServer(app)) as client:
-        resp = await client.get("/readyz")
-        assert resp.status == 200
-        body = await resp.json()
-        assert body["status"] == "degraded"
-        assert list(body["failing"]) == ["cache"]
-
-
 async def test_readyz_follows_a_real_redis_through_a_cut_and_a_restore() -> None:
     proxy = TcpProxy("127.0.0.1", 6379)
     await proxy.start()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import orjson
 import uvloop
@@ -45,7 +44,6 @@ __all__ = [
     "SETTINGS",
     "TASKS",
     "CleanupCtx",
-    "Readiness",
     "ReadinessCheck",
     "add_readiness_check",
     "create_app",
@@ -62,32 +60,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", str)
 SETTINGS = web.AppKey("settings", ServiceSettings)
 TASKS = web.AppKey("tasks", Supervisor)
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    check: ReadinessCheck
-    essential: bool
-
-
-READINESS = web.AppKey("readiness", dict[str, Readiness])
+READINESS = web.AppKey("readiness", dict[str, ReadinessCheck])
 
 READINESS_TIMEOUT_S = 2.0
 # aiohttp's default of 128 overflows when a flash crowd opens a thousand connections at once.
 LISTEN_BACKLOG = 2048
 
 
-def add_readiness_check(
-    app: web.Application, name: str, check: ReadinessCheck, *, essential: bool = True
-) -> None:
-    """Register a dependency probe; ``/readyz`` names ``name`` while it raises or hangs.
-
-    An essential dependency failing makes ``/readyz`` 503, so the load balancer stops sending
-    traffic. A non-essential one (a cache the service can serve without) is reported as
-    ``degraded`` with status 200: taking every replica out of rotation because the cache is down
-    would turn a slowdown into an outage.
-    """
-    app[READINESS][name] = Readiness(check, essential)
+def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) -> None:
+    """Register a dependency probe; ``/readyz`` is 503 naming ``name`` while it raises or hangs."""
+    app[READINESS][name] = check
 
 
 def no_deadline(handler: Handler) -> Handler:
@@ -176,15 +158,13 @@ async def readyz(request: web.Request) -> web.Response:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None
 
-    results = await asyncio.gather(*(probe(readiness.check) for readiness in checks.values()))
+    results = await asyncio.gather(*(probe(check) for check in checks.values()))
     failing = {name: err for name, err in zip(checks, results, strict=True) if err is not None}
-    unready = any(checks[name].essential for name in failing)
-    status = "unavailable" if unready else "degraded" if failing else "ready"
-    body: dict[str, object] = {"status": status, "service": request.app[SERVICE]}
+    body = {"status": "unavailable" if failing else "ready", "service": request.app[SERVICE]}
     if failing:
-        body["failing"] = failing
+        body["failing"] = failing  # type: ignore[assignment]
     return web.Response(
-        status=503 if unready else 200, body=orjson.dumps(body), content_type="application/json"
+        status=503 if failing else 200, body=orjson.dumps(body), content_type="application/json"
     )
 
 

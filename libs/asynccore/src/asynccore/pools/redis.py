@@ -54,12 +54,8 @@ def redis_pool(
     name: str = "redis",
     max_connections: int = 64,
     timeout_s: float = 1.0,
-    essential: bool = True,
 ) -> CleanupCtx:
-    """A ``cleanup_ctx`` resource: ``app[key]`` is a client; ``/readyz`` fails as ``name`` without PONG.
-
-    ``essential=False`` for a cache the service serves without: ``/readyz`` says degraded, not 503.
-    """
+    """A ``cleanup_ctx`` resource: ``app[key]`` is a client; ``/readyz`` fails as ``name`` without PONG."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         client = open_redis(url, max_connections=max_connections, timeout_s=timeout_s)
@@ -68,7 +64,7 @@ def redis_pool(
         async def ping() -> None:
             await client.ping()
 
-        add_readiness_check(app, name, ping, essential=essential)
+        add_readiness_check(app, name, ping)
         track_pool(app, name, client, _stats)
         try:
             yield
