@@ -21,6 +21,9 @@ at 64 connections and bounded durations, and prints markdown tables on stdout (p
 
 Targets (issue 3): cached ≥ 70 % of the ceiling and ≥ 5x the uncached path, p99 < 20 ms; under churn
 p99 ≤ 2x the warm p99; the burst costs 1 query; RSS flat (≤ 10 % growth after warm-up).
+
+While iterating, ``--endpoints-only`` (no churn, burst or soak) with ``--variants cached,stack`` and
+``--endpoint article`` measures just what is being worked on; the report then shows what it has.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import signal
 import statistics
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,7 +283,9 @@ async def endpoints(stack: Stack, args: argparse.Namespace) -> dict[tuple[str, s
     runs: dict[tuple[str, str], list[WrkResult]] = {}
     for round_ in range(args.rounds):
         for name, path in paths(stack).items():
-            for variant in VARIANTS:
+            if name not in args.endpoint:
+                continue
+            for variant in args.variants:
                 url = stack.urls[variant] + path
                 await run_wrk(url, connections=args.connections, duration_s=args.warmup, cpus=wrk_cpus(args))
                 result = await run_wrk(
@@ -462,11 +467,18 @@ def row(what: str, measured: str, goal: str, met: bool | None) -> str:
     return f"| {what} | {measured} | {goal} | {shown} |"
 
 
+def _ratio(results: dict[tuple[str, str], WrkResult], name: str, baseline: str) -> float | None:
+    """Cached req/s over ``baseline``'s for endpoint ``name``; ``None`` if either was not measured."""
+    if (name, "cached") not in results or (name, baseline) not in results:
+        return None
+    return results[(name, "cached")].requests_per_s / results[(name, baseline)].requests_per_s
+
+
 def report(
     args: argparse.Namespace,
     results: dict[tuple[str, str], WrkResult],
-    churned: WrkResult,
-    burst: float,
+    churned: WrkResult | None,
+    burst: float | None,
     memory: Memory | None,
 ) -> str:
     lines = [
@@ -481,47 +493,56 @@ def report(
     ]
     for name, path in ENDPOINTS:
         for variant, label in VARIANTS.items():
+            if (name, variant) not in results:
+                continue
             r = results[(name, variant)]
             figures = f"{r.requests_per_s:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors}"
             lines.append(f"| `{path}` | {label} | {figures} |")
     lines += ["", "| target (issue 3) | measured | goal | met |", "|---|---:|---:|---|"]
     for name, _ in ENDPOINTS:
-        cached = results[(name, "cached")]
-        ceiling = cached.requests_per_s / results[(name, "bare")].requests_per_s
-        stack = cached.requests_per_s / results[(name, "stack")].requests_per_s
-        uncached = cached.requests_per_s / results[(name, "uncached")].requests_per_s
+        ceiling, stack, uncached = (_ratio(results, name, b) for b in ("bare", "stack", "uncached"))
+        if ceiling is not None:
+            lines.append(
+                row(
+                    f"{name}: cached / bare-aiohttp ceiling",
+                    f"{ceiling:.2f}",
+                    f">= {TARGET_CEILING:.2f}",
+                    ceiling >= TARGET_CEILING,
+                )
+            )
+        if stack is not None:
+            lines.append(row(f"{name}: cached / asynccore-app ceiling (context)", f"{stack:.2f}", "", None))
+        if uncached is not None:
+            lines.append(
+                row(
+                    f"{name}: cached / uncached",
+                    f"{uncached:.1f}x",
+                    f">= {TARGET_UNCACHED:.0f}x",
+                    uncached >= TARGET_UNCACHED,
+                )
+            )
+        if (name, "cached") in results:
+            cached = results[(name, "cached")]
+            lines.append(
+                row(
+                    f"{name}: cached p99",
+                    f"{cached.p99_ms:.2f} ms",
+                    f"< {TARGET_P99_MS:.0f} ms",
+                    cached.p99_ms < TARGET_P99_MS,
+                )
+            )
+    if churned is not None and burst is not None:
+        warm = results[("list", "cached")].p99_ms
+        churn_ratio = churned.p99_ms / warm
         lines += [
             row(
-                f"{name}: cached / bare-aiohttp ceiling",
-                f"{ceiling:.2f}",
-                f">= {TARGET_CEILING:.2f}",
-                ceiling >= TARGET_CEILING,
+                "list under churn (FLUSHALL every 0.5 s): p99 / warm p99",
+                f"{churned.p99_ms:.2f} / {warm:.2f} ms = {churn_ratio:.2f}",
+                f"<= {TARGET_CHURN:.0f}",
+                churn_ratio <= TARGET_CHURN,
             ),
-            row(f"{name}: cached / asynccore-app ceiling (context)", f"{stack:.2f}", "", None),
-            row(
-                f"{name}: cached / uncached",
-                f"{uncached:.1f}x",
-                f">= {TARGET_UNCACHED:.0f}x",
-                uncached >= TARGET_UNCACHED,
-            ),
-            row(
-                f"{name}: cached p99",
-                f"{cached.p99_ms:.2f} ms",
-                f"< {TARGET_P99_MS:.0f} ms",
-                cached.p99_ms < TARGET_P99_MS,
-            ),
+            row("200-reader cold-key burst on 2 replicas: SQLite queries", f"{burst:.0f}", "1", burst == 1),
         ]
-    warm = results[("list", "cached")].p99_ms
-    churn_ratio = churned.p99_ms / warm
-    lines += [
-        row(
-            "list under churn (FLUSHALL every 0.5 s): p99 / warm p99",
-            f"{churned.p99_ms:.2f} / {warm:.2f} ms = {churn_ratio:.2f}",
-            f"<= {TARGET_CHURN:.0f}",
-            churn_ratio <= TARGET_CHURN,
-        ),
-        row("200-reader cold-key burst on 2 replicas: SQLite queries", f"{burst:.0f}", "1", burst == 1),
-    ]
     if memory is not None:
         lines.append(
             row(
@@ -532,10 +553,15 @@ def report(
                 memory.growth <= TARGET_MEMORY_GROWTH,
             )
         )
+    if churned is not None:
+        lines += [
+            "",
+            f"Under churn: {churned.requests_per_s:.0f} req/s, p50 {churned.p50_ms:.2f} ms, "
+            f"{churned.errors} errors.",
+        ]
     lines += [
         "",
-        f"Under churn: {churned.requests_per_s:.0f} req/s, p50 {churned.p50_ms:.2f} ms, "
-        f"{churned.errors} errors. The bare-aiohttp ceiling has no middleware at all; the asynccore-app "
+        "The bare-aiohttp ceiling has no middleware at all; the asynccore-app "
         "ceiling is the same handler behind the shared stack every service runs (request id, RED "
         "metrics, errors, deadline), so the gap between the two ceilings is the stack's cost and the gap "
         "from the second to the cached blog is the cache's.",
@@ -550,17 +576,32 @@ async def main_async(args: argparse.Namespace) -> str:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     per_run_s = args.duration + args.warmup + 30
     async with stack_up(args) as stack:
-        async with asyncio.timeout(args.rounds * len(ENDPOINTS) * len(VARIANTS) * per_run_s):
+        async with asyncio.timeout(args.rounds * len(args.endpoint) * len(args.variants) * per_run_s):
             results = await endpoints(stack, args)
+        churned, burst, memory = None, None, None
+        if args.endpoints_only:
+            return report(args, results, churned, burst, memory)
         async with asyncio.timeout(per_run_s):
             churned = await churn(stack, args)
         async with asyncio.timeout(60):
             burst = await cold_key_burst(stack)
-        memory = None
         if args.soak_s > 0:
             async with asyncio.timeout(args.soak_s + 60):
                 memory = await memory_soak(stack, args)
     return report(args, results, churned, burst, memory)
+
+
+def _choices(allowed: Iterable[str]) -> Callable[[str], list[str]]:
+    known = list(allowed)
+
+    def parse(text: str) -> list[str]:
+        picked = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = sorted(set(picked) - set(known))
+        if unknown or not picked:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(known)} (got {text!r})")
+        return [item for item in known if item in picked]
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -575,6 +616,23 @@ def main(argv: list[str] | None = None) -> None:
         "--soak-s", type=int, default=600, help="seconds of read/write mix for memory (0: skip)"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and wrk to CPUs")
+    parser.add_argument(
+        "--variants",
+        type=_choices(VARIANTS),
+        default=list(VARIANTS),
+        help=f"comma-separated servers to measure (default: all of {','.join(VARIANTS)})",
+    )
+    parser.add_argument(
+        "--endpoint",
+        type=_choices(CEILING_FILES),
+        default=list(CEILING_FILES),
+        help=f"comma-separated endpoints to measure (default: all of {','.join(CEILING_FILES)})",
+    )
+    parser.add_argument(
+        "--endpoints-only",
+        action="store_true",
+        help="measure the endpoints only: no churn, cold-key burst or memory soak (for iterating)",
+    )
     parser.add_argument("--serve-ceiling", choices=["bare", "stack"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)
