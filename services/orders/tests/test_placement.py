@@ -15,12 +15,14 @@ from asynccore.testing import metric_value
 from orders.db import LockConflict, in_transaction, transaction, with_lock_retry
 from orders.inventory import Line, OutOfStock, audit
 from orders.models import NewOrder, NewProduct, OrderLine
-from orders.placement import Strategy, _commit_order, place_order
+from orders.placement import Strategy, Wanted, commit_orders, place_order
 from orders.products import create_product
 from orders.sightings import Sightings
+from orders.store import Order
 
 ALICE = Caller("alice-id", "alice", "")
 BOB = Caller("bob-id", "bob", "")
+CAROL = Caller("carol-id", "carol", "")
 
 
 def order(*lines: tuple[int, int]) -> NewOrder:
@@ -101,22 +103,64 @@ async def test_the_created_event_is_the_committed_order(pool: aiomysql.Pool, str
     assert event == expected and event["order_id"] == placed.order.id
 
 
-async def test_a_line_the_server_finds_short_rolls_back_the_whole_order(pool: aiomysql.Pool) -> None:
-    """The read saw enough, but by the conditional UPDATE another order had taken the stock."""
-    a, b = await product(pool, sku="a", stock=5), await product(pool, sku="b", stock=1)
-    lines = [Line(0, b, 3, 1000), Line(1, a, 2, 250)]  # request order: b first
-    async with pool.acquire() as conn:
-        with pytest.raises(OutOfStock) as err:
-            async with in_transaction(conn, ends_itself=True) as cur:
-                await _commit_order(cur, ALICE, lines, "key", "hash")
-    assert err.value.line == lines[0]
+async def test_an_order_the_server_finds_short_is_undone_alone(pool: aiomysql.Pool) -> None:
+    """In one call: the read saw enough for each order, but not for all of them together."""
+    a, b = await product(pool, sku="a", stock=5), await product(pool, sku="b", stock=2)
+    now = Sightings().now()
+    batch = [
+        (Wanted(ALICE, order((b, 1), (a, 2)), None, "h1", now), [Line(0, b, 1, 1000), Line(1, a, 2, 250)]),
+        # a fits, b does not (1 left): its take of a is undone too, so CAROL's 3 of a fit.
+        (Wanted(BOB, order((b, 2), (a, 1)), None, "h2", now), [Line(0, b, 2, 1000), Line(1, a, 1, 250)]),
+        (Wanted(CAROL, order((a, 3)), "key", "h3", now), [Line(0, a, 3, 250)]),
+    ]
+    async with pool.acquire() as conn, in_transaction(conn, ends_itself=True) as cur:
+        first, short, third = await commit_orders(cur, batch)
+    assert isinstance(first, Order) and isinstance(third, Order)
+    assert isinstance(short, OutOfStock) and short.line == Line(0, b, 2, 1000) and short.available == 1
     async with transaction(pool) as cur:
-        for table in ("orders", "order_items", "outbox"):
-            await cur.execute(f"SELECT COUNT(*) FROM {table}")
-            assert (await cur.fetchone())[0] == 0, table
-    assert all(state.held == 0 and state.holds for state in await audit(pool, [a, b]))
-    # The connection is clean afterwards: the same key places the order once stock allows.
-    await place_order(pool, ALICE, order((a, 2)), "key")
+        await cur.execute("SELECT id FROM orders ORDER BY id")
+        assert [row[0] for row in await cur.fetchall()] == [first.id, third.id]
+        await cur.execute("SELECT DISTINCT order_id FROM order_items ORDER BY 1")
+        assert [row[0] for row in await cur.fetchall()] == [first.id, third.id]
+        await cur.execute("SELECT payload FROM outbox ORDER BY id")
+        assert [orjson.loads(row[0])["order_id"] for row in await cur.fetchall()] == [first.id, third.id]
+    states = {state.product_id: state for state in await audit(pool, [a, b])}
+    assert (states[a].stock, states[b].stock) == (0, 1) and all(s.holds for s in states.values())
+    # The key belongs to CAROL's placed order; a new key works once stock allows.
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT idempotency_key, request_hash FROM orders WHERE id = %s", (third.id,))
+        assert await cur.fetchone() == ("key", "h3")
+    assert not (await place_order(pool, BOB, order((b, 1)), "another")).replayed
+
+
+async def test_one_call_places_a_batch_each_order_with_its_own_rows(pool: aiomysql.Pool) -> None:
+    a, b = await product(pool, sku="a", stock=5, price=250), await product(pool, sku="b", stock=3, price=1000)
+    sightings = Sightings()
+    wanted = [
+        Wanted(ALICE, order((b, 1), (a, 2)), "key", "hash-a", sightings.now()),
+        Wanted(BOB, order((b, 2)), None, "hash-b", sightings.now()),
+    ]
+    async with pool.acquire() as conn, in_transaction(conn, ends_itself=True) as cur:
+        placed = await commit_orders(
+            cur, [(wanted[0], [Line(0, b, 1, 1000), Line(1, a, 2, 250)]), (wanted[1], [Line(0, b, 2, 1000)])]
+        )
+    orders = [o for o in placed if isinstance(o, Order)]
+    assert [o.user_id for o in orders] == ["alice-id", "bob-id"] and orders[0].id < orders[1].id
+    assert [o.total_cents for o in orders] == [1500, 2000]
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT order_id, product_id, quantity, price_cents FROM order_items ORDER BY 1, 2")
+        assert await cur.fetchall() == (
+            (orders[0].id, a, 2, 250),
+            (orders[0].id, b, 1, 1000),
+            (orders[1].id, b, 2, 1000),
+        )
+        await cur.execute("SELECT payload FROM outbox ORDER BY id")
+        events = [orjson.loads(row[0]) for row in await cur.fetchall()]
+        await cur.execute("SELECT idempotency_key, request_hash FROM orders ORDER BY id")
+        assert await cur.fetchall() == (("key", "hash-a"), (None, None))
+    assert [(e["order_id"], e["total_cents"]) for e in events] == [(o.id, o.total_cents) for o in orders]
+    states = {state.product_id: state for state in await audit(pool, [a, b])}
+    assert states[a].stock == 3 and states[b].stock == 0 and all(s.holds for s in states.values())
 
 
 async def test_unknown_product_is_404_naming_the_item(pool: aiomysql.Pool) -> None:

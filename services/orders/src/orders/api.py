@@ -12,6 +12,7 @@ from asynccore.auth import Caller, require_caller
 from asynccore.errors import ApiError
 from asynccore.params import int_param
 from orders import placement, products, store
+from orders.batching import Batcher
 from orders.db import transaction
 from orders.lifecycle import move
 from orders.models import NewOrder, NewProduct, Restock, parse_body
@@ -21,10 +22,11 @@ from orders.settings import OrdersSettings
 from orders.sightings import Sightings
 from orders.states import IllegalTransition, Status
 
-__all__ = ["CONFIG", "SIGHTINGS", "routes"]
+__all__ = ["BATCHER", "CONFIG", "SIGHTINGS", "routes"]
 
 CONFIG = web.AppKey("orders_settings", OrdersSettings)
 SIGHTINGS = web.AppKey("orders_sightings", Sightings)
+BATCHER = web.AppKey("orders_batcher", Batcher)
 MAX_ID = 2**63 - 1
 MAX_KEY_LENGTH = 200
 
@@ -110,6 +112,7 @@ async def create_order(request: web.Request) -> web.Response:
         strategy=config.orders_placement,
         lock_attempts=config.lock_retry_attempts,
         sightings=request.app[SIGHTINGS],
+        batcher=request.app[BATCHER],
     )
     headers = {"Location": f"/api/orders/{placed.order.id}"}
     if placed.replayed:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
-from asynccore.app import create_app
+from asynccore.app import CleanupCtx, create_app
 from orders import api
+from orders.batching import Batcher
 from orders.relay import background
-from orders.resources import database
+from orders.resources import DB, database
 from orders.settings import OrdersSettings
 from orders.sightings import Sightings
 
 __all__ = ["build_app"]
+
+MAX_WAITING = 10_000  # orders queued for a batch per process; beyond that each goes on its own
 
 
 def build_app(settings: OrdersSettings) -> web.Application:
@@ -20,6 +25,7 @@ def build_app(settings: OrdersSettings) -> web.Application:
         settings,
         resources=[
             *database(settings, maxsize=settings.mysql_pool_size),
+            batching(settings),
             background(settings),
         ],
     )
@@ -27,3 +33,21 @@ def build_app(settings: OrdersSettings) -> web.Application:
     app[api.SIGHTINGS] = Sightings()  # one per process: concurrent buyers share what reads saw
     api.routes(app)
     return app
+
+
+def batching(settings: OrdersSettings) -> CleanupCtx:
+    """The process's :class:`Batcher`; closed (running batches finished) before the pool closes."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        batcher = Batcher(
+            app[DB],
+            app[api.SIGHTINGS],
+            max_batch=settings.orders_batch_max,
+            in_flight=settings.orders_batches_in_flight,
+            max_waiting=MAX_WAITING,
+        )
+        app[api.BATCHER] = batcher
+        yield
+        await batcher.close()
+
+    return ctx

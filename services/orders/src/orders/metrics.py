@@ -8,6 +8,7 @@ from asynccore.metrics import LATENCY_BUCKETS
 from orders.states import Status
 
 __all__ = [
+    "BATCH_SIZE",
     "DLQ_MESSAGES",
     "LOCK_RETRIES",
     "LOCK_WAIT",
@@ -26,6 +27,11 @@ LOCK_WAIT = Histogram(
     "orders_lock_wait_seconds",
     "Time a stock UPDATE took, lock wait included (the product row lock is held from here to commit)",
     buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "orders_batch_size",
+    "Orders written by one batched transaction (orders.batching); 1 when load is light",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
 OUTBOX_BACKLOG = Gauge("orders_outbox_backlog", "Outbox rows not yet published")
 OUTBOX_OLDEST_AGE = Gauge("orders_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import aiomysql
 import orjson
@@ -37,7 +37,21 @@ from orders.sightings import Sightings
 from orders.states import Status
 from orders.store import Item, Order, fetch_orders
 
-__all__ = ["Placed", "Strategy", "place_order"]
+if TYPE_CHECKING:
+    from orders.batching import Batcher
+
+__all__ = [
+    "DuplicateKey",
+    "Placed",
+    "Strategy",
+    "UnknownProduct",
+    "Wanted",
+    "commit_orders",
+    "place_one",
+    "place_order",
+    "price_lines",
+    "read_stock",
+]
 
 Strategy = Literal["conditional", "locking"]
 DUPLICATE_KEY = 1062
@@ -60,6 +74,20 @@ class DuplicateKey(Exception):
     """Another request with the same idempotency key committed first."""
 
 
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """One validated order request on its way to the database, and when it arrived."""
+
+    caller: Caller
+    request: NewOrder
+    key: str | None
+    request_hash: str
+    arrived: float
+
+    def product_ids(self) -> list[int]:
+        return [line.product_id for line in self.request.items]
+
+
 async def place_order(
     pool: aiomysql.Pool,
     caller: Caller,
@@ -69,10 +97,13 @@ async def place_order(
     strategy: Strategy = "conditional",
     lock_attempts: int = 4,
     sightings: Sightings | None = None,
+    batcher: Batcher | None = None,
 ) -> Placed:
     """Create the order (201) or replay the one this key created; 404/409/422 name the item or field.
 
-    ``sightings`` shares what stock reads found between concurrent requests (one per process).
+    ``sightings`` shares what stock reads found between concurrent requests, ``batcher`` coalesces
+    concurrent orders into shared transactions (one of each per process; without a batcher every
+    order has its own transaction).
     """
     duplicate = request.duplicate_line()
     if duplicate is not None:
@@ -80,12 +111,14 @@ async def place_order(
         raise ApiError(422, f"items[{duplicate}].product_id", f"product {pid} is listed twice")
     request_hash = hashlib.sha256(orjson.dumps(request.model_dump())).hexdigest()
     shared = sightings or Sightings()
-    arrived = shared.now()
+    wanted = Wanted(caller, request, idempotency_key, request_hash, shared.now())
 
     async def attempt() -> Order:
         if strategy == "locking":
             return await _place_locking(pool, caller, request, idempotency_key, request_hash)
-        return await _place_conditional(pool, shared, arrived, caller, request, idempotency_key, request_hash)
+        if batcher is not None:
+            return await batcher.place(wanted)
+        return await place_one(pool, shared, wanted)
 
     try:
         order = await with_lock_retry(attempt, attempts=lock_attempts)
@@ -112,71 +145,90 @@ async def place_order(
     return Placed(order, replayed=False)
 
 
-async def _place_conditional(
-    pool: aiomysql.Pool,
-    sightings: Sightings,
-    arrived: float,
-    caller: Caller,
-    request: NewOrder,
-    key: str | None,
-    request_hash: str,
-) -> Order:
+async def place_one(pool: aiomysql.Pool, sightings: Sightings, wanted: Wanted) -> Order:
+    """One order in its own transaction: the stock read, then :func:`commit_orders` for it alone."""
     async with pool.acquire() as conn:
         # While we queued for this connection, another request's read may already have shown the
         # stock too low: that read happened after we arrived, so it answers us without a query.
-        short = sightings.short_line(request, since=arrived)
+        short = sightings.short_line(wanted.request, since=wanted.arrived)
         if short is not None:
             index, stock = short
-            item = request.items[index]
+            item = wanted.request.items[index]
             raise OutOfStock(Line(index, item.product_id, item.quantity, 0), stock)
         async with in_transaction(conn, ends_itself=True) as cur:
-            sent_at = sightings.now()
-            ids = [line.product_id for line in request.items]
-            await cur.execute(
-                f"SELECT id, price_cents, stock FROM products WHERE id IN ({placeholders(len(ids))})",  # noqa: S608
-                ids,
-            )
-            seen = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
-            for product_id, (_, stock) in seen.items():
-                sightings.note(product_id, stock, sent_at)
-            lines = _lines(request, seen)
-            return await _commit_order(cur, caller, lines, key, request_hash)
+            seen = await read_stock(cur, sightings, wanted.product_ids())
+            lines = price_lines(wanted.request, seen)
+            (placed,) = await commit_orders(cur, [(wanted, lines)])
+        if isinstance(placed, OutOfStock):
+            raise placed
+        return placed
 
 
-async def _commit_order(
-    cur: aiomysql.Cursor, caller: Caller, lines: list[Line], key: str | None, request_hash: str
-) -> Order:
-    """Insert the order, its items and its event, take the stock and COMMIT: one ``CALL``.
+async def read_stock(
+    cur: aiomysql.Cursor, sightings: Sightings, product_ids: Collection[int]
+) -> dict[int, tuple[int, int]]:
+    """``{id: (price_cents, stock)}`` by a plain (non-locking) read, noted in ``sightings``."""
+    sent_at = sightings.now()
+    await cur.execute(
+        f"SELECT id, price_cents, stock FROM products WHERE id IN ({placeholders(len(product_ids))})",  # noqa: S608
+        list(product_ids),
+    )
+    seen = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+    for product_id, (_, stock) in seen.items():
+        sightings.note(product_id, stock, sent_at)
+    return seen
 
-    The server rolls everything back at the first line the stock cannot cover (:class:`OutOfStock`
-    names it); a duplicate idempotency key fails the first INSERT, before any product row is touched.
+
+async def commit_orders(
+    cur: aiomysql.Cursor, batch: Sequence[tuple[Wanted, list[Line]]]
+) -> list[Order | OutOfStock]:
+    """Write every order with its items and event, take each one's stock, COMMIT: one ``CALL``.
+
+    ``place_orders_and_commit`` (migration 0005) inserts all the rows first, then locks the batch's
+    product rows in ascending id order and takes each order's stock with conditional UPDATEs, undoing
+    just the orders that do not fit (their :class:`OutOfStock` is in their place in the result);
+    the hot rows are locked only inside the server, after the inserts. A duplicate idempotency key
+    fails the whole call before any product row is touched (:class:`DuplicateKey`).
     """
-    order = _new_order(caller, lines, order_id=0)  # the server assigns the id (and JSON_SETs it)
-    event_id, _, payload, request_id = outbox.row("order.created", order.event(Status.PENDING))
+    orders = [_new_order(wanted.caller, lines, order_id=0) for wanted, lines in batch]
+    rows = []
+    for (wanted, _), order in zip(batch, orders, strict=True):
+        event_id, _, payload, request_id = outbox.row("order.created", order.event(Status.PENDING))
+        rows.append(
+            (
+                wanted.caller.user_id,
+                wanted.caller.username,
+                order.total_cents,
+                wanted.key,
+                wanted.request_hash if wanted.key else None,
+                order.created_at.isoformat(sep=" "),
+                [(item.product_id, item.quantity, item.price_cents) for item in order.items],
+                event_id,  # the server assigns the order id and JSON_SETs it into the payload
+                payload,
+                request_id,
+            )
+        )
+    ordered = [sorted(lines, key=lambda line: line.product_id) for _, lines in batch]
+    products = sorted({line.product_id for lines in ordered for line in lines})
+    takes = [[(line.product_id, line.quantity) for line in lines] for lines in ordered]
     started = time.perf_counter()
     with _duplicate_key():
         await cur.execute(
-            "CALL place_order_and_commit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "CALL place_orders_and_commit(%s, %s, %s)",
             (
-                caller.user_id,
-                caller.username,
-                order.total_cents,
-                key,
-                request_hash if key else None,
-                order.created_at,
-                orjson.dumps([[i.product_id, i.quantity, i.price_cents] for i in order.items]).decode(),
-                event_id,
-                payload,
-                request_id,
+                orjson.dumps(rows).decode(),
+                orjson.dumps(takes).decode(),
+                orjson.dumps(products).decode(),
             ),
         )
-    ((short, order_id),) = await cur.fetchall()
+    ((results,),) = await cur.fetchall()
     while await cur.nextset():  # the CALL's own status, sent after the COMMIT: must be read
         pass
     LOCK_WAIT.observe(time.perf_counter() - started)
-    if short >= 0:
-        raise OutOfStock(sorted(lines, key=lambda line: line.product_id)[short])
-    return replace(order, id=order_id)
+    placed: list[Order | OutOfStock] = []
+    for order, lines, (order_id, short, stock) in zip(orders, ordered, orjson.loads(results), strict=True):
+        placed.append(replace(order, id=order_id) if short < 0 else OutOfStock(lines[short], stock))
+    return placed
 
 
 async def _place_locking(
@@ -184,7 +236,7 @@ async def _place_locking(
 ) -> Order:
     async with transaction(pool) as cur:
         locked = await lock_products(cur, [line.product_id for line in request.items])
-        lines = _lines(request, locked)
+        lines = price_lines(request, locked)
         for line in sorted(lines, key=lambda line: line.product_id):
             await cur.execute(
                 "UPDATE products SET stock = stock - %s WHERE id = %s", (line.quantity, line.product_id)
@@ -193,7 +245,7 @@ async def _place_locking(
     return order
 
 
-def _lines(request: NewOrder, products: dict[int, tuple[int, int]]) -> list[Line]:
+def price_lines(request: NewOrder, products: dict[int, tuple[int, int]]) -> list[Line]:
     """Request lines priced from ``products`` (``{id: (price_cents, stock)}``); unknown ids fail first,
     then lines the seen stock cannot cover."""
     for index, item in enumerate(request.items):

@@ -23,6 +23,10 @@ class OrdersSettings(ServiceSettings):
     lock_retry_attempts: int = Field(default=4, gt=0)
     # "locking" is the naive baseline (SELECT … FOR UPDATE first) that only the benchmark uses.
     orders_placement: Literal["conditional", "locking"] = "conditional"
+    # Concurrent orders share transactions (orders.batching): at most this many orders per batch,
+    # this many batches running per process; 1 order per batch turns coalescing off.
+    orders_batch_max: int = Field(default=50, gt=0, le=500)
+    orders_batches_in_flight: int = Field(default=4, gt=0)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     amqp_timeout_s: float = Field(default=5.0, gt=0)
     # Tests give every run its own exchanges and queues by setting a unique prefix.
