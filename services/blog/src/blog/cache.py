@@ -73,6 +73,9 @@ class _HitCounts(Collector):
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
+    def add(self, family: str) -> None:
+        self.counts[family] = self.counts.get(family, 0) + 1
+
     def collect(self) -> Iterator[Metric]:
         hits = CounterMetricFamily(
             "blog_cache_hits", "Cache reads answered from process memory or Redis", labels=["family"]
@@ -201,8 +204,7 @@ class Cache:
             or self._degraded
         ):
             return None
-        counts = _HITS.counts
-        counts[family] = counts.get(family, 0) + 1
+        _HITS.add(family)
         return entry
 
     async def get(self, family: str, key: str, deps: tuple[str, ...], load: Loader) -> Entry:
@@ -226,7 +228,7 @@ class Cache:
         local_key = (family, key)
         entry = self._local.get(local_key)
         if entry is not None and entry.tokens == tokens and entry.expires_at > time.monotonic():
-            _HITS.counts[family] = _HITS.counts.get(family, 0) + 1
+            _HITS.add(family)
         else:
             entry = await self._shared(family, local_key, tokens, self._fill(family, key, tokens, load))
         if self.versions.local(names) == entry.tokens:
@@ -289,7 +291,7 @@ class Cache:
                 metrics.errors.inc()
                 return await self._load_degraded(exc, load)
             if found is not None:
-                _HITS.counts[family] = _HITS.counts.get(family, 0) + 1
+                _HITS.add(family)
                 return self._remember(local_key, self._entry(found[0], tokens, found[1]))
             metrics.misses.inc()
             body = await load()
