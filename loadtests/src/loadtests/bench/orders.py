@@ -3,10 +3,12 @@
 ``python -m loadtests.bench.orders`` starts two real orders API processes on free loopback ports, each
 with its own fresh MariaDB database and RabbitMQ names (dropped/deleted afterwards):
 
-* **ours** (``ORDERS_PLACEMENT=conditional``): a non-locking read turns sold-out buyers away (and
-  answers the ones queued behind it), every other write goes first, and the conditional
-  ``UPDATE … WHERE stock >= q`` and the COMMIT run in one server-side call, so the hot row is never
-  locked across a round trip;
+* **ours** (``ORDERS_PLACEMENT=conditional``): concurrent orders are coalesced into shared
+  transactions (``orders.batching``): one non-locking read prices a batch and turns away what it
+  shows sold out, then one server-side call writes each order's own row, items and outbox event,
+  locks the batch's product rows, takes each order's stock with a conditional ``UPDATE … WHERE
+  stock >= q`` (undoing only the orders that do not fit) and commits, so the hot row is never
+  locked across a round trip and each order pays a small share of one transaction's overhead;
 * **naive** (``ORDERS_PLACEMENT=locking``): ``SELECT … FOR UPDATE`` first, then the same writes, so
   the hot row stays locked for every round trip of the transaction.
 
@@ -50,7 +52,7 @@ from loadtests.bench.wrk import request_script, run_wrk
 from orders.messaging import Names, delete_topology
 
 VARIANTS = {
-    "conditional": "ours: conditional UPDATE + COMMIT in one call, last",
+    "conditional": "ours: batched orders, conditional UPDATE last, one CALL per batch",
     "locking": "naive: SELECT … FOR UPDATE first",
 }
 TARGET_RATIO = 2.0
