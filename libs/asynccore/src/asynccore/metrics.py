@@ -96,13 +96,20 @@ class RedRecorder:
         self._untimed: dict[tuple[str, str, int], int] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        if method not in METHODS:
-            method = "other"
         series = self._series.get((route, method, status))
         if series is None:
-            series = self._series[(route, method, status)] = [0.0] * (_SUM + 1)
+            series = self._new_series(route, method, status)
         series[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         series[_SUM] += seconds
+
+    def _new_series(self, route: str, method: str, status: int) -> list[float]:
+        # Only known methods get a series of their own, so an odd method misses the first lookup
+        # every time and lands in "other" here; the usual request pays no method check.
+        key = (route, method if method in METHODS else "other", status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = [0.0] * (_SUM + 1)
+        return series
 
     def count(self, route: str, method: str, status: int) -> None:
         """Count a request that was never answered (it has no duration to observe)."""
