@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import aiomysql
+import orjson
 import pytest
 
 from asynccore.auth import Caller
 from asynccore.errors import ApiError
 from orders.db import transaction
 from orders.inventory import audit
-from orders.lifecycle import expire_unpaid, move
+from orders.lifecycle import REFUND_EVENT, expire_unpaid, move
 from orders.models import NewOrder, NewProduct, OrderLine
 from orders.placement import place_order
 from orders.products import create_product
@@ -62,6 +63,22 @@ async def test_concurrent_cancels_release_stock_once(pool: aiomysql.Pool) -> Non
     (state,) = await audit(pool, [pid])
     assert state.stock == 10 and state.held == 0 and state.holds
     assert await _events(pool) == ["order.created", "order.cancelled"]
+
+
+async def test_cancelling_a_paid_order_requests_its_refund(pool: aiomysql.Pool) -> None:
+    order_id, pid = await _placed(pool, quantity=2)
+    await move(pool, order_id, Status.PAID, payment_ref="pay-123")
+    await move(pool, order_id, Status.CANCELLED, owner=ALICE.user_id)
+
+    assert await _events(pool) == ["order.created", "order.paid", "order.cancelled", REFUND_EVENT]
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT payload FROM outbox WHERE routing_key = %s", (REFUND_EVENT,))
+        (payload,) = await cur.fetchone()
+    refund = orjson.loads(payload)
+    assert refund["order_id"] == order_id and refund["payment_ref"] == "pay-123"
+    assert refund["total_cents"] == 200 and refund["status"] == "cancelled"
+    (state,) = await audit(pool, [pid])
+    assert state.stock == 10 and state.holds
 
 
 async def test_only_the_owner_can_cancel(pool: aiomysql.Pool) -> None:

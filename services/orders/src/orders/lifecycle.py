@@ -15,7 +15,9 @@ from orders.metrics import TRANSITIONS
 from orders.states import Status, check_transition
 from orders.store import Order, fetch_orders, load_order
 
-__all__ = ["expire_unpaid", "move", "transition"]
+__all__ = ["REFUND_EVENT", "expire_unpaid", "move", "transition"]
+
+REFUND_EVENT = "order.refund_requested"  # a paid order was cancelled: its payment must be returned
 
 
 async def transition(
@@ -28,6 +30,8 @@ async def transition(
 ) -> Order:
     """Lock the order row, check the move is legal, apply it; 404 when missing or not ``owner``'s.
 
+    Cancelling a paid order also queues :data:`REFUND_EVENT` (the order with its ``payment_ref``).
+
     Raises :class:`IllegalTransition` (the caller decides whether that is a 409 or "already done").
     """
     order = await load_order(cur, order_id, for_update=True)
@@ -39,7 +43,11 @@ async def transition(
         "updated_at = UTC_TIMESTAMP(6) WHERE id = %s",
         (to.value, payment_ref, order_id),
     )
-    await outbox.add(cur, [(f"order.{to.value}", order.event(to))])
+    events = [(f"order.{to.value}", order.event(to))]
+    if to is Status.CANCELLED and order.status is Status.PAID:
+        # The customer paid: whoever settles payments must refund it, so say so in this transaction.
+        events.append((REFUND_EVENT, {**order.event(to), "payment_ref": order.payment_ref}))
+    await outbox.add(cur, events)
     if to is Status.CANCELLED:
         await release_stock(cur, {item.product_id: item.quantity for item in order.items})
     return dataclasses.replace(order, status=to, payment_ref=payment_ref or order.payment_ref)

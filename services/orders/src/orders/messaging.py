@@ -29,6 +29,7 @@ from aio_pika.abc import (
 )
 
 from orders.outbox import Event
+from orders.settings import OrdersSettings
 
 __all__ = ["Broker", "Names", "delete_topology"]
 
@@ -105,6 +106,17 @@ class Broker:
         self._channel: AbstractRobustChannel | None = None
         self._payments: AbstractRobustQueue | None = None
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: OrdersSettings, *, prefetch: int = 0) -> Broker:
+        """The broker the API's relay (``prefetch`` 0: it only publishes) and the worker both use."""
+        return cls(
+            settings.amqp_url,
+            Names.with_prefix(settings.amqp_prefix),
+            timeout_s=settings.amqp_timeout_s,
+            reconnect_s=settings.amqp_reconnect_s,
+            prefetch=prefetch,
+        )
 
     async def channel(self) -> AbstractRobustChannel:
         """The channel, with the topology declared; raises (within ``timeout_s``) while RabbitMQ is away."""

@@ -15,7 +15,7 @@ from asynccore.app import CleanupCtx
 from asynccore.tasks import Supervisor
 from orders import outbox
 from orders.lifecycle import expire_unpaid
-from orders.messaging import Broker, Names
+from orders.messaging import Broker
 from orders.resources import DB
 from orders.settings import OrdersSettings
 from orders.stream_events import KafkaEvents
@@ -58,12 +58,7 @@ def background(settings: OrdersSettings) -> CleanupCtx:
     """Relay to RabbitMQ (and Kafka when configured), expire unpaid orders, refresh outbox gauges."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        broker = Broker(
-            settings.amqp_url,
-            Names.with_prefix(settings.amqp_prefix),
-            timeout_s=settings.amqp_timeout_s,
-            reconnect_s=settings.amqp_reconnect_s,
-        )
+        broker = Broker.from_settings(settings)
         kafka = (
             KafkaEvents(settings.kafka_bootstrap, settings.kafka_topic, timeout_s=settings.amqp_timeout_s)
             if settings.kafka_bootstrap

@@ -30,7 +30,7 @@ from asynccore.tasks import Supervisor
 from orders import mail
 from orders.db import transaction
 from orders.lifecycle import move
-from orders.messaging import ATTEMPT_HEADER, REQUEST_ID_HEADER, Broker, Names, Unsubscribe
+from orders.messaging import ATTEMPT_HEADER, REQUEST_ID_HEADER, Broker, Unsubscribe
 from orders.metrics import DLQ_MESSAGES
 from orders.payments import PaymentDeclined, PaymentProvider, PaymentUnavailable
 from orders.resources import DB, database
@@ -193,13 +193,7 @@ def _attempt(message: AbstractIncomingMessage) -> int:
 
 def fulfilment(settings: OrdersSettings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        broker = Broker(
-            settings.amqp_url,
-            Names.with_prefix(settings.amqp_prefix),
-            timeout_s=settings.amqp_timeout_s,
-            reconnect_s=settings.amqp_reconnect_s,
-            prefetch=settings.worker_prefetch,
-        )
+        broker = Broker.from_settings(settings, prefetch=settings.worker_prefetch)
         breaker = CircuitBreaker(
             "payment", settings.breaker_failures, settings.breaker_reset_s, failure_on=PaymentUnavailable
         )
