@@ -92,7 +92,7 @@ class FakeStore:
             counts = self.counters.setdefault(key, Counter())
             for name, n in zip(flat[::2], flat[1::2], strict=True):
                 counts[name] += n
-        for key, _ttl, *members in ops.sa:
+        for key, *members in ops.sa:
             self.sets.setdefault(key, set()).update(members)
         for key, _ttl, *flat in ops.hs:
             self.hashes.setdefault(key, {}).update(zip(flat[::2], flat[1::2], strict=True))

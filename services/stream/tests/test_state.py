@@ -29,7 +29,8 @@ async def test_deltas_and_offsets_commit_together(redis: Redis, prefix: str) -> 
         seen_replies.append(reply)
         ops = Ops(newest=1234, newest_key=keys.newest)
         ops.h.append([keys.minute(0), 60, "page_view", 2, "rev", 1999])
-        ops.sa.append([keys.seen(1), 60, "new"])
+        ops.sa.append([keys.seen(1), "new"])
+        ops.sa_ttl = 60
         ops.ob.append(["dlq", lua_bytes(b"\xff\x00key"), '{"reason": "late"}', "late"])
         ops.set += [keys.offset("t", 0), "10:1234"]
         return ops

@@ -67,9 +67,14 @@ class Deltas:
         self.kinds.update(zip(minutes, kinds, map(_lateness_class, lags), strict=True))
         self.products.update(zip(kinds, minutes, [e.product_id for e in events], strict=True))  # type: ignore[misc]
         self.users.update(zip(kinds, minutes, [e.user_id for e in events], strict=True))  # type: ignore[misc]  # str by now
-        for bucket, idx in _positions([t // self.horizon_ms for t in times]).items():
-            self.events.setdefault(bucket, []).extend([events[i] for i in idx])
-            self.lags.setdefault(bucket, []).extend([lags[i] for i in idx])
+        buckets = [t // self.horizon_ms for t in times]
+        if min(buckets) == max(buckets):  # the usual case
+            self.events.setdefault(buckets[0], []).extend(events)
+            self.lags.setdefault(buckets[0], []).extend(lags)
+        else:
+            for bucket, idx in _positions(buckets).items():
+                self.events.setdefault(bucket, []).extend([events[i] for i in idx])
+                self.lags.setdefault(bucket, []).extend([lags[i] for i in idx])
         views, carts, orders, counts = self.views, self.carts, self.orders, self.counts
         for event, kind in zip(events, kinds, strict=True):
             if kind == "page_view":
@@ -211,7 +216,7 @@ def build_ops(
     ops.pf.extend([keys.users(minute), retention, *members] for minute, members in active.items())
     ops.pf.extend([keys.stage(st, minute), retention, *members] for (st, minute), members in stages.items())
     seen_ttl = 2 * s.stream_dedup_horizon_s + int(s.stream_allowed_lateness_s)
-    ops.sa.extend([group[0], seen_ttl, *group[1:]] for group in the_plan.seen_groups)  # re-adding is a no-op
+    ops.sa, ops.sa_ttl = the_plan.seen_groups, seen_ttl  # all candidates: re-adding a counted id is a no-op
 
     views = deltas.views
     if views:
@@ -248,11 +253,7 @@ def build_ops(
 
 
 def _positions(values: list[int]) -> dict[int, list[int]]:
-    """value → positions holding it; a batch usually falls into one bucket, which is one list."""
-    if not values:
-        return {}
-    if min(values) == max(values):
-        return {values[0]: list(range(len(values)))}
+    """value → positions holding it."""
     out: dict[int, list[int]] = defaultdict(list)
     for i, value in enumerate(values):
         out[value].append(i)

@@ -105,7 +105,7 @@ end
 for _, e in ipairs(d.h) do increment(e[1], e, 'HMGET', 'HSET', false) end
 for _, e in ipairs(d.z) do increment(e[1], e, 'ZMSCORE', 'ZADD', true) end
 for _, e in ipairs(d.pf) do chunked('PFADD', e[1], e, 3) call('EXPIRE', e[1], e[2]) end
-for _, e in ipairs(d.sa) do chunked('SADD', e[1], e, 3) call('EXPIRE', e[1], e[2]) end
+for _, e in ipairs(d.sa) do chunked('SADD', e[1], e, 2) call('EXPIRE', e[1], d.sa_ttl) end
 for _, e in ipairs(d.hs) do
   local n, i = #e, 3
   while i <= n do
@@ -165,7 +165,8 @@ class Ops:
     h: list[list[Any]] = field(default_factory=list)  # [key, ttl, field, n, field, n, …] hash increments
     z: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, n, …] sorted-set increments
     pf: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, …] PFADD
-    sa: list[list[Any]] = field(default_factory=list)  # [key, ttl, member, …] SADD
+    sa: list[list[Any]] = field(default_factory=list)  # [key, member, …] SADD …
+    sa_ttl: int = 0  # … and their expiry
     hs: list[list[Any]] = field(default_factory=list)  # [key, ttl, field, value, …] HSET
     set: list[Any] = field(default_factory=list)  # [key, value, …] SET (offsets)
     newest: int = 0
