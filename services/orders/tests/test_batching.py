@@ -35,9 +35,9 @@ async def _product(pool: aiomysql.Pool, stock: int, sku: str = "p") -> int:
 
 
 async def _buy(
-    pool: aiomysql.Pool, batcher: Batcher, buyer: int, product: int, key: str | None = None
+    pool: aiomysql.Pool, batcher: Batcher, buyer: int, product: int, key: str | None = None, quantity: int = 1
 ) -> Placed | int:
-    order = NewOrder(items=[OrderLine(product_id=product, quantity=1)])
+    order = NewOrder(items=[OrderLine(product_id=product, quantity=quantity)])
     try:
         return await place_order(
             pool,
@@ -146,6 +146,30 @@ async def test_the_server_decides_each_order_of_a_batch(pool: aiomysql.Pool, bat
         assert (await cur.fetchone())[0] == 1 + 5  # the plug's and the 5 placed: none for the refused
     (state,) = await audit(pool, [product])
     assert state.stock == 0 and state.held == 5  # + the 5 the bare UPDATE took = the initial 10
+
+
+async def test_orders_the_running_batches_may_take_wait_for_them(pool: aiomysql.Pool) -> None:
+    """A batch claiming the last 5 waits at the row; 3 more orders read 5 in stock, but would only
+    fit if that batch failed: they are held back, not sent, and read again once it returns."""
+    batcher = Batcher(pool, Sightings(), max_batch=50, in_flight=2, max_waiting=1000)
+    product = await _product(pool, stock=5)
+    holder = await _lock_row(pool, product)
+    try:
+        big = asyncio.create_task(_buy(pool, batcher, 0, product, quantity=5))
+        await wait_until(lambda: _lock_waits(pool), timeout=10, interval=POLL_S)
+        batches, _ = _batches()
+        late = asyncio.gather(*(_buy(pool, batcher, b, product) for b in range(1, 4)))
+        await wait_until(lambda: batcher.held_back == 3, timeout=5)
+        await holder.rollback()
+        assert isinstance(await big, Placed)
+        assert await late == [409, 409, 409]
+    finally:
+        await holder.rollback()
+        pool.release(holder)
+        await batcher.close()
+    assert _batches()[0] == batches  # the 3 never went to the server: the read after refused them
+    (state,) = await audit(pool, [product])
+    assert state.stock == 0 and state.held == 5 and state.holds
 
 
 async def test_a_batch_with_a_used_key_falls_back_to_one_by_one(

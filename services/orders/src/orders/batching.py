@@ -85,6 +85,11 @@ class Batcher:
         return len(self._waiting)
 
     @property
+    def held_back(self) -> int:
+        """Orders waiting for a running batch's claims to return before they are read again."""
+        return len(self._deferred)
+
+    @property
     def running(self) -> int:
         """Batches in flight."""
         return len(self._running)
