@@ -1,12 +1,15 @@
-"""Placing an order: one transaction that never oversells, made safe to retry by an idempotency key.
+"""Placing orders: transactions that never oversell, made safe to retry by an idempotency key.
 
 Two round trips. A plain (non-locking) read prices the lines and rejects those that visibly cannot
 be served; what it saw also answers the requests queued behind it (``sightings``): when a flash sale
 sells out, the other buyers get their 409 without a query of their own and without ever queueing for
-the row lock. Then one server-side call (``place_order_and_commit``, migration 0004) inserts the
+the row lock. Then one server-side call (``place_orders_and_commit``, migration 0005) inserts the
 order, its items and its outbox event, takes stock *last* with conditional ``UPDATE … WHERE stock >=
 q``, and commits: the hot product row is locked only for the server's own work, never across a round
 trip, and each order costs one network exchange for all its writes instead of one per statement.
+The same call takes a whole batch of orders, each still with its own rows, event and idempotency
+key: the API coalesces concurrent orders that way (``orders.batching``); :func:`place_one` is the
+batch of one.
 
 ``Strategy "locking"`` is the naive baseline the benchmark measures against (and nothing else uses):
 ``SELECT … FOR UPDATE`` first, then the same writes, holding the lock for the whole transaction.
