@@ -4,8 +4,8 @@ Two ways to take stock, because the benchmark compares them:
 
 * the one the service uses: the ``take_stock`` procedure (migration 0004), a conditional ``UPDATE …
   WHERE stock >= q`` per line in ascending product id order, called *last* in the transaction by
-  ``place_order_and_commit``, which commits in the same call inside the server, so the hot row is
-  locked only for the server's own work (see ``placement``);
+  ``place_orders_and_commit`` (0005), which commits in the same call inside the server, so the hot
+  row is locked only for the server's own work (see ``placement`` and ``batching``);
 * :func:`lock_products` — the naive baseline: ``SELECT … FOR UPDATE`` first, then the other writes,
   so the row stays locked for every round trip of the transaction.
 """
