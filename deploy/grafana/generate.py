@@ -382,11 +382,11 @@ ORDERS_FLOW = [
         "Lock retries/s by reason", Q(per_s("orders_lock_retries_total", "reason"), "{{reason}}"), unit="ops"
     ),
     timeseries(
-        "Stock-update lock wait",
+        "Placing call time (row-lock wait included)",
         Q(quantile(0.5, "orders_lock_wait_seconds"), "p50"),
         Q(quantile(0.99, "orders_lock_wait_seconds"), "p99"),
         unit="s",
-        description="How long a stock UPDATE waited for the product row lock.",
+        description="How long a batch-placing call took, row-lock waits included.",
     ),
 ]
 

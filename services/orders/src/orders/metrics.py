@@ -25,7 +25,7 @@ STOCKOUTS = Counter("orders_stockouts_total", "Order attempts refused for lack o
 LOCK_RETRIES = Counter("orders_lock_retries_total", "Transactions retried after a lock conflict", ["reason"])
 LOCK_WAIT = Histogram(
     "orders_lock_wait_seconds",
-    "Time a stock UPDATE took, lock wait included (the product row lock is held from here to commit)",
+    "Time a placing call took, row-lock wait included (rows stay locked from its UPDATEs to commit)",
     buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
