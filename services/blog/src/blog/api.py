@@ -29,9 +29,11 @@ from blog.responses import JSON, Shape, send_cached
 __all__ = ["add_api_routes"]
 
 OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
-# Anonymous API reads may be stored but must be revalidated (ETag): a write shows on the next read.
-SHARED = Shape(JSON, "no-cache", CORS_HEADERS)
+# Answers for one reader (built once; aiohttp copies them into each response).
 JSON_HEADERS = CIMultiDict({hdrs.CONTENT_TYPE: JSON, **CORS_HEADERS})
+# Shared (anonymous) cached answers may be stored but must be revalidated (ETag): a write shows on
+# the next read.
+SHARED = Shape(JSON, "no-cache", CORS_HEADERS)
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
