@@ -11,7 +11,7 @@ and, in one run:
 3. **stream service**: ``python -m stream`` consumes the same topic as a one-member group, maintaining
    every window, HyperLogLog, funnel, recommendation and risk state and flushing each batch to Redis
    with its offsets. Events/s is taken from the offsets it commits to Redis (first to last flush);
-   its RSS is sampled throughout;
+   its RSS is sampled over the same span;
 4. **freshness**: a fresh topic and service; events are produced at a fixed ``--rate`` (20,000/s) for
    ``--seconds`` while the API's summary count is polled every 20 ms. The k-th event is visible when
    the count first reaches k: p50/p99/max of (visible - produced).
@@ -223,21 +223,25 @@ async def aggregate_throughput(
 ) -> Throughput:
     service = await start_service(bootstrap, topic, partitions)
     memory, stop = Memory(), asyncio.Event()
-    assert service.proc.pid is not None
-    sampler = asyncio.create_task(sample_rss(service.proc.pid, memory, stop))
+    pid = service.proc.pid
+    assert pid is not None
+    sampler: asyncio.Task[None] | None = None
     try:
         first_at, first_n, first_cpu = 0.0, 0, 0.0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 900
         while (n := await committed(redis, service, partitions)) < total:
             if n and not first_at:
-                first_at, first_n, first_cpu = time.perf_counter(), n, cpu_seconds(service.proc.pid)
+                first_at, first_n, first_cpu = time.perf_counter(), n, cpu_seconds(pid)
+                # RSS from the first flush on, like events/s: start-up is not aggregating.
+                sampler = asyncio.create_task(sample_rss(pid, memory, stop))
             if loop.time() > deadline:
                 raise TimeoutError(f"service flushed {n} of {total} events")
             await asyncio.sleep(0.02)
-        seconds, cpu = time.perf_counter() - first_at, cpu_seconds(service.proc.pid) - first_cpu
+        seconds, cpu = time.perf_counter() - first_at, cpu_seconds(pid) - first_cpu
         stop.set()
-        await sampler
+        if sampler is not None:
+            await sampler
         now = time.time_ns() // 1_000_000
         summary = await get_json(
             service.port, f"/api/analytics/summary?from={now - 3_600_000}&to={now + 60_000}"
