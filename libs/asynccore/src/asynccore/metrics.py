@@ -86,7 +86,7 @@ class RedRecorder:
     up to its request count. A scrape folds the statuses into the (route, method) histograms.
     """
 
-    __slots__ = ("_series", "_untimed", "in_flight", "service")
+    __slots__ = ("_by_route", "_series", "_untimed", "in_flight", "service")
 
     def __init__(self, service: str) -> None:
         self.service = service
@@ -94,17 +94,31 @@ class RedRecorder:
         # (route, method, status) -> [count per bucket (not cumulative) ..., +Inf count, sum of seconds]
         self._series: dict[tuple[str, str, int], list[float]] = {}
         self._untimed: dict[tuple[str, str, int], int] = {}
+        self._by_route: dict[tuple[object, str, int], list[float]] = {}
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        series = self._series.get((route, method, status))
+    def answered(self, request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> None:
+        """Record an answered request: its route, method, status and duration."""
+        try:
+            route = request.match_info.route  # type: ignore[attr-defined]
+        except (AssertionError, AttributeError):
+            route = None  # a request aiohttp could not parse never reached the router
+        status = response.status
+        # Keyed by the route object, so the template and the method check cost once per route.
+        series = self._by_route.get((route, request.method, status))
         if series is None:
-            series = self._new_series(route, method, status)
+            series = self._route_series(request, route, status)
         series[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         series[_SUM] += seconds
 
+    def _route_series(self, request: web.BaseRequest, route: object, status: int) -> list[float]:
+        template, method = route_template(request), request.method
+        series = self._new_series(template, method, status)
+        # Not-found requests get a new route object each; odd methods are not worth a key of their own.
+        if template != UNMATCHED and method in METHODS:
+            self._by_route[(route, method, status)] = series
+        return series
+
     def _new_series(self, route: str, method: str, status: int) -> list[float]:
-        # Only known methods get a series of their own, so an odd method misses the first lookup
-        # every time and lands in "other" here; the usual request pays no method check.
         key = (route, method if method in METHODS else "other", status)
         series = self._series.get(key)
         if series is None:
@@ -184,8 +198,8 @@ def red_handler_args(service: str) -> dict[str, Any]:
     recorder = red_recorder(service)
 
     class RedAccessLogger(AbstractAccessLogger):
-        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-            recorder.observe(route_template(request), request.method, response.status, time)
+        # The recorder's bound method itself: no frame of our own between aiohttp and the recording.
+        log = staticmethod(recorder.answered)  # type: ignore[assignment]
 
     return {"access_log_class": RedAccessLogger, "access_log": logging.getLogger("aiohttp.access")}
 
