@@ -32,7 +32,7 @@ class StreamSettings(ServiceSettings):
     stream_max_query_range_s: int = Field(default=24 * 3600, gt=0)
 
     # Consumer.
-    stream_batch_max: int = Field(default=20_000, gt=0)
+    stream_batch_max: int = Field(default=50_000, gt=0)
     stream_poll_ms: int = Field(default=100, gt=0)
     # How long the broker may hold a fetch that found nothing new. The mock broker holds it that
     # long even when records arrive meanwhile: at aiokafka's 500 ms default, freshness p50 was
