@@ -68,6 +68,10 @@ METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 CLIENT_GONE = 499  # nginx's code for "the client closed the request before the answer"
 
 
+def _method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
 def route_template(request: web.BaseRequest) -> str:
     try:
         info = request.match_info  # type: ignore[attr-defined]
@@ -119,7 +123,7 @@ class RedRecorder:
         return series
 
     def _new_series(self, route: str, method: str, status: int) -> list[float]:
-        key = (route, method if method in METHODS else "other", status)
+        key = (route, _method_label(method), status)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = [0.0] * (_SUM + 1)
@@ -127,9 +131,7 @@ class RedRecorder:
 
     def count(self, route: str, method: str, status: int) -> None:
         """Count a request that was never answered (it has no duration to observe)."""
-        if method not in METHODS:
-            method = "other"
-        key = (route, method, status)
+        key = (route, _method_label(method), status)
         self._untimed[key] = self._untimed.get(key, 0) + 1
 
     def samples(self) -> Iterator[Metric]:
