@@ -215,12 +215,12 @@ async def test_event_loop_switch_runs_the_stdlib_loop() -> None:
     code = (
         "import asyncio\n"
         "from aiohttp import web\n"
-        "from asynccore.app import create_app, run\n"
+        "from asynccore.app import add_routes, create_app, run\n"
         "from asynccore.settings import ServiceSettings, load_settings\n"
         "async def loop(request):\n"
         "    return web.Response(text=type(asyncio.get_running_loop()).__module__)\n"
         "app = create_app('looptest', load_settings(ServiceSettings))\n"
-        "app.router.add_get('/loop', loop)\n"
+        "add_routes(app, [web.get('/loop', loop)])\n"
         "import sys; run(app, int(sys.argv[1]), host='127.0.0.1')\n"
     )
     seen = {}

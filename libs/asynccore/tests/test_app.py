@@ -15,7 +15,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from asynccore.app import READINESS, SERVICE, SETTINGS, TASKS, add_readiness_check, create_app, no_deadline
+from asynccore.app import (
+    READINESS,
+    SERVICE,
+    SETTINGS,
+    TASKS,
+    add_readiness_check,
+    add_routes,
+    create_app,
+    no_deadline,
+)
 from asynccore.errors import ApiError
 from asynccore.settings import ServiceSettings
 from asynccore.testing import TcpProxy, free_port, wait_until
@@ -150,7 +159,7 @@ async def test_deadline_turns_a_slow_handler_into_504() -> None:
             raise
         raise AssertionError("unreachable")
 
-    app.router.add_get("/stuck", stuck)
+    add_routes(app, [web.get("/stuck", stuck)])
     async with TestClient(TestServer(app)) as client:
         started = time.monotonic()
         resp = await client.get("/stuck")
@@ -170,7 +179,7 @@ async def test_no_deadline_handlers_may_outlive_the_deadline() -> None:
         await asyncio.sleep(0.3)
         return web.json_response({"done": True})
 
-    app.router.add_get("/stream", stream)
+    add_routes(app, [web.get("/stream", stream)])
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/stream")
         assert resp.status == 200
@@ -185,7 +194,7 @@ async def test_a_dependencys_own_timeout_is_not_reported_as_the_deadline() -> No
             await asyncio.sleep(1)
         raise AssertionError("unreachable")
 
-    app.router.add_get("/upstream", upstream_times_out)
+    add_routes(app, [web.get("/upstream", upstream_times_out)])
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/upstream")
         assert resp.status == 500
@@ -198,7 +207,7 @@ async def test_api_error_becomes_the_json_error_shape() -> None:
     async def invalid(request: web.Request) -> web.Response:
         raise ApiError(422, "title", "can't be blank", headers={"X-Hint": "fill it"})
 
-    app.router.add_post("/articles", invalid)
+    add_routes(app, [web.post("/articles", invalid)])
     async with TestClient(TestServer(app)) as client:
         resp = await client.post("/articles")
         assert resp.status == 422
@@ -213,7 +222,7 @@ async def test_unexpected_exception_is_a_logged_500_in_json(caplog: pytest.LogCa
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("boom")
 
-    app.router.add_get("/broken", broken)
+    add_routes(app, [web.get("/broken", broken)])
     async with TestClient(TestServer(app)) as client:
         with caplog.at_level(logging.ERROR, logger="asynccore.app"):
             resp = await client.get("/broken")
@@ -231,7 +240,7 @@ async def test_aiohttp_http_errors_leave_in_the_json_shape() -> None:
     async def only_get(request: web.Request) -> web.Response:
         return web.json_response({})
 
-    app.router.add_get("/thing", only_get)
+    add_routes(app, [web.get("/thing", only_get)])
     async with TestClient(TestServer(app)) as client:
         missing = await client.get("/no/such/route")
         assert missing.status == 404
@@ -248,7 +257,7 @@ async def test_redirects_pass_through_untouched() -> None:
     async def moved(request: web.Request) -> web.Response:
         raise web.HTTPFound("/healthz")
 
-    app.router.add_get("/old", moved)
+    add_routes(app, [web.get("/old", moved)])
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/old", allow_redirects=False)
         assert resp.status == 302

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from asynccore.app import create_app
+from asynccore.app import add_routes, create_app
 from asynccore.auth import issue_token, optional_caller, require_caller, verify_token
 from asynccore.errors import ApiError
 from asynccore.settings import ServiceSettings
@@ -82,8 +82,8 @@ def make_app() -> web.Application:
         caller = optional_caller(request, SECRET)
         return web.json_response({"user": caller.username if caller else None})
 
-    app.router.add_get("/me", me)
-    app.router.add_get("/feed", feed)
+    add_routes(app, [web.get("/me", me)])
+    add_routes(app, [web.get("/feed", feed)])
     return app
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
-from asynccore.app import create_app
+from asynccore.app import add_routes, create_app
 from asynccore.errors import ApiError
 from asynccore.limits import Bulkhead, DeadlineSweeper, gather_limited
 from asynccore.settings import ServiceSettings
@@ -43,7 +43,7 @@ async def test_bulkhead_sheds_concurrent_load_with_503_and_retry_after() -> None
             return web.json_response({"ok": True})
 
     app = create_app(f"test-{uuid.uuid4().hex[:8]}", ServiceSettings())
-    app.router.add_get("/report", report)
+    add_routes(app, [web.get("/report", report)])
     async with TestClient(TestServer(app)) as client:
 
         async def call() -> tuple[int, str | None, Any]:
@@ -211,12 +211,12 @@ async def test_deadline_sweeper_cancels_a_task_over_time_and_says_so() -> None:
     async def request() -> None:
         task = asyncio.current_task()
         assert task is not None
-        cancelling = sweeper.enter(task)
+        generation = sweeper.enter(task)
         try:
             try:
                 await asyncio.sleep(5)
             finally:
-                expired = sweeper.leave(task, cancelling)
+                expired = sweeper.leave(task, generation)
         except asyncio.CancelledError:
             outcome.append(("expired" if expired else "cancelled", task.cancelling()))
             return
@@ -232,9 +232,9 @@ async def test_deadline_sweeper_leaves_a_task_in_time_alone() -> None:
     sweeper = DeadlineSweeper(5)
     task = asyncio.current_task()
     assert task is not None
-    cancelling = sweeper.enter(task)
+    generation = sweeper.enter(task)
     await asyncio.sleep(0.01)
-    assert sweeper.leave(task, cancelling) is False
+    assert sweeper.leave(task, generation) is False
 
 
 async def test_deadline_sweeper_keeps_an_outer_cancellation() -> None:
@@ -246,7 +246,7 @@ async def test_deadline_sweeper_keeps_an_outer_cancellation() -> None:
     async def request() -> None:
         task = asyncio.current_task()
         assert task is not None
-        cancelling = sweeper.enter(task)
+        generation = sweeper.enter(task)
         try:
             try:
                 await asyncio.sleep(5)
@@ -255,7 +255,7 @@ async def test_deadline_sweeper_keeps_an_outer_cancellation() -> None:
                 await asyncio.sleep(5)
                 raise
         finally:
-            seen.append(sweeper.leave(task, cancelling))
+            seen.append(sweeper.leave(task, generation))
 
     task = asyncio.create_task(request())
     await asyncio.wait_for(cleaning_up.wait(), timeout=5)

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from asynccore.app import TASKS, create_app
+from asynccore.app import TASKS, add_routes, create_app
 from asynccore.errors import ApiError
 from asynccore.logs import (
     REQUEST_ID_HEADER,
@@ -48,8 +48,8 @@ def make_app() -> web.Application:
     async def fails(request: web.Request) -> web.Response:
         raise ApiError(409, "slug", "taken")
 
-    app.router.add_get("/whoami", whoami)
-    app.router.add_get("/fails", fails)
+    add_routes(app, [web.get("/whoami", whoami)])
+    add_routes(app, [web.get("/fails", fails)])
     return app
 
 
@@ -142,7 +142,7 @@ async def test_background_tasks_keep_the_request_id_they_were_spawned_with() -> 
         request.app[TASKS].spawn(record(), name="record-rid")
         return web.json_response({}, status=202)
 
-    app.router.add_post("/spawn", spawn)
+    add_routes(app, [web.post("/spawn", spawn)])
     async with TestClient(TestServer(app)) as client:
         async with client.post("/spawn", headers={REQUEST_ID_HEADER: "rid-task"}) as resp:
             assert resp.status == 202

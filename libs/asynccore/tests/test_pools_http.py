@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from asynccore.app import add_routes
 from asynccore.logs import REQUEST_ID_HEADER
 from asynccore.pools.http import http_session, open_http_session
 from asynccore.testing import wait_until
@@ -65,7 +66,7 @@ async def test_outgoing_calls_carry_the_current_request_id(
 ) -> None:
     def setup(app: web.Application) -> None:
         app[UPSTREAM] = upstream.url("/echo")
-        app.router.add_get("/call", call_upstream)
+        add_routes(app, [web.get("/call", call_upstream)])
 
     async with serve(service, http_session(HTTP), setup=setup) as (_, client):
         resp = await client.get("/call", headers={REQUEST_ID_HEADER: "req-abc-123"})

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
-from asynccore.app import create_app
+from asynccore.app import add_routes, create_app
 from asynccore.errors import ApiError
 from asynccore.resilience import CircuitBreaker, CircuitOpen, retrying
 from asynccore.settings import ServiceSettings
@@ -240,7 +240,7 @@ async def test_circuit_open_in_a_handler_is_a_503_with_retry_after() -> None:
         return web.json_response({"paid": True})
 
     app = create_app(unique("test"), ServiceSettings())
-    app.router.add_post("/pay", pay)
+    add_routes(app, [web.post("/pay", pay)])
     async with TestClient(TestServer(app)) as client:
         first = await client.post("/pay")
         assert first.status == 500  # the refused connection itself

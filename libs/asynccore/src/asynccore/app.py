@@ -1,22 +1,25 @@
 """The one app factory and runner every service uses.
 
-``create_app`` wires the shared edge middleware (request id → errors → deadline, plus the in-flight
-count), RED metrics through aiohttp's per-request access-log hook (:mod:`asynccore.metrics`),
-``/healthz``, ``/readyz`` and ``/metrics``, and registers resources as ``cleanup_ctx`` generators in the
-order given (open top to bottom, close bottom to top). ``run`` installs uvloop and serves until
-SIGTERM/SIGINT, then drains in-flight requests and supervised tasks within ``shutdown_timeout_s``.
+``create_app`` makes the app's :class:`Edge` — request id → errors → deadline, RED metrics and the
+in-flight count — which :func:`add_routes` wraps around every route handler as it is registered;
+it adds ``/healthz``, ``/readyz`` and ``/metrics``, and registers resources as ``cleanup_ctx``
+generators in the order given (open top to bottom, close bottom to top). ``run`` installs uvloop and
+serves until SIGTERM/SIGINT, then drains in-flight requests and supervised tasks within
+``shutdown_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from time import perf_counter
 
 import orjson
 import uvloop
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from asynccore.errors import ApiError, error_response
 from asynccore.limits import DeadlineSweeper
@@ -24,28 +27,23 @@ from asynccore.logs import (
     REQUEST_ID_HEADER,
     configure_logging,
     incoming_request_id,
-    reset_request_id,
     set_request_id,
 )
-from asynccore.metrics import (
-    CLIENT_GONE,
-    loop_lag_ctx,
-    metrics_handler,
-    red_handler_args,
-    red_recorder,
-    route_template,
-)
+from asynccore.metrics import UNMATCHED, RouteRed, loop_lag_ctx, metrics_handler, red_recorder
 from asynccore.settings import ServiceSettings
 from asynccore.tasks import Supervisor
 
 __all__ = [
+    "EDGE",
     "READINESS",
     "SERVICE",
     "SETTINGS",
     "TASKS",
     "CleanupCtx",
+    "Edge",
     "ReadinessCheck",
     "add_readiness_check",
+    "add_routes",
     "create_app",
     "no_deadline",
     "run",
@@ -92,55 +90,107 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
     return error_response(500, {"server": ["internal error"]})
 
 
-def edge_middleware(service: str, timeout_s: float) -> Middleware:
-    """Request id → errors → deadline, outermost first, as one middleware; it also counts in-flight.
+class Edge:
+    """What every route of a service runs inside: request id → errors → deadline, RED, in-flight.
 
-    One layer rather than three because each aiohttp middleware layer costs a few µs per request (a
-    partial, a coroutine, its frame), which on a fast endpoint is most of what this stack costs;
-    ``python -m loadtests.bench.asynccore_red`` measures it. The order still holds: the request id
-    is set before anything logs, a 504 or 500 made here is what RED records (it reads the status the
-    client got), and the deadline covers the handler only.
+    It wraps each route handler once, at registration (:func:`add_routes`), rather than being an
+    aiohttp middleware: aiohttp builds a middleware chain per request (a cached lookup, a partial and a
+    coroutine per layer, plus its own ``_fix_request_current_app`` layer), which cost a fast endpoint
+    more than everything the edge does; ``python -m loadtests.bench.asynccore_red`` measures it. The
+    order holds as before: the request id is set before anything logs, the 504 or 500 made here is
+    what RED records, and the deadline covers the handler only. Unmatched requests (404/405) reach
+    the edge through a catch-all route registered last, so they too are JSON with a request id.
     """
-    red = red_recorder(service)
-    deadlines = DeadlineSweeper(timeout_s)
-    expired = [f"deadline of {timeout_s:g}s exceeded"]
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rid = incoming_request_id(request)
-        token = set_request_id(rid)
-        red.in_flight += 1
-        # The loop named, so no asyncio.get_running_loop() (a getpid() system call on CPython 3.11).
-        task = asyncio.current_task(request.task.get_loop())
-        assert task is not None  # aiohttp serves every request in a task
-        timed = not getattr(request.match_info.handler, "__no_deadline__", False)
-        cancelling = deadlines.enter(task) if timed else 0
-        timed_out = False
-        try:
+    def __init__(self, service: str, timeout_s: float) -> None:
+        self.red = red_recorder(service)
+        self.deadlines = DeadlineSweeper(timeout_s)
+        self.expired = {"request": [f"deadline of {timeout_s:g}s exceeded"]}
+        self.wrapped: set[Handler] = set()
+
+    def wrap(self, handler: Handler, route: str | None = None) -> Handler:
+        """``handler`` inside the edge; ``route`` overrides the RED route label (default: its template)."""
+        if inspect.isclass(handler):
+            raise TypeError(f"{handler!r}: class-based views are not supported; register a function")
+        red, deadlines, expired = self.red, self.deadlines, self.expired
+        route_red = RouteRed(red, route)
+        timed = not getattr(handler, "__no_deadline__", False)
+
+        @functools.wraps(handler)
+        async def edge(request: web.Request) -> web.StreamResponse:
+            started = perf_counter()
+            rid = incoming_request_id(request)
+            set_request_id(rid)  # the request runs in a task of its own, with its own context: no reset
+            red.in_flight += 1
+            # The loop named, so no asyncio.get_running_loop() (a getpid() system call on CPython 3.11).
+            task = asyncio.current_task(request.task.get_loop())
+            assert task is not None  # aiohttp serves every request in a task
+            generation = deadlines.enter(task) if timed else None
+            timed_out = False
             try:
                 try:
-                    response = await handler(request)
-                finally:
-                    timed_out = timed and deadlines.leave(task, cancelling)
+                    try:
+                        response = await handler(request)
+                    finally:
+                        timed_out = generation is not None and deadlines.leave(task, generation)
+                except asyncio.CancelledError:
+                    if not timed_out:
+                        raise  # the client left or the server is stopping: nobody to answer
+                    response = error_response(504, expired)
+                except Exception as exc:
+                    response = _error_response(request, exc)
+            except web.HTTPException as exc:  # a redirect or a handler's own JSON error: sent as it is
+                exc.headers[REQUEST_ID_HEADER] = rid
+                route_red.observe(request, exc.status, perf_counter() - started)
+                raise
             except asyncio.CancelledError:
-                if not timed_out:
-                    raise  # the client left or the server is stopping: nobody to answer
-                response = error_response(504, {"request": expired})
-            except Exception as exc:
-                response = _error_response(request, exc)
+                route_red.unanswered(request)
+                raise
+            finally:
+                red.in_flight -= 1
             response.headers[REQUEST_ID_HEADER] = rid
+            route_red.observe(request, response.status, perf_counter() - started)
             return response
-        except web.HTTPException as exc:
-            exc.headers[REQUEST_ID_HEADER] = rid
-            raise
-        except asyncio.CancelledError:
-            red.count(route_template(request), request.method, CLIENT_GONE)  # never answered: not timed
-            raise
-        finally:
-            red.in_flight -= 1
-            reset_request_id(token)
 
-    return middleware
+        self.wrapped.add(edge)
+        return edge
+
+
+EDGE = web.AppKey("edge", Edge)
+
+
+def add_routes(app: web.Application, routes: Iterable[web.RouteDef]) -> None:
+    """Register ``routes`` (``web.get(...)`` and friends) behind the app's :class:`Edge`.
+
+    Every route of an app made by :func:`create_app` must come through here: at start-up the app
+    refuses routes added to ``app.router`` directly, which would answer without the edge.
+    """
+    edge = app[EDGE]
+    app.router.add_routes([web.RouteDef(r.method, r.path, edge.wrap(r.handler), r.kwargs) for r in routes])
+
+
+async def _unmatched(request: web.Request) -> web.StreamResponse:
+    """The catch-all route: 405 naming the methods the path allows, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+async def _seal_routes(app: web.Application) -> None:
+    """At start-up, before the router freezes: the catch-all goes last, and no route skips the edge."""
+    edge = app[EDGE]
+    app.router.add_route("*", "/{unmatched:.*}", edge.wrap(_unmatched, route=UNMATCHED))
+    around = [
+        f"{route.method} {route.resource.canonical if route.resource else '?'}"
+        for route in app.router.routes()
+        if route.handler not in edge.wrapped
+    ]
+    if around:
+        raise RuntimeError(f"routes added around the edge: {', '.join(around)}; use asynccore.app.add_routes")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -187,25 +237,21 @@ def create_app(
     settings: ServiceSettings,
     *,
     resources: Sequence[CleanupCtx] = (),
-    middlewares: Iterable[Middleware] = (),
 ) -> web.Application:
-    """An app with the shared middlewares, health routes, a task supervisor and ``resources``.
+    """An app with the shared edge, health routes, a task supervisor and ``resources``.
 
     Give every resource that background tasks use through ``resources``: they open in order, and
     close (in reverse) only after supervised tasks have drained.
     """
-    app = web.Application(
-        client_max_size=settings.client_max_size,
-        handler_args=red_handler_args(service),
-        middlewares=[edge_middleware(service, settings.request_timeout_s), *middlewares],
-    )
+    app = web.Application(client_max_size=settings.client_max_size)
+    app[EDGE] = Edge(service, settings.request_timeout_s)
     app[SERVICE] = service
     app[SETTINGS] = settings
     app[READINESS] = {}
     app[TASKS] = Supervisor(service)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    health = [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_handler)]
+    add_routes(app, health)
+    app.on_startup.append(_seal_routes)
     app.cleanup_ctx.extend(
         [
             loop_lag_ctx(service, warn_after_s=settings.slow_callback_s),
@@ -226,7 +272,7 @@ def run(app: web.Application, port: int, host: str = "0.0.0.0") -> None:
         host=host,
         port=port,
         shutdown_timeout=settings.shutdown_timeout_s,
-        access_log=None,  # no text access log (nginx writes one); RED comes from handler_args
+        access_log=None,  # no text access log: nginx writes one, and the edge records RED
         backlog=LISTEN_BACKLOG,
         loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else asyncio.new_event_loop(),
         print=lambda *_: log.info("%s listening on %s:%d", app[SERVICE], host, port),

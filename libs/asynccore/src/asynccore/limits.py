@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
+from collections import deque
 from collections.abc import Awaitable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
@@ -139,44 +141,46 @@ class DeadlineSweeper:
     """Per-task deadlines enforced by one periodic sweep instead of one timer per task.
 
     ``asyncio.timeout`` arms and cancels a loop timer per use, a few µs each; for a per-request
-    deadline that is a large part of what a fast endpoint costs on top of aiohttp. Here a request pays
-    two dict operations, and a sweep every ``resolution_s`` (timeout/20, between 5 and 250 ms) cancels
-    the tasks that are over time, so a deadline fires up to ``resolution_s`` late. The cancellation is
-    consumed exactly as ``asyncio.timeout`` does it (``Task.uncancel``), so an outer cancellation (say,
-    shutdown) arriving at the same time still propagates::
+    deadline that is a large part of what a fast endpoint costs on top of aiohttp. Here a task joins
+    the *current generation* (a set) and leaves it again: no clock is read per request. A sweep every
+    ``resolution_s`` (timeout/20, between 5 and 250 ms) opens a new generation and cancels the tasks
+    still in the one that is now older than the timeout, so a deadline fires between ``timeout_s``
+    and ``timeout_s + 2 * resolution_s`` after it started. The cancellation is consumed exactly as
+    ``asyncio.timeout`` does it (``Task.uncancel``), so an outer cancellation (say, shutdown) arriving
+    at the same time still propagates::
 
-        cancelling = sweeper.enter(task)
+        generation = sweeper.enter(task)
         try:
             ...
         finally:
-            expired = sweeper.leave(task, cancelling)   # True: the CancelledError was the deadline
+            expired = sweeper.leave(task, generation)   # True: the CancelledError was the deadline
     """
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.resolution_s = min(0.25, max(0.005, timeout_s / 20))
-        self._deadlines: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
+        # A generation opened at sweep k is expired at sweep k + ticks + 1: at least timeout_s later.
+        self._ticks = math.ceil(timeout_s / self.resolution_s)
+        self._generations: deque[set[asyncio.Task[Any]]] = deque([set()])
+        self._expired: dict[asyncio.Task[Any], int] = {}  # cancelled by a sweep → its count before
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
-    def enter(self, task: asyncio.Task[Any]) -> int:
-        """Start ``task``'s deadline; returns its cancellation count to hand back to :meth:`leave`."""
-        # ``task.get_loop()``, not ``asyncio.get_running_loop()``: on CPython 3.11 the latter makes a
-        # getpid() system call, a measurable share of a fast request.
-        loop = task.get_loop()
-        self._deadlines[task] = loop.time() + self.timeout_s
-        if self._timer is None or self._timer_loop is not loop:
-            self._arm(loop)
-        return task.cancelling()
+    def enter(self, task: asyncio.Task[Any]) -> set[asyncio.Task[Any]]:
+        """Start ``task``'s deadline; returns its generation to hand back to :meth:`leave`."""
+        generation = self._generations[-1]
+        generation.add(task)
+        if self._timer is None or self._timer_loop is not task.get_loop():
+            self._arm(task.get_loop())
+        return generation
 
-    def leave(self, task: asyncio.Task[Any], cancelling: int) -> bool:
+    def leave(self, task: asyncio.Task[Any], generation: set[asyncio.Task[Any]]) -> bool:
         """End ``task``'s deadline; True if it expired and the cancellation it caused is consumed."""
-        del self._deadlines[task]
-        if not self._expired or task not in self._expired:
+        generation.discard(task)
+        if not self._expired:
             return False
-        self._expired.discard(task)
-        return task.uncancel() <= cancelling
+        cancelling = self._expired.pop(task, None)
+        return cancelling is not None and task.uncancel() <= cancelling
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer_loop = loop
@@ -184,11 +188,13 @@ class DeadlineSweeper:
 
     def _sweep(self) -> None:
         self._timer = None
-        if not self._deadlines or self._timer_loop is None:
-            return  # idle: the next enter() arms the sweep again
-        now = self._timer_loop.time()
-        for task, deadline in self._deadlines.items():
-            if deadline <= now and task not in self._expired:
-                self._expired.add(task)
-                task.cancel()
-        self._arm(self._timer_loop)
+        generations = self._generations
+        generations.append(set())
+        if len(generations) > self._ticks + 1:
+            for task in generations.popleft():
+                if not task.done():
+                    self._expired[task] = task.cancelling()
+                    task.cancel()
+        if self._timer_loop is not None and any(generations):
+            self._arm(self._timer_loop)
+        # else idle: the next enter() arms the sweep again

@@ -12,7 +12,7 @@ import logging
 
 from aiohttp import web
 
-from asynccore.app import TASKS, create_app, run
+from asynccore.app import TASKS, add_routes, create_app, run
 from asynccore.settings import ServiceSettings, load_settings
 
 log = logging.getLogger("drain_service")
@@ -48,8 +48,8 @@ async def start_job(request: web.Request) -> web.Response:
 def main() -> None:
     settings = load_settings(DrainSettings)
     app = create_app("drain", settings)
-    app.router.add_get("/slow", slow)
-    app.router.add_post("/jobs", start_job)
+    add_routes(app, [web.get("/slow", slow)])
+    add_routes(app, [web.post("/jobs", start_job)])
     run(app, settings.drain_port, host="127.0.0.1")
 
 

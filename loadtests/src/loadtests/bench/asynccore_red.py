@@ -1,9 +1,10 @@
-"""What asynccore's middleware stack costs per request, measured.
+"""What asynccore's edge costs per request, measured.
 
 ``python -m loadtests.bench.asynccore_red [--quick]`` starts three real server processes on free
-loopback ports, each serving one trivial handler: a bare aiohttp app; the same app recording RED
-metrics (``red_handler_args``, what every service records); and the handler inside ``create_app``
-with the whole asynccore stack (RED, request id, errors, deadline, in-flight). All run on uvloop
+loopback ports, each serving one trivial handler: a bare aiohttp app; the same app with the handler
+timed into RED metrics as the edge does it (:class:`asynccore.metrics.RouteRed`, ``perf_counter``
+around the handler); and the handler registered with ``add_routes`` inside ``create_app``, behind the
+whole edge (RED, request id, errors, deadline, in-flight). All run on uvloop
 with asyncio debug mode off, as in production. ``wrk --latency`` drives them in turn, A/B/C/A/B/C…,
 so drift in the machine hits all alike, and the medians over rounds go into a markdown table (stdout;
 progress on stderr) with the throughput ratios. Target (issue 2): RED costs at most 5 % of bare
@@ -23,9 +24,12 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 from aiohttp import web
 
+from asynccore.metrics import RouteRed, red_recorder
 from asynccore.testing import ServiceProcess, free_port
 from loadtests.bench.wrk import WrkResult, median_of, run_wrk, wrk_argv
 
@@ -37,9 +41,24 @@ TARGET_LOSS = 0.05
 SERVER_CPU = 0
 WRK_TIMEOUT_S = 2
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 async def hello(request: web.Request) -> web.Response:
     return web.Response(body=BODY, content_type="application/json")
+
+
+def red_only(handler: Handler) -> Handler:
+    """``handler`` timed into RED exactly as the edge records it, and nothing else."""
+    route_red = RouteRed(red_recorder("bench"))
+
+    async def timed(request: web.Request) -> web.StreamResponse:
+        started = perf_counter()
+        response = await handler(request)
+        route_red.observe(request, response.status, perf_counter() - started)
+        return response
+
+    return timed
 
 
 def serve(variant: str, port: int) -> None:
@@ -47,19 +66,17 @@ def serve(variant: str, port: int) -> None:
     import uvloop
 
     if variant in ("bare", "red"):
-        from asynccore.metrics import red_handler_args
-
-        app = web.Application(handler_args=red_handler_args("bench") if variant == "red" else None)
-        app.router.add_get(ROUTE, hello)
+        app = web.Application()
+        app.router.add_get(ROUTE, hello if variant == "bare" else red_only(hello))
         web.run_app(
             app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
         )
         return
-    from asynccore.app import create_app, run
+    from asynccore.app import add_routes, create_app, run
     from asynccore.settings import ServiceSettings, load_settings
 
     app = create_app("bench", load_settings(ServiceSettings))
-    app.router.add_get(ROUTE, hello)
+    add_routes(app, [web.get(ROUTE, hello)])
     run(app, port, host="127.0.0.1")
 
 
@@ -169,7 +186,7 @@ async def bench(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="asynccore middleware overhead vs bare aiohttp (wrk)")
+    parser = argparse.ArgumentParser(description="what asynccore's edge costs vs bare aiohttp (wrk)")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server (default 2)")

@@ -8,7 +8,7 @@ at 64 connections and bounded durations, and prints markdown tables on stdout (p
   ``redis-server`` (so it can be flushed): the blog with its cache (two replicas), the blog with
   ``BLOG_CACHE_ENABLED=false`` (the uncached path), and two ceilings serving *the same bytes* the blog
   sends — a bare aiohttp handler (the issue's ceiling) and the same handler inside asynccore's
-  ``create_app`` (what the shared middleware stack alone allows). Servers are pinned to CPU 0, wrk to
+  ``create_app`` (what the shared edge alone allows). Servers are pinned to CPU 0, wrk to
   the other CPUs, so a server never competes with its own load generator.
 * **endpoints** — the anonymous article list (``/api/articles``), one article (``/api/articles/{slug}``)
   and its HTML page (``/article/{slug}``): each on each server, A/B/C/D per round, median of rounds.
@@ -106,11 +106,11 @@ def serve_ceiling(stack: str, port: int, bodies: Path) -> None:
             app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
         )
         return
-    from asynccore.app import create_app, run
+    from asynccore.app import add_routes, create_app, run
     from asynccore.settings import ServiceSettings, load_settings
 
     app = create_app("ceiling", load_settings(ServiceSettings))
-    app.router.add_routes(routes)
+    add_routes(app, routes)
     run(app, port, host="127.0.0.1")
 
 
@@ -561,7 +561,7 @@ def report(
         ]
     lines += [
         "",
-        "The bare-aiohttp ceiling has no middleware at all; the asynccore-app "
+        "The bare-aiohttp ceiling has nothing around its handler; the asynccore-app "
         "ceiling is the same handler behind the shared stack every service runs (request id, RED "
         "metrics, errors, deadline), so the gap between the two ceilings is the stack's cost and the gap "
         "from the second to the cached blog is the cache's.",

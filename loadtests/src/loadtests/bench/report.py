@@ -47,7 +47,7 @@ RUNS_FILE = "runs.json"  # what ran, for --from
 
 # (module, title), in the order they run and appear.
 MODULES = [
-    ("asynccore_red", "asynccore: what the middleware stack costs"),
+    ("asynccore_red", "asynccore: what the edge costs"),
     ("blog", "Blog: cache, ceiling and churn"),
     ("orders", "Orders"),
     ("stream", "Stream"),

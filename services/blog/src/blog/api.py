@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from asynccore.app import add_routes
 from asynccore.auth import issue_token, optional_caller, require_caller
 from asynccore.errors import ApiError
 from blog import articles, comments, profiles, tags, users
@@ -221,7 +222,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def add_api_routes(app: web.Application) -> None:
-    app.router.add_routes(
+    add_routes(
+        app,
         [
             web.post("/api/users", register),
             web.post("/api/users/login", login),
@@ -243,5 +245,5 @@ def add_api_routes(app: web.Application) -> None:
             web.delete("/api/articles/{slug}/favorite", unfavorite),
             web.get("/api/tags", list_tags),
             web.get("/api/openapi.json", openapi),
-        ]
+        ],
     )

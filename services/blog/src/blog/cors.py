@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from asynccore.app import add_routes
+
 __all__ = ["CORS_HEADERS", "enable_cors"]
 
 API = "/api/"
@@ -39,4 +41,4 @@ async def preflight(request: web.Request) -> web.Response:
 
 def enable_cors(app: web.Application) -> None:
     app.on_response_prepare.append(_allow_origin)
-    app.router.add_route("OPTIONS", API + "{tail:.*}", preflight)
+    add_routes(app, [web.route("OPTIONS", API + "{tail:.*}", preflight)])

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from asynccore.app import add_routes
 from asynccore.errors import ApiError
 from blog import feeds, pages
 from blog.cache import Entry
@@ -74,7 +75,8 @@ async def robots(request: web.Request) -> web.Response:
 def add_site_routes(app: web.Application) -> None:
     policy = f"public, max-age={app[BLOG].blog_page_max_age_s}"
     app[SHAPES] = {content_type: Shape(content_type, policy) for content_type in (HTML, XML, ATOM)}
-    app.router.add_routes(
+    add_routes(
+        app,
         [
             web.get("/", home),
             web.get("/article/{slug}", article),
@@ -83,5 +85,5 @@ def add_site_routes(app: web.Application) -> None:
             web.get("/sitemap.xml", sitemap),
             web.get("/feed.atom", atom),
             web.get("/robots.txt", robots),
-        ]
+        ],
     )

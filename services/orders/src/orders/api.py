@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from asynccore.app import add_routes
 from asynccore.auth import Caller, require_caller
 from asynccore.errors import ApiError
 from asynccore.params import int_param
@@ -162,14 +163,18 @@ async def fulfil_order(request: web.Request) -> web.Response:
 
 
 def routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/api/orders/openapi.json", openapi)
-    r.add_post("/api/products", create_product)
-    r.add_get("/api/products", list_products)
-    r.add_get(r"/api/products/{id:\d+}", get_product)
-    r.add_post(r"/api/products/{id:\d+}/restock", restock_product)
-    r.add_post("/api/orders", create_order)
-    r.add_get("/api/orders", list_orders)
-    r.add_get(r"/api/orders/{id:\d+}", get_order)
-    r.add_post(r"/api/orders/{id:\d+}/cancel", cancel_order)
-    r.add_post(r"/api/orders/{id:\d+}/fulfil", fulfil_order)
+    add_routes(
+        app,
+        [
+            web.get("/api/orders/openapi.json", openapi),
+            web.post("/api/products", create_product),
+            web.get("/api/products", list_products),
+            web.get(r"/api/products/{id:\d+}", get_product),
+            web.post(r"/api/products/{id:\d+}/restock", restock_product),
+            web.post("/api/orders", create_order),
+            web.get("/api/orders", list_orders),
+            web.get(r"/api/orders/{id:\d+}", get_order),
+            web.post(r"/api/orders/{id:\d+}/cancel", cancel_order),
+            web.post(r"/api/orders/{id:\d+}/fulfil", fulfil_order),
+        ],
+    )

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from asynccore.app import SETTINGS, no_deadline
+from asynccore.app import SETTINGS, add_routes, no_deadline
 from asynccore.errors import ApiError
 from asynccore.params import int_param
 from stream import queries
@@ -22,7 +22,7 @@ from stream.recommend import top_co_viewed
 from stream.risk import RULES, list_alerts
 from stream.settings import StreamSettings
 
-__all__ = ["KEYS", "LIVE", "REDIS", "add_routes"]
+__all__ = ["KEYS", "LIVE", "REDIS", "add_api_routes"]
 
 REDIS = web.AppKey("redis", Redis)
 KEYS = web.AppKey("keys", Keys)
@@ -110,13 +110,18 @@ async def get_openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
-def add_routes(app: web.Application) -> None:
+def add_api_routes(app: web.Application) -> None:
     app[OPENAPI] = orjson.dumps(openapi_document())
-    app.router.add_post("/api/events", post_events)
-    app.router.add_get("/api/analytics/summary", get_summary)
-    app.router.add_get("/api/analytics/funnel", get_funnel)
-    app.router.add_get("/api/analytics/top-products", get_top_products)
-    app.router.add_get("/api/analytics/openapi.json", get_openapi)
-    app.router.add_get("/api/recommendations/{product_id}", get_recommendations)
-    app.router.add_get("/api/risk/alerts", get_alerts)
-    app.router.add_get("/api/live", get_live)
+    add_routes(
+        app,
+        [
+            web.post("/api/events", post_events),
+            web.get("/api/analytics/summary", get_summary),
+            web.get("/api/analytics/funnel", get_funnel),
+            web.get("/api/analytics/top-products", get_top_products),
+            web.get("/api/analytics/openapi.json", get_openapi),
+            web.get("/api/recommendations/{product_id}", get_recommendations),
+            web.get("/api/risk/alerts", get_alerts),
+            web.get("/api/live", get_live),
+        ],
+    )

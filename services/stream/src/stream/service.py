@@ -13,7 +13,7 @@ from aiohttp import web
 from asynccore.app import TASKS, CleanupCtx, create_app
 from asynccore.pools.redis import open_redis, redis_pool
 from stream import queries
-from stream.api import KEYS, LIVE, REDIS, add_routes
+from stream.api import KEYS, LIVE, REDIS, add_api_routes
 from stream.consumer import Consumer
 from stream.kafka import PRODUCER, kafka_producer
 from stream.keys import Keys
@@ -41,7 +41,7 @@ def build_app(settings: StreamSettings) -> web.Application:
     app = create_app("stream", settings, resources=resources)
     app[KEYS] = keys
     app[LIVE] = LiveFeed(lambda: queries.live_snapshot(app[REDIS], keys))
-    add_routes(app)
+    add_api_routes(app)
     app.on_shutdown.append(_end_streams)
     return app
 

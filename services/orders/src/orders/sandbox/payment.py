@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import Field
 
-from asynccore.app import create_app, run
+from asynccore.app import add_routes, create_app, run
 from asynccore.errors import ApiError
 from asynccore.logs import REQUEST_ID_HEADER
 from asynccore.settings import ServiceSettings, load_settings
@@ -145,10 +145,15 @@ async def put_config(request: web.Request) -> web.Response:
 def build_app(settings: SandboxSettings) -> web.Application:
     app = create_app("payment-sandbox", settings)
     app[SANDBOX] = Sandbox(settings.payment_latency_ms, settings.payment_failure_rate)
-    app.router.add_post("/charges", create_charge)
-    app.router.add_get("/charges/{key}", get_charge)
-    app.router.add_get("/_admin/stats", get_stats)
-    app.router.add_put("/_admin/config", put_config)
+    add_routes(
+        app,
+        [
+            web.post("/charges", create_charge),
+            web.get("/charges/{key}", get_charge),
+            web.get("/_admin/stats", get_stats),
+            web.put("/_admin/config", put_config),
+        ],
+    )
     return app
 
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import Field
 
-from asynccore.app import CleanupCtx, create_app, run
+from asynccore.app import CleanupCtx, add_routes, create_app, run
 from asynccore.settings import ServiceSettings, load_settings
 
 __all__ = ["Mailbox", "SinkSettings", "build_app", "main"]
@@ -88,7 +88,7 @@ def build_app(settings: SinkSettings) -> web.Application:
     )
     app[MAILBOX] = Mailbox()
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
-    app.router.add_get("/messages", list_messages)
+    add_routes(app, [web.get("/messages", list_messages)])
     return app
 
 
