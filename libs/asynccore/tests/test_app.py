@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from asynccore.app import (
+    EDGE,
     READINESS,
     SERVICE,
     SETTINGS,
@@ -249,6 +250,28 @@ async def test_aiohttp_http_errors_leave_in_the_json_shape() -> None:
         assert wrong_method.status == 405
         assert "GET" in wrong_method.headers["Allow"]
         assert await wrong_method.json() == {"errors": {"body": ["Method Not Allowed"]}}
+
+
+async def test_error_headers_go_on_the_edge_errors_under_their_prefix_only() -> None:
+    app = make_app()
+
+    async def private(request: web.Request) -> web.Response:
+        raise ApiError(401, "token", "missing")
+
+    async def fine(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    add_routes(app, [web.get("/api/me", private), web.get("/api/ok", fine), web.get("/page", private)])
+    app[EDGE].add_error_headers("/api/", {"Access-Control-Allow-Origin": "*"})
+    async with TestClient(TestServer(app)) as client:
+        for path in ("/api/me", "/api/missing"):
+            resp = await client.get(path)
+            assert resp.status in (401, 404)
+            assert resp.headers["Access-Control-Allow-Origin"] == "*", path
+            assert resp.headers["X-Request-ID"]
+        for path in ("/page", "/api/ok"):  # another prefix; an answer the handler made itself
+            resp = await client.get(path)
+            assert "Access-Control-Allow-Origin" not in resp.headers, path
 
 
 async def test_redirects_pass_through_untouched() -> None:

@@ -228,7 +228,7 @@ async def test_browsers_on_other_origins_may_call_the_api(client: Client) -> Non
     assert resp.status == 204
     assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
-    for path in ("/api/tags", "/api/user"):  # an answer and an error alike
+    for path in ("/api/tags", "/api/user", "/api/no-such-thing"):  # an answer and errors alike
         resp = await client.get(path, headers={"Origin": "http://app.example"})
         assert resp.headers["Access-Control-Allow-Origin"] == "*", path
     resp = await client.get("/")

@@ -9,29 +9,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from asynccore.app import add_routes
+from asynccore.app import EDGE, add_routes
 
 __all__ = ["CORS_HEADERS", "enable_cors"]
 
 API = "/api/"
 ALLOW_HEADERS = "Authorization, Content-Type, X-Requested-With, X-Request-ID, If-None-Match"
-# API handlers send these with every answer (built once); the hook below adds them to the rest.
+# API handlers send these with every answer (built once); the shared edge adds them to its errors.
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "ETag, X-Request-ID, Retry-After",
 }
 
 
-async def _allow_origin(request: web.Request, response: web.StreamResponse) -> None:
-    """Answers the shared middleware built (401, 404, 413, 422 …) get the headers here."""
-    if "Access-Control-Allow-Origin" not in response.headers and request.path.startswith(API):
-        response.headers.update(CORS_HEADERS)
-
-
 async def preflight(request: web.Request) -> web.Response:
     return web.Response(
         status=204,
         headers={
+            **CORS_HEADERS,
             "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
             "Access-Control-Allow-Headers": ALLOW_HEADERS,
             "Access-Control-Max-Age": "86400",
@@ -40,5 +35,5 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 def enable_cors(app: web.Application) -> None:
-    app.on_response_prepare.append(_allow_origin)
+    app[EDGE].add_error_headers(API, CORS_HEADERS)  # the errors the shared edge answers: 401, 404, 422 …
     add_routes(app, [web.route("OPTIONS", API + "{tail:.*}", preflight)])

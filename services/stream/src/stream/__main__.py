@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 
 from asynccore.app import run
@@ -18,11 +17,6 @@ def main() -> None:
     except RuntimeError as exc:  # no KAFKA_BOOTSTRAP and no local broker: a configuration problem
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    # Each batch allocates hundreds of thousands of short-lived containers; with the default
-    # threshold the cyclic GC would rescan the young heap every 700 of them. Freeze what start-up
-    # made and collect young objects less eagerly.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
     run(app, settings.stream_port)
 
 
