@@ -464,6 +464,14 @@ STREAM_QUALITY = [
         unit="ops",
     ),
     timeseries(
+        "Event lateness",
+        Q(quantile(0.5, "stream_event_lateness_seconds"), "p50"),
+        Q(quantile(0.99, "stream_event_lateness_seconds"), "p99"),
+        unit="s",
+        description="How far behind its partition's newest event time a counted event arrived; "
+        "beyond the allowed lateness an event is late and dead-lettered instead.",
+    ),
+    timeseries(
         "Dead-lettered events/s by reason",
         Q(per_s("stream_dlq_total", "reason"), "{{reason}}"),
         unit="ops",

@@ -8,15 +8,18 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from stream_truth import judge, scenario
 
 from stream.aggregate import Plan, aggregate, build_ops, plan
 from stream.batch import Progress, prepare
 from stream.events import Event
 from stream.keys import Keys
+from stream.metrics import LATENESS
 from stream.recommend import co_views
 from stream.settings import StreamSettings
 from stream.state import Ops, Reply
+from stream.windows import LATENESS_BOUNDS_MS, LATENESS_LABELS
 
 KEYS = Keys("t:")
 SETTINGS = StreamSettings(stream_allowed_lateness_s=60)
@@ -111,6 +114,7 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
     parts = scenario(4, 400, t0=now - 3_600_000)
     truth = judge(parts, now)
     store, progress = FakeStore(), {p: Progress(0) for p in parts}
+    lateness: Counter[int] = Counter()
     cursor = dict.fromkeys(parts, 0)
     while any(cursor[p] < len(v) for p, v in parts.items()):
         batch = {}
@@ -121,10 +125,12 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
         prepared = prepare(batch, progress, now_ms=now, lateness_ms=60_000, max_future_ms=60_000)
         deltas = aggregate(prepared, SETTINGS.stream_dedup_horizon_s * 1000)
         the_plan = plan(deltas, KEYS, 1_800_000)
-        ops, _ = build_ops(prepared, deltas, the_plan, store.reply(the_plan), KEYS, "events", SETTINGS)
+        ops, totals = build_ops(prepared, deltas, the_plan, store.reply(the_plan), KEYS, "events", SETTINGS)
         store.apply(ops)
+        lateness.update(totals.lateness)
         progress = prepared.progress
     total = store.minute_totals()
+    assert [lateness[i] for i in range(len(LATENESS_LABELS))] == [total[label] for label in LATENESS_LABELS]
     assert {t: total[t] for t in truth.counts} == truth.counts
     assert (total["rev"], total["late"], total["invalid"], total["dup"]) == (
         truth.revenue_cents,
@@ -156,3 +162,14 @@ def test_co_views_pair_once_per_session_and_keep_the_last_items() -> None:
     # The next view, beyond the session gap, pairs with nothing.
     later, _ = co_views({"u": [view("d", 11 * hour)]}, sessions, gap_ms=60_000, items=2)
     assert not any(later.values())
+
+
+def test_the_lateness_histogram_is_cumulative_by_class_with_the_sum_in_seconds() -> None:
+    def sample(suffix: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(f"stream_event_lateness_seconds{suffix}", labels) or 0.0
+
+    le_1s, le_5s = (f"{b / 1000:.1f}" for b in LATENESS_BOUNDS_MS[1:3])
+    before = [sample("_bucket", le=le_1s), sample("_bucket", le=le_5s), sample("_count"), sample("_sum")]
+    LATENESS.add({0: 3, 2: 1}, 4_500)  # three on time, one 4.5 s behind
+    after = [sample("_bucket", le=le_1s), sample("_bucket", le=le_5s), sample("_count"), sample("_sum")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 4, 4, 4.5]

@@ -54,6 +54,7 @@ class Deltas:
     orders: Counter[tuple[int, str]] = field(default_factory=Counter)  # (minute, user) → orders placed
     span: tuple[int, int] | None = None  # oldest and newest event time
     added: int = 0  # candidates of the batch added so far
+    lag_ms: int = 0  # sum of how late the candidates were (the lateness histogram's sum)
 
     def add(self, prepared: Prepared) -> None:
         """Add the candidates ``prepared`` gained since the last call."""
@@ -65,6 +66,7 @@ class Deltas:
         minutes = [t - t % MINUTE_MS for t in times]
         kinds = [e.type for e in events]
         self.kinds.update(zip(minutes, kinds, map(_lateness_class, lags), strict=True))
+        self.lag_ms += sum(lags)
         self.products.update(zip(kinds, minutes, [e.product_id for e in events], strict=True))  # type: ignore[misc]
         self.users.update(zip(kinds, minutes, [e.user_id for e in events], strict=True))  # type: ignore[misc]  # str by now
         buckets = [t // self.horizon_ms for t in times]
@@ -96,6 +98,7 @@ class Deltas:
         for event, lag in already:
             kind, minute, user = event.type, event.ts - event.ts % MINUTE_MS, event.user_id
             self.kinds[(minute, kind, _lateness_class(lag))] -= 1
+            self.lag_ms -= lag
             counts[(minute, "dup")] += 1
             self.products[(kind, minute, event.product_id)] -= 1  # type: ignore[index]
             self.users[(kind, minute, user)] -= 1  # type: ignore[index]
@@ -131,6 +134,8 @@ class Totals:
     """What one batch counted, for metrics once it has committed."""
 
     by_type: Counter[str] = field(default_factory=Counter)
+    lateness: Counter[int] = field(default_factory=Counter)  # lateness class → events counted
+    lateness_ms: int = 0  # … and how late they were in all
     late: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
@@ -179,6 +184,8 @@ def build_ops(
     for (minute, kind, late), n in deltas.kinds.items():
         counts[(minute, kind)] += n
         counts[(minute, LATENESS_LABELS[late])] += n
+        totals.lateness[late] += n
+    totals.lateness_ms = deltas.lag_ms
     for event in prepared.duplicates:
         counts[(event.ts - event.ts % MINUTE_MS, "dup")] += 1
     totals.duplicates = len(already) + len(prepared.duplicates)

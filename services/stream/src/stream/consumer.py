@@ -22,7 +22,17 @@ from redis.asyncio import Redis
 from stream.aggregate import Deltas, Plan, Totals, build_ops, plan
 from stream.batch import Prepared, Progress, Record, prepare
 from stream.keys import Keys
-from stream.metrics import ALERTS, DUPLICATES, EVENTS, FLUSH_SECONDS, FRESHNESS, INVALID, LAG, LATE
+from stream.metrics import (
+    ALERTS,
+    DUPLICATES,
+    EVENTS,
+    FLUSH_SECONDS,
+    FRESHNESS,
+    INVALID,
+    LAG,
+    LATE,
+    LATENESS,
+)
 from stream.settings import StreamSettings
 from stream.state import Fenced, Ops, Reply, flush, load_offsets
 
@@ -268,6 +278,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 def _count(totals: Totals, fired: list[str]) -> None:
     for kind, n in totals.by_type.items():
         EVENTS.labels(kind).inc(n)
+    LATENESS.add(totals.lateness, totals.lateness_ms)
     if totals.late:
         LATE.inc(totals.late)
     for reason, n in totals.invalid.items():
