@@ -133,6 +133,23 @@ async def test_loop_lag_is_measured_and_a_blocked_loop_is_logged(caplog: pytest.
         await anext(ctx, None)
 
 
+async def test_head_on_a_get_route_is_recorded_as_head() -> None:
+    app = make_app()
+    service = app[SERVICE]
+
+    async def item(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    add_routes(app, [web.get("/items/{id}", item)])
+    async with TestClient(TestServer(app)) as client:
+        for method in ("GET", "HEAD", "GET"):
+            async with client.request(method, "/items/1") as resp:
+                assert resp.status == 200
+    labels = {"service": service, "route": "/items/{id}", "status": "200"}
+    assert sample("http_requests_total", method="GET", **labels) == 2
+    assert sample("http_requests_total", method="HEAD", **labels) == 1
+
+
 async def test_a_redirect_raised_by_a_handler_is_recorded_with_its_status() -> None:
     app = make_app()
     service = app[SERVICE]

@@ -163,23 +163,37 @@ def red_recorder(service: str) -> RedRecorder:
 
 
 class RouteRed:
-    """RED for one registered route: what its edge calls once per answered request."""
+    """RED for one registered route: what its edge calls once per answered request.
 
-    __slots__ = ("_by_key", "_recorder", "_route")
+    Requests in the route's own method find their series by status alone (no key tuple to build);
+    others (HEAD on a GET route, any method on a catch-all) by (method, status).
+    """
 
-    def __init__(self, recorder: RedRecorder, route: str | None = None) -> None:
+    __slots__ = ("_by_status", "_method", "_others", "_recorder", "_route")
+
+    def __init__(self, recorder: RedRecorder, route: str | None = None, method: str | None = None) -> None:
         self._recorder = recorder
         self._route = route  # None: the template of the route the request matched
-        self._by_key: dict[tuple[str, int], list[float]] = {}
+        self._method = method
+        self._by_status: dict[int, list[float]] = {}
+        self._others: dict[tuple[str, int], list[float]] = {}
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
-        series = self._by_key.get((request.method, status))
+        method = request.method
+        series = self._by_status.get(status) if method == self._method else self._others.get((method, status))
         if series is None:
-            series = self._recorder.series(self._route or route_template(request), request.method, status)
-            if request.method in METHODS:  # odd methods share "other" and are not worth a key each
-                self._by_key[(request.method, status)] = series
+            series = self._new_series(request, status)
         series[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         series[_SUM] += seconds
+
+    def _new_series(self, request: web.Request, status: int) -> list[float]:
+        method = request.method
+        series = self._recorder.series(self._route or route_template(request), method, status)
+        if method == self._method:
+            self._by_status[status] = series
+        elif method in METHODS:  # odd methods share "other" and are not worth a key each
+            self._others[(method, status)] = series
+        return series
 
     def unanswered(self, request: web.Request) -> None:
         """A request cancelled before it was answered: counted as 499, with no duration to observe."""
