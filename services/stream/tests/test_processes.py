@@ -104,9 +104,15 @@ async def test_two_members_split_partitions_and_the_survivor_takes_over(
     total = sum(len(v) for v in parts.values())
     first, first_port = service(stream_env, STREAM_BATCH_MAX="200")
     second, second_port = service(stream_env, STREAM_BATCH_MAX="200")
-    await asyncio.gather(first.start(), second.start())
+    everything = {str(p) for p in range(topics.partitions)}
+    await first.start()
     try:
-        everything = {str(p) for p in range(topics.partitions)}
+        # The second joins a settled group: two members joining at the same moment can keep the
+        # mock broker's coordinator rebalancing for tens of seconds before the group settles.
+        await wait_until(
+            lambda: _holds(first_port, everything), timeout=60, message="the first member holds all"
+        )
+        await second.start()
 
         async def split() -> bool:
             a, b = await assigned(first_port), await assigned(second_port)
@@ -126,6 +132,10 @@ async def test_two_members_split_partitions_and_the_survivor_takes_over(
         await assert_ground_truth(second_port, judge(parts, now_ms()))
     finally:
         await asyncio.gather(first.stop(), second.stop())
+
+
+async def _holds(port: int, partitions: set[str]) -> bool:
+    return await assigned(port) == partitions
 
 
 async def _above(redis: Redis, prefix: str, topics: Topics, n: int) -> bool:
