@@ -73,6 +73,8 @@ HISTOGRAMS = {
     "orders_lock_wait_seconds",
     "orders_payment_duration_seconds",
     "stream_flush_duration_seconds",
+    # How far behind its partition's newest event time each counted event arrived (data quality).
+    "stream_event_lateness_seconds",
 }
 CONTRACT = COUNTERS_AND_GAUGES | {
     f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")
