@@ -170,8 +170,9 @@ class DeadlineSweeper:
         """Start ``task``'s deadline; returns its generation to hand back to :meth:`leave`."""
         generation = self._generations[-1]
         generation.add(task)
-        if self._timer is None or self._timer_loop is not task.get_loop():
-            self._arm(task.get_loop())
+        loop = task.get_loop()
+        if self._timer is None or self._timer_loop is not loop:
+            self._arm(loop)
         return generation
 
     def leave(self, task: asyncio.Task[Any], generation: set[asyncio.Task[Any]]) -> bool:

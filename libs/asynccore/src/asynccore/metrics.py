@@ -4,10 +4,11 @@ Routes are labelled by their template (``/api/articles/{slug}``), never the raw 
 cardinality is bounded by the route table.
 
 RED is recorded by the edge every route handler is wrapped in at registration
-(:func:`asynccore.app.add_routes`), with :class:`RouteRed`: a route's series are found by (method,
-status) in a dict of that route's own, so the route template and the method check cost once per
-route, and the duration is ``time.perf_counter()`` around the handler (a vDSO read, ns resolution).
-An aiohttp middleware or the access-log hook would cost 2-4 µs per request before recording anything.
+(:func:`asynccore.app.add_routes`), with :class:`RouteRed`: a route's series are found by status
+in a dict of that route's own (by method and status for other methods than the route's), so the
+route template and the method check cost once per route, and the duration is
+``time.perf_counter()`` around the handler (a vDSO read, ns resolution). An aiohttp middleware
+or the access-log hook would cost 2-4 µs per request before recording anything.
 
 The numbers live in plain Python ints and floats and become Prometheus samples only when ``/metrics``
 is scraped (:class:`_RedCollector`). prometheus_client takes a lock for every ``inc`` and ``observe``;
@@ -18,9 +19,10 @@ once. The samples are the same: names, labels, cumulative buckets.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
@@ -38,6 +40,8 @@ __all__ = [
     "LATENCY_BUCKETS",
     "RedRecorder",
     "RouteRed",
+    "bucket_labels",
+    "cumulative_buckets",
     "loop_lag_ctx",
     "metrics_handler",
     "red_recorder",
@@ -48,7 +52,20 @@ log = logging.getLogger("asynccore.metrics")
 
 # 1 ms … 10 s, dense where web latencies live.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_BUCKET_LABELS = [floatToGoString(b) for b in (*LATENCY_BUCKETS, float("inf"))]  # type: ignore[no-untyped-call]
+
+
+def bucket_labels(bounds_s: Iterable[float]) -> list[str]:
+    """The ``le`` labels of histogram buckets with upper bounds ``bounds_s``, ``+Inf`` last."""
+    return [floatToGoString(b) for b in (*bounds_s, float("inf"))]  # type: ignore[no-untyped-call]
+
+
+def cumulative_buckets(labels: Sequence[str], counts: Iterable[float]) -> list[tuple[str, float]]:
+    """Per-bucket counts kept as plain numbers → the cumulative ``(le, count)`` pairs a histogram
+    sample wants (for collectors that keep counts themselves and convert only when scraped)."""
+    return list(zip(labels, itertools.accumulate(counts), strict=True))
+
+
+_BUCKET_LABELS = bucket_labels(LATENCY_BUCKETS)
 _SUM = len(LATENCY_BUCKETS) + 1  # index of the running sum after the per-bucket counts
 
 LOOP_LAG = Gauge("event_loop_lag_seconds", "How late a periodic loop callback ran", ["service"])
@@ -124,10 +141,7 @@ class RedRecorder:
             "http_request_duration_seconds", "HTTP request latency", labels=["service", "route", "method"]
         )
         for (route, method), hist in histograms.items():
-            cumulative, buckets = 0.0, []
-            for label, in_bucket in zip(_BUCKET_LABELS, hist, strict=False):
-                cumulative += in_bucket
-                buckets.append((label, cumulative))
+            buckets = cumulative_buckets(_BUCKET_LABELS, hist[:_SUM])
             latency.add_metric([self.service, route, method], buckets, hist[_SUM])
         in_flight = GaugeMetricFamily(
             "http_requests_in_flight", "HTTP requests being served", labels=["service"]

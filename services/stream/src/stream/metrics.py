@@ -7,8 +7,8 @@ from collections.abc import Iterator, Mapping
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
+from asynccore.metrics import bucket_labels, cumulative_buckets
 from stream.windows import LATENESS_BOUNDS_MS
 
 __all__ = [
@@ -45,6 +45,9 @@ TOP_PRODUCTS = Gauge(
 )
 
 
+_LABELS = bucket_labels(b / 1000 for b in LATENESS_BOUNDS_MS)
+
+
 class _Lateness(Collector):
     """``stream_event_lateness_seconds``: how far behind its partition's newest event time each
     counted event arrived (0 for one that advanced it) — the lateness distribution.
@@ -69,12 +72,7 @@ class _Lateness(Collector):
             "How far behind its partition's newest event time each counted event arrived",
             labels=[],
         )
-        bounds = [*(floatToGoString(b / 1000) for b in LATENESS_BOUNDS_MS), "+Inf"]  # type: ignore[no-untyped-call]
-        cumulative, buckets = 0, []
-        for bound, n in zip(bounds, self.counts, strict=True):
-            cumulative += n
-            buckets.append((bound, float(cumulative)))
-        histogram.add_metric([], buckets, self.sum_ms / 1000)
+        histogram.add_metric([], cumulative_buckets(_LABELS, self.counts), self.sum_ms / 1000)
         yield histogram
 
 
