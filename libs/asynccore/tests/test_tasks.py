@@ -1,4 +1,6 @@
-"""Supervised tasks: failures are logged and counted, never lost; close() drains, then cancels."""
+"""Supervised tasks: failures are logged and counted, never lost; close() drains, then cancels.
+
+And cancelling for good: a lost cancel still stops a loop, a cancel never waits unbounded."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from asynccore.tasks import Supervisor
+from asynccore.tasks import Supervisor, cancel_and_wait, check_cancelled
 from asynccore.testing import wait_until
 
 
@@ -158,3 +160,46 @@ async def test_no_new_tasks_after_close(supervisor: Supervisor) -> None:
     assert (
         inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
     )  # closed, so no "never awaited" warning either
+
+
+async def test_a_loop_stops_even_when_wait_for_loses_its_cancel() -> None:
+    turns = 0
+
+    async def step() -> None:
+        # The cancel lands in the step that finishes the wrapped call: Python 3.11's wait_for then
+        # returns normally (CPython gh-86296); 3.12 raises. Either way the loop must stop.
+        looping.cancel()
+
+    async def loop() -> None:
+        nonlocal turns
+        while True:
+            check_cancelled()
+            turns += 1
+            await asyncio.wait_for(step(), timeout=5)
+
+    looping = asyncio.create_task(loop())
+    await asyncio.wait([looping], timeout=5)
+    assert looping.cancelled()
+    assert turns == 1
+
+
+async def test_cancel_and_wait_leaves_a_task_that_does_not_stop(caplog: pytest.LogCaptureFixture) -> None:
+    release = asyncio.Event()
+
+    async def stuck_clean_up() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()
+
+    task = asyncio.create_task(stuck_clean_up(), name="stuck")
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="asynccore.tasks"):
+        await cancel_and_wait([task], 0.2)
+    assert 0.2 <= time.monotonic() - started < 2
+    assert not task.done()
+    assert "tasks still running 0.2s after cancel, left behind: stuck" in caplog.messages
+    release.set()
+    await asyncio.wait([task], timeout=5)
+    assert task.cancelled()

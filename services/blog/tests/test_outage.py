@@ -5,11 +5,14 @@ The shared Redis is never touched: each test runs its own server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -24,6 +27,7 @@ from blog import articles, users
 from blog.cache import Cache
 from blog.inputs import NewArticle, NewUser, UpdateArticle
 from blog.passwords import Passwords
+from blog.versions import Versions
 
 
 @pytest.fixture
@@ -196,3 +200,52 @@ async def test_a_bump_redis_missed_bypasses_the_cache_until_the_epoch_moves(
         await cache.close()
         await commands.aclose()
         await proxy.close()
+
+
+@contextlib.contextmanager
+def cancel_as_child_ends(task: asyncio.Task[Any], n: int) -> Iterator[None]:
+    """Cancel ``task`` the moment the ``n``-th task it starts from now on finishes.
+
+    That is the moment Python 3.11's ``asyncio.wait_for`` loses a cancel (CPython gh-86296), and
+    redis-py sends every command through ``wait_for`` in a task of its own.
+    """
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    started = 0
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any) -> Any:
+        nonlocal started
+        child = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
+        if asyncio.current_task(loop) is task:
+            started += 1
+            if started == n:
+                child.add_done_callback(lambda _: task.cancel())
+        return child
+
+    loop.set_task_factory(factory)
+    try:
+        yield
+    finally:
+        loop.set_task_factory(previous)
+
+
+# A reconnect starts 7 tasks (five commands on the channel's connection, the epoch bump and the
+# release of its pooled connection); the 8th is the first probe once the channel is up.
+@pytest.mark.parametrize("n", range(1, 9))
+async def test_the_invalidation_channel_stops_when_cancelled_while_reconnecting(
+    private_redis: RedisServer, prefix: str, n: int
+) -> None:
+    """Once a lost cancel left the channel running and a cache close waiting for it for good."""
+    commands = open_redis(private_redis.url)
+    versions = Versions(commands, private_redis.url, prefix, breaker())
+    listener = asyncio.create_task(versions.listen())
+    try:
+        await wait_until(versions.connected.is_set, timeout=5, message="invalidation channel up")
+        with cancel_as_child_ends(listener, n):
+            await commands.client_kill_filter(_type="pubsub")  # the channel drops and reconnects
+            await asyncio.wait([listener], timeout=5)
+        assert listener.cancelled(), f"still running after a cancel at its task {n}"
+    finally:
+        listener.cancel()
+        await asyncio.wait([listener], timeout=5)
+        await commands.aclose()

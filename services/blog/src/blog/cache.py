@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from asynccore.resilience import CircuitBreaker
+from asynccore.tasks import cancel_and_wait
 from blog.versions import EPOCH, UNAVAILABLE, Versions, new_token
 
 __all__ = ["Cache", "Entry"]
@@ -50,6 +51,10 @@ ERRORS = Counter("blog_cache_errors_total", "Redis errors met while reading or f
 FALLBACKS = Counter("blog_cache_redis_fallbacks_total", "Reads served from SQLite because Redis failed")
 
 Loader = Callable[[], Awaitable[bytes]]
+
+# A cancelled task ends at its next await; close() logs and leaves one still running after this long
+# rather than hold up the app's shutdown.
+CLOSE_TIMEOUT_S = 5.0
 
 # The fill lock is ours while its value is our token; only the owner deletes it.
 STORE_AND_UNLOCK = """
@@ -175,10 +180,9 @@ class Cache:
             self._listener.add_done_callback(_log_failure)
 
     async def close(self) -> None:
+        """Stop the invalidation channel and the loads in flight; gives up on them after a few seconds."""
         tasks = [t for t in [self._listener, *self._flights.values()] if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks, CLOSE_TIMEOUT_S)
 
     # ------------------------------------------------------------------ reads
 

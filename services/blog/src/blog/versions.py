@@ -31,6 +31,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.exceptions import RedisError
 
 from asynccore.resilience import CircuitBreaker, CircuitOpen, retrying
+from asynccore.tasks import check_cancelled
 
 __all__ = ["EPOCH", "UNAVAILABLE", "Versions", "new_token"]
 
@@ -171,7 +172,12 @@ class Versions:
         self.connected.clear()
 
     async def listen(self) -> None:
-        """Keep the invalidation channel open for the life of the process (a supervised task)."""
+        """Keep the invalidation channel open until cancelled (the cache owns this task).
+
+        Every attempt and every read checks for a cancel redis-py lost (see ``check_cancelled``):
+        without that, a cancel landing as a command is sent leaves the channel running, and the
+        cache's owner waiting for it.
+        """
         async for attempt in retrying(
             attempts=sys.maxsize,
             initial_s=0.05,
@@ -180,6 +186,7 @@ class Versions:
             name="blog-cache-invalidations",
         ):
             with attempt:
+                check_cancelled()
                 try:
                     await self._listen_once()
                 except Exception as exc:
@@ -221,6 +228,7 @@ class Versions:
     async def _read_invalidations(self, conn: AbstractConnection) -> None:
         probing = False
         while True:
+            check_cancelled()
             message = await conn.read_response(timeout=PROBE_AFTER_S)
             if message is None:
                 if probing:
