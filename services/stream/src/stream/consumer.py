@@ -114,16 +114,19 @@ class Consumer:
             # (this process working), in as many fetches as arrive before N has committed: the
             # longer a flush takes, the bigger the next batch, and a flush's Redis work grows with
             # the distinct keys it touches, not with its events. N+1 starts its flush once N has.
+            # Records already fetched join the batch even with no flush to wait for, so a backlog
+            # is taken in full batches from the first one on (batch size, and memory, start at
+            # their steady level instead of growing over the first seconds).
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=s.stream_poll_ms, max_records=s.stream_batch_max)
                 judged = self._judge(batch, None) if batch else None
-                while judged is not None and in_flight is not None and not in_flight.done():
-                    room = s.stream_batch_max - judged.prepared.records
-                    if room <= 0:
-                        break
-                    more = await consumer.getmany(timeout_ms=FILL_WAIT_MS, max_records=room)
+                while judged is not None and (room := s.stream_batch_max - judged.prepared.records) > 0:
+                    waiting = in_flight is not None and not in_flight.done()
+                    more = await consumer.getmany(timeout_ms=FILL_WAIT_MS if waiting else 0, max_records=room)
                     if more:
                         judged = self._judge(more, judged)
+                    elif not waiting:
+                        break
                 if in_flight is not None:
                     await in_flight
                     in_flight = None
