@@ -114,9 +114,9 @@ class Consumer:
             # (this process working), in as many fetches as arrive before N has committed: the
             # longer a flush takes, the bigger the next batch, and a flush's Redis work grows with
             # the distinct keys it touches, not with its events. N+1 starts its flush once N has.
-            # Records already fetched join the batch even with no flush to wait for, so a backlog
-            # is taken in full batches from the first one on (batch size, and memory, start at
-            # their steady level instead of growing over the first seconds).
+            # Records already fetched (buffered by aiokafka) join the batch even with no flush to
+            # wait for, without waiting for more: while draining a backlog, batches are as full as
+            # the fetcher allows from the start rather than growing with the flush time.
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=s.stream_poll_ms, max_records=s.stream_batch_max)
                 judged = self._judge(batch, None) if batch else None
