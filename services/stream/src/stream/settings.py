@@ -33,9 +33,9 @@ class StreamSettings(ServiceSettings):
 
     # Consumer.
     # Records per batch at most: what a process holds in memory is about two batches (one flushing,
-    # one being judged). At 50,000, draining a backlog was ~8 % faster, but RSS climbed by ~20 MiB
-    # over the first seconds while batches grew to the cap; at 30,000 the cap is reached within a
-    # second and RSS stays flat (``python -m loadtests.bench.stream``).
+    # one being judged). At 50,000, draining a backlog was 2-8 % faster, but RSS climbed by 17-26 %
+    # over the run while batches grew to the cap; at 30,000 the cap is reached within about a second
+    # and RSS then stays within ~5 % (``python -m loadtests.bench.stream``).
     stream_batch_max: int = Field(default=30_000, gt=0)
     stream_poll_ms: int = Field(default=100, gt=0)
     # How long the broker may hold a fetch that found nothing new. The mock broker holds it that
