@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 from blog_testing import Client, auth, post_article, register
@@ -210,6 +212,99 @@ async def test_favorites_profiles_comments_and_tags(client: Client) -> None:
 
     resp = await client.get("/api/tags")
     assert "social" in (await resp.json())["tags"]
+
+
+# What RealWorld front-ends parse: ISO 8601 with a fraction of a second and a zone.
+TIMESTAMP = re.compile(r"^\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d\.\d+(?:Z|[+-][0-2]\d:[0-5]\d)$")
+LISTED_FIELDS = {
+    "slug", "title", "description", "tagList", "createdAt", "updatedAt", "favorited", "favoritesCount",
+    "author",
+}  # fmt: skip  # lists leave the body out (the spec's MultipleArticlesResponse)
+
+
+def assert_article(article: dict[str, Any], *, listed: bool = False) -> None:
+    assert set(article) == (LISTED_FIELDS if listed else LISTED_FIELDS | {"body"})
+    assert TIMESTAMP.match(article["createdAt"]) and TIMESTAMP.match(article["updatedAt"])
+    assert isinstance(article["tagList"], list) and isinstance(article["favoritesCount"], int)
+    assert set(article["author"]) >= {"username", "bio", "image", "following"}
+
+
+async def test_a_reference_client_session_from_sign_up_to_delete(client: Client) -> None:
+    """The walk the RealWorld reference API suite takes, with the shapes front-ends rely on:
+    timestamps with a fraction, tags sorted, favorites and comments reflected at once."""
+    name = f"ref{uuid.uuid4().hex[:6]}"
+    token = await register(client, name)
+    resp = await client.put("/api/user", json={"user": {"email": f"{name}@new.example"}}, headers=auth(token))
+    assert resp.status == 200
+    assert set((await resp.json())["user"]) == {"email", "username", "bio", "image", "token"}
+
+    resp = await client.post(
+        "/api/articles",
+        json={"article": {"title": f"Train {name}", "description": "how?", "body": "Very carefully.",
+                          "tagList": ["training", "dragons"]}},
+        headers=auth(token),
+    )  # fmt: skip
+    assert resp.status == 201
+    created = (await resp.json())["article"]
+    assert_article(created)
+    assert created["tagList"] == ["dragons", "training"]
+    slug = created["slug"]
+
+    for path, headers in [
+        (f"/api/articles?author={name}", {}),
+        (f"/api/articles?author={name}", auth(token)),
+        (f"/api/articles?tag=dragons&author={name}", {}),
+        ("/api/articles/feed", auth(token)),
+    ]:
+        resp = await client.get(path, headers=headers)
+        assert resp.status == 200, path
+        page = await resp.json()
+        assert page["articlesCount"] == len(page["articles"]), path
+        for article in page["articles"]:
+            assert_article(article, listed=True)
+        assert [a["slug"] for a in page["articles"]] == ([] if path.endswith("feed") else [slug]), path
+
+    resp = await client.put(
+        f"/api/articles/{slug}", json={"article": {"body": "With two hands"}}, headers=auth(token)
+    )
+    updated = (await resp.json())["article"]
+    assert_article(updated)
+    assert (updated["body"], updated["title"], updated["tagList"]) == (
+        "With two hands",
+        created["title"],
+        ["dragons", "training"],
+    )
+
+    resp = await client.post(f"/api/articles/{slug}/favorite", headers=auth(token))
+    assert ((a := (await resp.json())["article"])["favorited"], a["favoritesCount"]) == (True, 1)
+    resp = await client.get(f"/api/articles?favorited={name}", headers=auth(token))
+    assert [(a["slug"], a["favoritesCount"]) for a in (await resp.json())["articles"]] == [(slug, 1)]
+    resp = await client.delete(f"/api/articles/{slug}/favorite", headers=auth(token))
+    assert ((a := (await resp.json())["article"])["favorited"], a["favoritesCount"]) == (False, 0)
+
+    resp = await client.post(
+        f"/api/articles/{slug}/comments",
+        json={"comment": {"body": "Thank you so much!"}},
+        headers=auth(token),
+    )
+    comment = (await resp.json())["comment"]
+    assert set(comment) >= {"id", "body", "createdAt", "updatedAt", "author"} and isinstance(
+        comment["id"], int
+    )
+    assert TIMESTAMP.match(comment["createdAt"]) and TIMESTAMP.match(comment["updatedAt"])
+    resp = await client.get(f"/api/articles/{slug}/comments", headers=auth(token))
+    assert [c["id"] for c in (await resp.json())["comments"]] == [comment["id"]]
+    resp = await client.delete(f"/api/articles/{slug}/comments/{comment['id']}", headers=auth(token))
+    assert resp.status in (200, 204)
+
+    resp = await client.get(f"/api/profiles/{name}", headers=auth(token))
+    assert set((await resp.json())["profile"]) == {"username", "bio", "image", "following"}
+    resp = await client.get("/api/tags")
+    assert {"dragons", "training"} <= set((await resp.json())["tags"])
+    resp = await client.delete(f"/api/articles/{slug}", headers=auth(token))
+    assert resp.status in (200, 204)
+    resp = await client.get(f"/api/articles/{slug}")
+    assert resp.status == 404
 
 
 async def test_the_spec_is_served(client: Client) -> None:
