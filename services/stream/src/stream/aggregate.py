@@ -267,13 +267,6 @@ def _positions(values: list[int]) -> dict[int, list[int]]:
     return out
 
 
-def _flat(counts: dict[str, int]) -> list[str | int]:
-    out: list[str | int] = []
-    for name, n in counts.items():
-        out += (name, n)
-    return out
-
-
 def _dead_letter(rej: Rejected, topic: str) -> str:
     """The dead-letter message: why, where it came from, and the original bytes (as text)."""
     return orjson.dumps(
