@@ -61,6 +61,7 @@ COUNTERS_AND_GAUGES = {
     "stream_freshness_seconds",
     "stream_dlq_total",
     "stream_risk_alerts_total",
+    "stream_outbox_full",
     # Proposed addition for the "top products" panel: events of each of the 10 busiest products in
     # the current window (bounded cardinality: a product leaving the top 10 is removed).
     "stream_top_product_events",
@@ -91,6 +92,7 @@ REQUIRED_ALERTS = {
     "OrdersDeadLettered",
     "StreamDeadLetterRatio",
     "StreamConsumerLagHigh",
+    "StreamOutboxFull",
     "BlogCacheHitRatioCollapse",
 }
 SEVERITIES = {"page", "ticket"}

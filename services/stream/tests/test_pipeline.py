@@ -8,8 +8,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from stream_testkit import MockKafka, Topics, consumed, now_ms, produce_partitions, read_topic, settings_for
+from stream_testkit import (
+    MockKafka,
+    Topics,
+    consumed,
+    now_ms,
+    produce_partitions,
+    read_topic,
+    settings_for,
+    stored_total,
+)
 from stream_truth import judge, scenario
 
 from asynccore.testing import wait_until
@@ -127,3 +137,49 @@ async def test_windows_funnel_recommendations_and_risk_alerts(
         a["alert_id"] for a in alerts
     )
     assert {m.key() for m in published} == {b"spree", b"bot"}
+
+
+async def test_a_full_outbox_holds_flushes_back_until_the_relay_drains_it(
+    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+) -> None:
+    """With no relay (as while Kafka refuses its messages), dead letters pile up to the limit and
+    the consumer stops flushing rather than trimming them; a relay then drains it and nothing is lost."""
+    parts = scenario(topics.partitions, 400)
+    truth = judge(parts, now_ms())
+    limit = 10
+    settings = settings_for(kafka, topics, prefix, stream_batch_max=50, stream_outbox_max=limit)
+    keys = Keys(prefix)
+    producer = new_producer(kafka.bootstrap)
+    await producer.start()
+    consumer = Consumer(settings, redis)
+    relay = OutboxRelay(redis, keys, producer, name="late", dlq_topic=topics.dlq)
+    tasks = [asyncio.create_task(consumer.run())]
+    try:
+        await asyncio.to_thread(produce_partitions, kafka.bootstrap, topics.events, parts)
+        await wait_until(
+            lambda: REGISTRY.get_sample_value("stream_outbox_full") == 1, timeout=30, message="flushes wait"
+        )
+        records = sum(len(values) for values in parts.values())
+        assert await stored_total(redis, prefix, topics.events, topics.partitions) < records
+        assert limit <= await redis.xlen(keys.outbox) < limit + 50  # one batch past the limit at most
+
+        tasks.append(asyncio.create_task(relay.run()))
+        ends = {p: len(v) for p, v in parts.items()}
+        await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=60, message="consumed")
+        await wait_until(lambda: _empty(redis, keys.outbox), timeout=20, message="outbox drained")
+    finally:
+        consumer.stop()
+        relay.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        await producer.stop()
+    assert REGISTRY.get_sample_value("stream_outbox_full") == 0
+    now = now_ms()
+    summary = await queries.summary(redis, keys, now - 2 * 3_600_000, now + 3_600_000)
+    assert summary["counts"] == truth.counts
+    messages = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.dlq, len(truth.dead_letters))
+    letters = [orjson.loads(m.value()) for m in messages]
+    assert sorted((d["partition"], d["offset"]) for d in letters) == sorted(truth.dead_letters)
+
+
+async def _empty(redis: Redis, key: str) -> bool:
+    return await redis.xlen(key) == 0

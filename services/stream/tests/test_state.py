@@ -14,7 +14,7 @@ from stream.keys import Keys
 from stream.risk import risk_ops
 from stream.state import Fenced, Ops, Reply, flush, lua_bytes
 
-FLUSH: dict[str, Any] = {"alerts_kept": 100, "outbox_max": 1000, "alerts_topic": "alerts"}
+FLUSH: dict[str, Any] = {"alerts_kept": 100, "alerts_topic": "alerts"}
 
 
 async def test_deltas_and_offsets_commit_together(redis: Redis, prefix: str) -> None:

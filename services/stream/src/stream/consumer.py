@@ -32,6 +32,7 @@ from stream.metrics import (
     LAG,
     LATE,
     LATENESS,
+    OUTBOX_FULL,
 )
 from stream.settings import StreamSettings
 from stream.state import Fenced, Ops, Reply, flush, load_offsets
@@ -43,6 +44,7 @@ log = logging.getLogger("stream.consumer")
 START_TIMEOUT_S = 30.0
 MAX_RESTART_DELAY_S = 10.0
 FILL_WAIT_MS = 5  # how long one more fetch into the next batch may wait while a flush runs
+OUTBOX_POLL_S = 0.5  # how often a full outbox is looked at again
 
 
 class Consumer:
@@ -190,6 +192,8 @@ class Consumer:
             ops, totals = build_ops(prepared, job.deltas, the_plan, reply, keys, self.topic, s)
             return ops
 
+        if not await self._outbox_room(job):
+            return
         async with self._lock:
             if job.generation != self._generation:
                 return  # judged before a rebalance or a fence moved the positions: it is re-read
@@ -205,7 +209,6 @@ class Consumer:
                         the_plan.session_groups,
                         build,
                         alerts_kept=s.stream_alerts_kept,
-                        outbox_max=s.stream_outbox_max,
                         alerts_topic=s.stream_alerts_topic,
                     )
             except Fenced as exc:
@@ -220,6 +223,36 @@ class Consumer:
         _count(totals, fired)
         if self._on_flushed is not None:
             self._on_flushed(totals, fired)
+
+    async def _outbox_room(self, job: _Job) -> bool:
+        """Wait while the outbox holds ``STREAM_OUTBOX_MAX`` messages or more; False if the batch is void.
+
+        The relay empties the outbox into Kafka. While it cannot (Kafka away, a topic missing), flushes
+        wait here instead of trimming undelivered dead letters and alerts: consumption is delayed,
+        nothing is dropped. The outbox may pass the limit by what one batch per consumer adds. A stop
+        while waiting leaves the batch unflushed: it is read again from the stored offsets.
+        """
+        limit = self.settings.stream_outbox_max
+        backlog = await self.redis.xlen(self.keys.outbox)
+        if backlog < limit:
+            return True
+        log.warning("outbox holds %d messages (limit %d): flushes wait for the relay", backlog, limit)
+        OUTBOX_FULL.set(1)
+        try:
+            while backlog >= limit:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(OUTBOX_POLL_S):
+                        await self._stopping.wait()
+                if job.generation != self._generation:
+                    return False  # a rebalance moved the positions meanwhile
+                if self._stopping.is_set():
+                    self._generation += 1  # this batch and those judged after it are read again on restart
+                    return False
+                backlog = await self.redis.xlen(self.keys.outbox)
+        finally:
+            OUTBOX_FULL.set(0)
+        log.info("outbox down to %d messages: flushing again", backlog)
+        return True
 
     async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> None:
         """Position ``partitions`` at their offsets stored in Redis (the beginning if none).

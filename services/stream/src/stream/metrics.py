@@ -22,6 +22,7 @@ __all__ = [
     "LAG",
     "LATE",
     "LATENESS",
+    "OUTBOX_FULL",
     "TOP_PRODUCTS",
 ]
 
@@ -31,6 +32,7 @@ INVALID = Counter("stream_events_invalid_total", "Malformed events (sent to the 
 DUPLICATES = Counter("stream_events_duplicate_total", "Events whose event_id was already counted")
 LAG = Gauge("stream_consumer_lag", "Records not yet processed, per assigned partition", ["partition"])
 FRESHNESS = Gauge("stream_freshness_seconds", "Now minus the newest event time this process aggregated")
+OUTBOX_FULL = Gauge("stream_outbox_full", "1 while flushes wait for the relay to drain a full outbox")
 DLQ = Counter("stream_dlq_total", "Messages produced to the dead-letter topic", ["reason"])
 FLUSH_SECONDS = Histogram(
     "stream_flush_duration_seconds",

@@ -57,6 +57,7 @@ class StreamSettings(ServiceSettings):
     stream_risk_cart_products_per_10s: int = Field(default=8, ge=1)
     stream_risk_state_ttl_s: int = Field(default=900, gt=0)
     stream_alerts_kept: int = Field(default=1000, gt=0)
+    # Dead letters and alerts waiting for the relay: at this many, flushes wait for it (nothing is trimmed).
     stream_outbox_max: int = Field(default=100_000, gt=0)
 
     def bootstrap(self) -> str:

@@ -55,12 +55,12 @@ end
 return cmsgpack.pack(out)
 """
 
-# KEYS: alerts list, outbox stream. ARGV: msgpack ops (see Ops), alerts kept, outbox max, alerts topic.
+# KEYS: alerts list, outbox stream. ARGV: msgpack ops (see Ops), alerts kept, alerts topic.
 # Returns the rules of the alerts that fired.
 APPLY_LUA = """
 local d = cmsgpack.unpack(ARGV[1])
 local alerts, outbox = KEYS[1], KEYS[2]
-local kept, outbox_max, alerts_topic = tonumber(ARGV[2]) - 1, ARGV[3], ARGV[4]
+local kept, alerts_topic = tonumber(ARGV[2]) - 1, ARGV[3]
 local call, fired, expiring = redis.call, {}, {}
 local function chunked(cmd, key, e, from)
   local n, i = #e, from
@@ -79,7 +79,7 @@ local function fire(rule, user, start, stop, threshold, count)  -- the alert JSO
     .. ',"threshold":' .. threshold .. ',"count":' .. count .. '}'
   call('LPUSH', alerts, alert)
   call('LTRIM', alerts, 0, kept)
-  call('XADD', outbox, 'MAXLEN', '~', outbox_max, '*', 't', alerts_topic, 'k', user, 'v', alert, 'r', rule)
+  call('XADD', outbox, '*', 't', alerts_topic, 'k', user, 'v', alert, 'r', rule)
   fired[#fired + 1] = rule
 end
 -- Increments as one read and one write per key (and 999 members), not one call per member: for
@@ -135,7 +135,7 @@ for _, e in ipairs(rc.c) do
   end
 end
 for _, e in ipairs(d.ob) do
-  call('XADD', outbox, 'MAXLEN', '~', outbox_max, '*', 't', e[1], 'k', e[2], 'v', e[3], 'r', e[4])
+  call('XADD', outbox, '*', 't', e[1], 'k', e[2], 'v', e[3], 'r', e[4])
 end
 return fired
 """
@@ -209,7 +209,6 @@ async def flush(
     build: Callable[[Reply], Ops],
     *,
     alerts_kept: int,
-    outbox_max: int,
     alerts_topic: str,
 ) -> list[str]:
     """Apply one batch exactly once (see the module docstring); returns the rules of alerts fired.
@@ -237,7 +236,7 @@ async def flush(
                     sessions[user] = value
         ops = build(Reply(found["s"] or [], sessions))
         pipe.multi()  # type: ignore[no-untyped-call]
-        pipe.eval(APPLY_LUA, 2, keys.alerts, keys.outbox, ops.encode(), alerts_kept, outbox_max, alerts_topic)
+        pipe.eval(APPLY_LUA, 2, keys.alerts, keys.outbox, ops.encode(), alerts_kept, alerts_topic)
         try:
             (fired,) = await pipe.execute()
         except WatchError:
