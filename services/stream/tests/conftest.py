@@ -64,6 +64,7 @@ def stream_env(kafka: MockKafka, topics: Topics, prefix: str) -> dict[str, str]:
         "STREAM_REDIS_PREFIX": prefix,
         "STREAM_SESSION_TIMEOUT_MS": "6000",
         "STREAM_HEARTBEAT_MS": "500",
+        "STREAM_RELAY_LEASE_MS": "5000",  # a killed process's relay lease runs out within the test
         "LOG_JSON": "false",
         "SHUTDOWN_TIMEOUT_S": "5",
     }

@@ -1,42 +1,100 @@
-"""The outbox relay: what a dead relay had taken is produced by another one; nothing is lost."""
+"""The outbox relay: one relay produces at a time, each entry exactly once, also across a crash."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
 
+import pytest
+from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 from stream_testkit import MockKafka, Topics, read_topic
 
 from asynccore.testing import wait_until
 from stream.kafka import new_producer
 from stream.keys import Keys
-from stream.outbox import GROUP, OutboxRelay
+from stream.outbox import ID_HEADER, OutboxRelay
 
 
-async def test_messages_a_dead_relay_held_are_claimed_and_produced(
-    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+@pytest.fixture
+async def producer(kafka: MockKafka) -> AsyncIterator[AIOKafkaProducer]:
+    made = new_producer(kafka.bootstrap)
+    await made.start()
+    try:
+        yield made
+    finally:
+        await made.stop()
+
+
+async def add_dead_letters(redis: Redis, keys: Keys, topic: str, names: list[str]) -> list[bytes]:
+    """Outbox entries as a flush writes them; the last one has no key. Returns their ids."""
+    ids = []
+    for i, name in enumerate(names):
+        key = "" if i == len(names) - 1 else f"key-{name}"
+        fields = {"t": topic, "k": key, "v": f'{{"name": "{name}"}}', "r": "late"}
+        ids.append(await redis.xadd(keys.outbox, fields))  # type: ignore[arg-type]
+    return ids
+
+
+def produced_ids(kafka: MockKafka, topic: str, expected: int) -> Counter[bytes]:
+    """How often each outbox id is in ``topic`` (blocking; run it in a thread)."""
+    messages = read_topic(kafka.bootstrap, topic, expected)
+    return Counter(dict(m.headers() or [])[ID_HEADER] for m in messages)
+
+
+async def test_entries_a_dead_relay_had_produced_are_not_produced_again(
+    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str, producer: AIOKafkaProducer
 ) -> None:
     keys = Keys(prefix)
-    for i in range(5):
-        fields = {"t": topics.dlq, "k": f"k{i}", "v": f'{{"n": {i}}}', "r": "late"}
-        await redis.xadd(keys.outbox, fields)  # type: ignore[arg-type]
-    await redis.xgroup_create(keys.outbox, GROUP, id="0")
-    # A relay reads three of them and dies before producing: they stay pending, owned by it.
-    taken = await redis.xreadgroup(GROUP, "dead-relay", {keys.outbox: ">"}, count=3)
-    assert len(taken[0][1]) == 3
+    ids = await add_dead_letters(redis, keys, topics.dlq, [f"n{i}" for i in range(7)])
 
-    producer = new_producer(kafka.bootstrap)
-    await producer.start()
+    def relay(name: str, **options: int) -> OutboxRelay:
+        return OutboxRelay(
+            redis, keys, producer, bootstrap=kafka.bootstrap, name=name, dlq_topic=topics.dlq, **options
+        )
+
+    # The first relay produces the four oldest, and Kafka acknowledges them; it dies before
+    # deleting them from the outbox, still holding the lease.
+    dead = relay("dead", batch=4, lease_ms=1500)
+    taken = await dead.take()
+    assert taken is not None and len(taken.to_produce) == 4
+    await dead.publish(taken)
+
+    alive = relay("alive", lease_ms=1500)
+    assert await alive.relay_once() == 0  # not while the dead relay's lease runs
+
+    async def drained() -> bool:
+        await alive.relay_once()
+        return await redis.xlen(keys.outbox) == 0
+
+    await wait_until(drained, timeout=10, message="outbox drained")
+    found = await asyncio.to_thread(produced_ids, kafka, topics.dlq, len(ids))
+    assert found == Counter({entry_id: 1 for entry_id in ids})
+
+
+async def test_one_relay_produces_at_a_time_and_a_stopped_one_hands_over_at_once(
+    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str, producer: AIOKafkaProducer
+) -> None:
+    keys = Keys(prefix)
+    first, second = (
+        OutboxRelay(redis, keys, producer, bootstrap=kafka.bootstrap, name=name, dlq_topic=topics.dlq)
+        for name in ("first", "second")
+    )
+    ids = await add_dead_letters(redis, keys, topics.dlq, ["a", "b", "c"])
+    running = asyncio.create_task(first.run())
     try:
-        relay = OutboxRelay(redis, keys, producer, name="alive", dlq_topic=topics.dlq, claim_idle_ms=200)
-        assert await relay.relay_once() == 2  # the two nobody had taken
-
-        async def drained() -> bool:  # once the dead relay's three have been idle for 200 ms
-            await relay.relay_once()
-            return await redis.xlen(keys.outbox) == 0
-
-        await wait_until(drained, timeout=10, message="outbox drained")
+        await wait_until(lambda: _outbox_empty(redis, keys), timeout=10, message="first relay produced")
+        ids += await add_dead_letters(redis, keys, topics.dlq, ["d", "e"])
+        assert await second.relay_once() == 0  # the first one holds the lease
+        assert await redis.xlen(keys.outbox) == 2
     finally:
-        await producer.stop()
-    messages = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.dlq, 5)
-    assert sorted(m.key() for m in messages) == [f"k{i}".encode() for i in range(5)]
+        first.stop()
+        await asyncio.wait_for(running, 10)  # a stop releases the lease ...
+    assert await second.relay_once() == 2  # ... so the second takes over without waiting for it to run out
+    found = await asyncio.to_thread(produced_ids, kafka, topics.dlq, len(ids))
+    assert found == Counter({entry_id: 1 for entry_id in ids})
+
+
+async def _outbox_empty(redis: Redis, keys: Keys) -> bool:
+    return await redis.xlen(keys.outbox) == 0

@@ -40,7 +40,9 @@ async def pipeline(kafka: MockKafka, topics: Topics, redis: Redis, prefix: str) 
     settings = settings_for(kafka, topics, prefix, stream_batch_max=300)
     producer = new_producer(kafka.bootstrap)
     await producer.start()
-    relay = OutboxRelay(redis, Keys(prefix), producer, name="test", dlq_topic=topics.dlq)
+    relay = OutboxRelay(
+        redis, Keys(prefix), producer, bootstrap=kafka.bootstrap, name="test", dlq_topic=topics.dlq
+    )
     consumer = Consumer(settings, redis, on_flushed=lambda *_: relay.wake())
     tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
 
@@ -152,7 +154,7 @@ async def test_a_full_outbox_holds_flushes_back_until_the_relay_drains_it(
     producer = new_producer(kafka.bootstrap)
     await producer.start()
     consumer = Consumer(settings, redis)
-    relay = OutboxRelay(redis, keys, producer, name="late", dlq_topic=topics.dlq)
+    relay = OutboxRelay(redis, keys, producer, bootstrap=kafka.bootstrap, name="late", dlq_topic=topics.dlq)
     tasks = [asyncio.create_task(consumer.run())]
     try:
         await asyncio.to_thread(produce_partitions, kafka.bootstrap, topics.events, parts)

@@ -14,6 +14,7 @@ class Keys:
         self.prefix = prefix
         self.alerts = f"{prefix}alerts"  # list, newest first
         self.outbox = f"{prefix}outbox"  # stream of messages still to produce to Kafka
+        self.relay_lease = f"{prefix}outbox:relay"  # name of the one relay producing the outbox
         self.newest = f"{prefix}newest"  # newest event time aggregated (ms)
 
     def offset(self, topic: str, partition: int) -> str:

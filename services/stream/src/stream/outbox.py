@@ -1,11 +1,21 @@
-"""Relay the outbox (a Redis stream) to Kafka: dead letters and risk alerts, at least once.
+"""Relay the outbox (a Redis stream) to Kafka: dead letters and risk alerts, each produced once.
 
 The flush transaction appends what must be produced (a dead letter, an alert) to the outbox together
-with the state change that caused it, so a crash cannot lose one. This relay reads the outbox as a
-Redis consumer group, produces each message, and only then acknowledges and deletes it. A relay that
-dies holding messages leaves them pending; any relay claims pending messages that have been idle
-for ``claim_idle_ms`` and produces them again. Duplicates are possible, loss is not: alerts carry a
-deterministic ``alert_id`` and dead letters their source partition and offset, so readers can dedupe.
+with the state change that caused it, so a crash cannot lose one. Producing it exactly once takes
+two more rules:
+
+- **One relay at a time.** Every replica runs a relay, but only the holder of a lease in Redis
+  produces; the others wait to take over when it stops renewing (a crash) or releases it (a stop).
+  The leader produces in outbox order, to a partition it picks itself, each message tagged with its
+  outbox id; once Kafka has acknowledged a round, it deletes those entries.
+- **Kafka is asked what it already holds.** A relay that dies after Kafka acknowledged a round but
+  before deleting it leaves entries that are already produced. So a relay that has just taken the
+  lease, or whose round failed, first reads the tail of each partition it produces to: an entry at or
+  below the newest outbox id found there is deleted without being produced again.
+
+What this does not cover: a leader frozen for longer than the lease whose in-flight produce requests
+land after its successor read the tails. The lease (``lease_ms``) is kept well above a round's
+timeout to make that a matter of a stalled machine, not of a slow broker.
 """
 
 from __future__ import annotations
@@ -13,21 +23,63 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from stream.keys import Keys
 from stream.metrics import DLQ
 
-__all__ = ["OutboxRelay"]
+__all__ = ["OutboxRelay", "Round", "outbox_id"]
 
 log = logging.getLogger("stream.outbox")
 
-GROUP = "relay"
-Entry = tuple[bytes, dict[bytes, bytes]]
+ID_HEADER = "outbox-id"  # the entry's Redis stream id, e.g. b"1732530000000-0"
+PREFIX_HEADER = "outbox"  # the Redis prefix whose outbox it came from
+TAIL = 1000  # messages read back per partition to find the newest one this outbox produced
+
+# KEYS[1]: the lease. ARGV: this relay's name, lease ms. 1 = renewed, 2 = newly taken, 0 = held by another.
+_LEAD_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 2
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+StreamId = tuple[int, int]
+
+
+def outbox_id(text: bytes | str) -> StreamId:
+    """A Redis stream id as a comparable pair: ``b"1732530000000-7"`` → ``(1732530000000, 7)``."""
+    ms, _, seq = (text.decode() if isinstance(text, bytes) else text).partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(slots=True)
+class Message:
+    entry_id: bytes
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+    reason: str
+
+
+@dataclass(slots=True)
+class Round:
+    """Entries taken from the outbox: those to produce, and all of them to delete once produced."""
+
+    to_produce: list[Message]
+    entry_ids: list[bytes]
 
 
 class OutboxRelay:
@@ -37,25 +89,28 @@ class OutboxRelay:
         keys: Keys,
         producer: AIOKafkaProducer,
         *,
+        bootstrap: str,
         name: str,
         dlq_topic: str,
         batch: int = 500,
         idle_poll_s: float = 1.0,
-        claim_idle_ms: int = 15_000,
-        produce_timeout_s: float = 10.0,
+        lease_ms: int = 30_000,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.producer = producer
-        self.name = name
+        self.bootstrap = bootstrap
+        self.name = f"{name}:{uuid.uuid4().hex[:8]}"  # a restarted process is a new holder
         self.dlq_topic = dlq_topic
         self.batch = batch
         self.idle_poll_s = idle_poll_s
-        self.claim_idle_ms = claim_idle_ms
-        self.produce_timeout_s = produce_timeout_s
+        self.lease_ms = lease_ms
+        self.round_timeout_s = lease_ms / 3000  # a round ends well inside the lease it started in
+        self._partitioner = DefaultPartitioner()
+        self._published: dict[str, dict[int, StreamId]] = {}  # topic → partition → newest id in Kafka
+        self._unsettled: list[asyncio.Future[Any]] = []  # sends of a failed round, still in aiokafka
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._group_ready = False
 
     def wake(self) -> None:
         """Something was just added to the outbox: relay it now rather than at the next poll."""
@@ -67,54 +122,117 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until :meth:`stop`; errors (Kafka or Redis away) are logged and retried next round."""
-        while not self._stopping.is_set():
-            try:
-                moved = await self.relay_once()
-            except Exception:
-                log.exception("outbox relay failed; retrying")
-                self._group_ready = False  # the outbox may have been deleted with its group
-                moved = 0
-            if moved == 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.idle_poll_s):
-                        await self._wakeup.wait()
-                self._wakeup.clear()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    moved = await self.relay_once()
+                except Exception:
+                    log.exception("outbox relay failed; retrying")
+                    self._published.clear()  # what the failed round produced is read from Kafka again
+                    moved = 0
+                if moved == 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.idle_poll_s):
+                            await self._wakeup.wait()
+                    self._wakeup.clear()
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.idle_poll_s):
+                    await self.redis.eval(_RELEASE_LUA, 1, self.keys.relay_lease, self.name)
 
     async def relay_once(self) -> int:
-        """Produce one round of outbox messages (stale pending ones first); how many were produced."""
-        await self._ensure_group()
-        claimed: Any = await self.redis.xautoclaim(
-            self.keys.outbox, GROUP, self.name, self.claim_idle_ms, "0-0", count=self.batch
-        )
-        entries: list[Entry] = [e for e in claimed[1] if e[1]]
-        if not entries:
-            read: Any = await self.redis.xreadgroup(
-                GROUP, self.name, {self.keys.outbox: ">"}, count=self.batch
-            )
-            entries = read[0][1] if read else []
-        if not entries:
+        """One round if this relay holds the lease: how many outbox entries it settled."""
+        taken = await self.take()
+        if taken is None:
             return 0
-        async with asyncio.timeout(self.produce_timeout_s):
-            sent = [
-                await self.producer.send(f[b"t"].decode(), f[b"v"], key=f[b"k"] or None) for _, f in entries
-            ]
-            await asyncio.gather(*sent)
-        ids = [entry_id for entry_id, _ in entries]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.outbox, GROUP, *ids)
-            pipe.xdel(self.keys.outbox, *ids)
-            await pipe.execute()
-        for _, fields in entries:
-            if fields[b"t"].decode() == self.dlq_topic:
-                DLQ.labels(fields[b"r"].decode()).inc()
-        return len(entries)
+        await self.publish(taken)
+        await self.settle(taken)
+        return len(taken.entry_ids)
 
-    async def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
+    async def take(self) -> Round | None:
+        """Take the lease (or renew it) and the oldest outbox entries; ``None`` if there is nothing
+        this relay may produce now."""
+        lead = await self.redis.eval(_LEAD_LUA, 1, self.keys.relay_lease, self.name, self.lease_ms)
+        if lead == 0:
+            return None
+        if lead == 2:
+            self._published.clear()  # a predecessor may have produced more since this relay last looked
+        entries: Any = await self.redis.xrange(self.keys.outbox, count=self.batch)
+        if not entries:
+            return None
+        to_produce = []
+        partitions: dict[str, list[int]] = {}
+        for entry_id, fields in entries:
+            topic = fields[b"t"].decode()
+            key = fields[b"k"] or None
+            if topic not in partitions:
+                partitions[topic] = sorted(await self.producer.partitions_for(topic))
+            # Keyed messages go where Kafka's default partitioner puts the key; others by their id.
+            partition = int(self._partitioner(key or entry_id, partitions[topic], partitions[topic]))
+            published = (await self._newest_published(topic)).get(partition)
+            if published is None or outbox_id(entry_id) > published:
+                to_produce.append(
+                    Message(entry_id, topic, partition, key, fields[b"v"], fields[b"r"].decode())
+                )
+        return Round(to_produce, [entry_id for entry_id, _ in entries])
+
+    async def publish(self, taken: Round) -> None:
+        """Produce a round's messages in outbox order and wait until Kafka has acknowledged them all."""
+        sent: list[asyncio.Future[Any]] = []
+        prefix = self.keys.prefix.encode()
         try:
-            await self.redis.xgroup_create(self.keys.outbox, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
+            async with asyncio.timeout(self.round_timeout_s):
+                for m in taken.to_produce:
+                    headers = [(ID_HEADER, m.entry_id), (PREFIX_HEADER, prefix)]
+                    sent.append(
+                        await self.producer.send(
+                            m.topic, m.value, key=m.key, partition=m.partition, headers=headers
+                        )
+                    )
+                await asyncio.gather(*sent)
+        except BaseException:
+            self._unsettled = [f for f in sent if not f.done()]
+            raise
+
+    async def settle(self, taken: Round) -> None:
+        """Delete a produced round from the outbox."""
+        await self.redis.xdel(self.keys.outbox, *taken.entry_ids)
+        for m in taken.to_produce:
+            if m.topic == self.dlq_topic:
+                DLQ.labels(m.reason).inc()
+
+    async def _newest_published(self, topic: str) -> dict[int, StreamId]:
+        """Per partition of ``topic``, the newest outbox id this outbox has produced there."""
+        known = self._published.get(topic)
+        if known is None:
+            if self._unsettled:  # a failed round's sends can still land: let them, then look
+                await asyncio.wait(self._unsettled, timeout=self.round_timeout_s)
+                self._unsettled = []
+            known = self._published[topic] = await self._read_tails(topic)
+        return known
+
+    async def _read_tails(self, topic: str) -> dict[int, StreamId]:
+        prefix = self.keys.prefix.encode()
+        newest: dict[int, StreamId] = {}
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        async with asyncio.timeout(self.round_timeout_s):
+            await reader.start()
+            try:
+                tps = [TopicPartition(topic, p) for p in sorted(await self.producer.partitions_for(topic))]
+                reader.assign(tps)
+                first, end = await reader.beginning_offsets(tps), await reader.end_offsets(tps)
+                left = {tp for tp in tps if end[tp] > first[tp]}
+                for tp in left:
+                    reader.seek(tp, max(first[tp], end[tp] - TAIL))
+                while left:
+                    fetched = await reader.getmany(*left, timeout_ms=100)
+                    for tp, records in fetched.items():
+                        for record in records:
+                            headers = dict(record.headers)
+                            if headers.get(PREFIX_HEADER) == prefix and ID_HEADER in headers:
+                                found = outbox_id(headers[ID_HEADER])
+                                newest[tp.partition] = max(found, newest.get(tp.partition, found))
+                    left = {tp for tp in left if await reader.position(tp) < end[tp]}
+            finally:
+                await reader.stop()
+        return newest

@@ -82,8 +82,10 @@ def _workers(settings: StreamSettings, keys: Keys) -> CleanupCtx:
             redis,
             keys,
             app[PRODUCER],
+            bootstrap=settings.bootstrap(),
             name=f"{socket.gethostname()}:{settings.stream_port}",
             dlq_topic=settings.stream_dlq_topic,
+            lease_ms=settings.stream_relay_lease_ms,
         )
         consumer = Consumer(settings, redis, on_flushed=lambda totals, fired: relay.wake())
         app[CONSUMER] = consumer

@@ -59,6 +59,8 @@ class StreamSettings(ServiceSettings):
     stream_alerts_kept: int = Field(default=1000, gt=0)
     # Dead letters and alerts waiting for the relay: at this many, flushes wait for it (nothing is trimmed).
     stream_outbox_max: int = Field(default=100_000, gt=0)
+    # One replica's relay produces the outbox at a time; after a crash another takes over within this.
+    stream_relay_lease_ms: int = Field(default=30_000, ge=1_000)
 
     def bootstrap(self) -> str:
         return read_kafka_bootstrap(self.kafka_bootstrap, self.asyncstack_run_dir)
