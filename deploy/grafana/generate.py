@@ -453,6 +453,12 @@ STREAM_FLOW = [
         unit="s",
         description="One Redis transaction writing aggregate deltas and offsets together.",
     ),
+    timeseries(
+        "Flushes waiting for the outbox relay",
+        Q("max(stream_outbox_full)", "waiting"),
+        description="1 while the outbox of dead letters and alerts is full and flushes wait for the "
+        "relay to produce it to Kafka; alert StreamOutboxFull after 5 minutes.",
+    ),
 ]
 
 STREAM_QUALITY = [
