@@ -4,7 +4,9 @@ No Kafka broker is installable here, but the librdkafka inside the confluent-kaf
 mock cluster its own test suite uses (public API in ``rdkafka_mock.h``). The mock has no CreateTopics
 API, so topics are made here: at launch (``--topic name:partitions``) or, with ``--control``, one per
 stdin line ``name:partitions`` (answered ``ok name`` on stdout; stdin EOF stops the cluster, so a
-test session that dies takes its broker with it). The mock keeps ~5 MiB per partition: give big runs
+test session that dies takes its broker with it). The control lines ``down:<broker id>`` and
+``up:<broker id>`` take a broker off the network and back (its connections drop, new ones are
+refused, its data stays): a broker outage. The mock keeps ~5 MiB per partition: give big runs
 enough partitions.
 
     uv run python deploy/local/kafka_mock.py --brokers 1 --topic events:16 --topic events.dlq:4 \
@@ -45,6 +47,8 @@ def load_librdkafka() -> ctypes.CDLL:
         ("rd_kafka_mock_cluster_destroy", None, [p]),
         ("rd_kafka_mock_cluster_bootstraps", s, [p]),
         ("rd_kafka_mock_topic_create", i, [p, s, i, i]),
+        ("rd_kafka_mock_broker_set_down", i, [p, ctypes.c_int32]),
+        ("rd_kafka_mock_broker_set_up", i, [p, ctypes.c_int32]),
     ]:
         getattr(lib, name).restype = restype
         getattr(lib, name).argtypes = argtypes
@@ -99,11 +103,18 @@ def main() -> None:
         write_atomically(args.bootstrap_file, bootstrap)
     print(bootstrap, flush=True)
 
+    def control(line: str) -> tuple[str, int]:
+        """``(what, error)`` for one control line: a topic to create, or a broker to take down or up."""
+        name, partitions = topic_spec(line)
+        if name in ("down", "up"):
+            broker_id, set_state = partitions, getattr(lib, f"rd_kafka_mock_broker_set_{name}")
+            return f"{name}:{broker_id}", int(set_state(cluster, broker_id))
+        return name, create(name, partitions) if name and partitions > 0 else -1
+
     def serve_control() -> None:
         for line in sys.stdin:
             try:
-                name, partitions = topic_spec(line)
-                err = create(name, partitions) if name and partitions > 0 else -1
+                name, err = control(line)
             except ValueError:
                 name, err = line.strip(), -1
             print(f"error {name} {err}" if err else f"ok {name}", flush=True)

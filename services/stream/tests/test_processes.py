@@ -1,5 +1,6 @@
-"""Real service processes: SIGKILL one mid-stream, or lose one of two group members — the totals
-still equal the ground truth exactly (offsets are stored with the aggregates, in one transaction)."""
+"""Real service processes: SIGKILL one mid-stream, lose one of two group members, cut Redis or take
+the Kafka broker down mid-stream — the totals still equal the ground truth exactly (offsets are
+stored with the aggregates, in one transaction) and every dead letter is produced once."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ import asyncio
 import os
 import signal
 import sys
+from urllib.parse import urlsplit
 
 import aiohttp
 import confluent_kafka
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
-from stream_testkit import MockKafka, Topics, consumed, now_ms, produce_partitions, read_topic, stored_total
+from stream_testkit import (
+    REDIS_URL,
+    MockKafka,
+    Topics,
+    consumed,
+    now_ms,
+    produce_partitions,
+    read_topic,
+    stored_total,
+)
 from stream_truth import Truth, judge, scenario
 
-from asynccore.testing import ServiceProcess, free_port, wait_until
+from asynccore.testing import ServiceProcess, TcpProxy, free_port, wait_until
 
 
 def service(env: dict[str, str], **extra: str) -> tuple[ServiceProcess, int]:
@@ -195,3 +206,100 @@ async def _produced_more_than(bootstrap: str, topic: str, n: int) -> bool:
             consumer.close()
 
     return await asyncio.to_thread(high_watermarks) > n
+
+
+async def status_of(port: int, method: str, path: str, body: object = None) -> tuple[int, dict]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.request(method, f"http://127.0.0.1:{port}{path}", json=body) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def _answers(port: int, method: str, path: str, status: int, field: str) -> bool:
+    """Whether ``path`` answers ``status`` naming ``field`` (in ``errors``, or failing in /readyz)."""
+    got, body = await status_of(port, method, path, {"events": [NEW_EVENT]} if method == "POST" else None)
+    return got == status and field in (body.get("errors") or body.get("failing") or {})
+
+
+NEW_EVENT = {"event_id": "after-the-outage", "type": "payment", "user_id": "u-late", "ts": 0, "price": 5.0}
+
+
+async def test_redis_cut_mid_stream_is_a_503_then_processing_resumes_exactly(
+    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str, stream_env: dict[str, str]
+) -> None:
+    parts = scenario(topics.partitions, 4000, seed=5)
+    total = sum(len(v) for v in parts.values())
+    shared = urlsplit(REDIS_URL)
+    proxy = TcpProxy(shared.hostname or "127.0.0.1", shared.port or 6379)
+    await proxy.start()
+    proc, port = service(
+        {**stream_env, "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}, STREAM_BATCH_MAX="200"
+    )
+    await proc.start()
+    try:
+        producing = asyncio.create_task(
+            asyncio.to_thread(produce_partitions, kafka.bootstrap, topics.events, parts, per_second=8_000)
+        )
+        await wait_until(lambda: _above(redis, prefix, topics, total // 4), timeout=60, message="a quarter")
+        await proxy.cut()
+        # Every answer lives in Redis: the API says it is unavailable (never a 500), and so does /readyz.
+        await wait_until(
+            lambda: _answers(port, "GET", "/api/analytics/summary", 503, "redis"), timeout=20, message="503"
+        )
+        assert await _answers(port, "GET", "/readyz", 503, "redis")
+        cut_at = await stored_total(redis, prefix, topics.events, topics.partitions)
+        assert cut_at < total, "not mid-stream"
+        await producing
+        await proxy.restore()
+        ends = {p: len(v) for p, v in parts.items()}
+        await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=90, message="consumed")
+        truth = judge(parts, now_ms())
+        await assert_ground_truth(port, truth)
+        letters = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.dlq, len(truth.dead_letters))
+        found = sorted((d["partition"], d["offset"]) for d in (orjson.loads(m.value()) for m in letters))
+        assert found == sorted(truth.dead_letters)
+    finally:
+        await proc.stop()
+        await proxy.close()
+
+
+async def test_kafka_broker_down_mid_stream_then_back_loses_and_repeats_nothing(
+    redis: Redis, prefix: str, stream_env: dict[str, str]
+) -> None:
+    broker = MockKafka()  # its own: this one goes down
+    topics = Topics(f"events-{prefix[-13:-1]}", f"dlq-{prefix[-13:-1]}", f"alerts-{prefix[-13:-1]}", 8)
+    for name, partitions in ((topics.events, 8), (topics.dlq, 2), (topics.alerts, 2)):
+        broker.create_topic(name, partitions)
+    env = {
+        **stream_env,
+        "KAFKA_BOOTSTRAP": broker.bootstrap,
+        "STREAM_TOPIC": topics.events,
+        "STREAM_DLQ_TOPIC": topics.dlq,
+        "STREAM_ALERTS_TOPIC": topics.alerts,
+    }
+    parts = scenario(topics.partitions, 6000, seed=9)
+    total = sum(len(v) for v in parts.values())
+    await asyncio.to_thread(produce_partitions, broker.bootstrap, topics.events, parts)
+    proc, port = service(env, STREAM_BATCH_MAX="50")
+    try:
+        await proc.start()
+        await wait_until(lambda: _above(redis, prefix, topics, total // 4), timeout=60, message="a quarter")
+        broker.set_down()
+        assert await stored_total(redis, prefix, topics.events, topics.partitions) < total, "not mid-stream"
+        # Ingest needs Kafka: a 503 naming it, within the request timeout. Reads come from Redis.
+        await wait_until(
+            lambda: _answers(port, "POST", "/api/events", 503, "kafka"), timeout=30, message="503"
+        )
+        assert (await status_of(port, "GET", "/api/analytics/summary"))[0] == 200
+        broker.set_up()
+        ends = {p: len(v) for p, v in parts.items()}
+        await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=90, message="consumed")
+        truth = judge(parts, now_ms())
+        await assert_ground_truth(port, truth)
+        letters = await asyncio.to_thread(read_topic, broker.bootstrap, topics.dlq, len(truth.dead_letters))
+        found = sorted((d["partition"], d["offset"]) for d in (orjson.loads(m.value()) for m in letters))
+        assert found == sorted(truth.dead_letters)
+    finally:
+        await proc.stop()
+        broker.close()

@@ -1,8 +1,9 @@
 """A client for the local mock Kafka cluster (``deploy/local/kafka_mock.py --control``), for tests and
 benchmarks in a checkout: start a private broker, create topics on demand, stop it by closing stdin.
 
-The launcher's control mode answers each ``name:partitions`` line with ``ok name``; closing stdin stops
-the broker, so a crashed test or benchmark can never leave one behind.
+The launcher's control mode answers each ``name:partitions`` line with ``ok name`` (and takes a broker
+down or up on ``down:<id>`` / ``up:<id>``); closing stdin stops the broker, so a crashed test or
+benchmark can never leave one behind.
 """
 
 from __future__ import annotations
@@ -40,12 +41,22 @@ class MockKafka:
         return line
 
     def create_topic(self, name: str, partitions: int) -> None:
+        self._control(f"{name}:{partitions}", name)
+
+    def set_down(self, broker_id: int = 1) -> None:
+        """A broker outage: its connections drop and new ones are refused; what it holds is kept."""
+        self._control(f"down:{broker_id}", f"down:{broker_id}")
+
+    def set_up(self, broker_id: int = 1) -> None:
+        self._control(f"up:{broker_id}", f"up:{broker_id}")
+
+    def _control(self, line: str, subject: str) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{name}:{partitions}\n")
+        self.proc.stdin.write(f"{line}\n")
         self.proc.stdin.flush()
         answer = self._line(timeout=10)
-        if answer != f"ok {name}":
-            raise RuntimeError(f"creating topic {name}: {answer}")
+        if answer != f"ok {subject}":
+            raise RuntimeError(f"{line}: {answer}")
 
     def close(self) -> None:
         assert self.proc.stdin is not None

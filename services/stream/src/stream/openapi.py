@@ -33,13 +33,22 @@ _ERRORS = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
 }
 
+_UNAVAILABLE = {
+    "description": "Redis, which holds every answer, is unreachable; retry after `Retry-After`",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+}
+
 
 def _get(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
             "parameters": params,
-            "responses": {"200": {"description": "OK", "content": {"application/json": {}}}, "422": _ERRORS},
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {}}},
+                "422": _ERRORS,
+                "503": _UNAVAILABLE,
+            },
         }
     }
 
