@@ -274,6 +274,29 @@ async def test_error_headers_go_on_the_edge_errors_under_their_prefix_only() -> 
             assert "Access-Control-Allow-Origin" not in resp.headers, path
 
 
+async def test_errors_registered_as_unavailable_are_a_503_naming_the_dependency() -> None:
+    class StoreError(Exception):
+        pass
+
+    app = make_app()
+    app[EDGE].add_unavailable("store", StoreError, when=lambda exc: "lost" in str(exc))
+
+    async def lost(request: web.Request) -> web.Response:
+        raise StoreError("connection lost")
+
+    async def broken(request: web.Request) -> web.Response:
+        raise StoreError("bad statement")  # the store answered: a bug, not an outage
+
+    add_routes(app, [web.get("/lost", lost), web.get("/broken", broken)])
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/lost")
+        assert (resp.status, resp.headers["Retry-After"]) == (503, "1")
+        assert list((await resp.json())["errors"]) == ["store"]
+        resp = await client.get("/broken")
+        assert resp.status == 500
+        assert await resp.json() == {"errors": {"server": ["internal error"]}}
+
+
 async def test_redirects_pass_through_untouched() -> None:
     app = make_app()
 

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from asynccore.app import add_routes
 from asynccore.pools.redis import open_redis, redis_pool
 from asynccore.testing import RedisServer, TcpProxy, metric_value, wait_until
 
@@ -57,6 +58,32 @@ async def test_readyz_follows_a_cut_and_a_restore(proxy: TcpProxy, service: str,
             return (await client.get("/readyz")).status == 200
 
         await wait_until(ready, timeout=5, message="ready again after restore")
+
+
+async def test_a_request_that_finds_redis_cut_is_a_503_naming_the_pool(
+    proxy: TcpProxy, service: str, serve: Serve
+) -> None:
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response({"n": await request.app[REDIS].incr(f"{service}:n")})
+
+    def setup(app: web.Application) -> None:
+        add_routes(app, [web.get("/count", count)])
+
+    async with serve(service, redis_pool(REDIS, url, name="cache", timeout_s=0.5), setup=setup) as (
+        app,
+        client,
+    ):
+        assert (await client.get("/count")).status == 200
+        await proxy.cut()
+        resp = await client.get("/count")
+        assert resp.status == 503
+        assert list((await resp.json())["errors"]) == ["cache"]
+        assert resp.headers["Retry-After"] == "1"
+        await proxy.restore()
+        assert (await client.get("/count")).status == 200
+        await app[REDIS].delete(f"{service}:n")
 
 
 async def test_readyz_names_the_pool_when_its_server_is_stopped(service: str, serve: Serve) -> None:

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import aiomysql
@@ -48,9 +49,10 @@ class Stack:
         self.api_urls: list[str] = []
         self.workers: list[ServiceProcess] = []
 
-    def api(self, amqp_url: str | None = None) -> ServiceProcess:
+    def api(self, **overrides: str) -> ServiceProcess:
+        """An API replica; ``overrides`` are settings that differ (e.g. ``amqp_url`` through a proxy)."""
         port = free_port()
-        env = env_of(self.settings, orders_port=port, **({"amqp_url": amqp_url} if amqp_url else {}))
+        env = env_of(self.settings, orders_port=port, **overrides)
         process = ServiceProcess(
             [sys.executable, "-m", "orders"],
             env=env,
@@ -61,9 +63,9 @@ class Stack:
         self.api_urls.append(f"http://127.0.0.1:{port}")
         return process
 
-    def worker(self, amqp_url: str | None = None) -> ServiceProcess:
+    def worker(self, **overrides: str) -> ServiceProcess:
         port = free_port()
-        env = env_of(self.settings, orders_worker_port=port, **({"amqp_url": amqp_url} if amqp_url else {}))
+        env = env_of(self.settings, orders_worker_port=port, **overrides)
         process = ServiceProcess(
             [sys.executable, "-m", "orders.worker"],
             env=env,
@@ -181,7 +183,7 @@ async def test_orders_succeed_while_rabbitmq_is_cut_and_events_follow(stack: Sta
     await proxy.start()
     via_proxy = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
     try:
-        await asyncio.gather(stack.api(via_proxy).start(), stack.worker(via_proxy).start())
+        await asyncio.gather(stack.api(amqp_url=via_proxy).start(), stack.worker(amqp_url=via_proxy).start())
         product = await stack.product(stock=100)
         assert (await stack.order(0, product))[0] == 201
         await wait_until(stack.all_settled, timeout=10, message="first order paid")
@@ -254,3 +256,36 @@ async def test_sigterm_under_load_then_restart_settles_every_committed_order(sta
     await wait_until(stack.all_settled, timeout=60, message="every committed order settled")
     statuses = await stack.statuses()
     assert committed <= set(statuses) and set(statuses.values()) == {"paid"}
+
+
+async def test_mariadb_cut_is_a_503_that_writes_nothing_and_service_resumes(stack: Stack) -> None:
+    shared = urlsplit(stack.settings.mysql_url)
+    proxy = TcpProxy(shared.hostname or "127.0.0.1", shared.port or 3306)
+    await proxy.start()
+    via_proxy = urlunsplit(shared._replace(netloc=f"{shared.username or 'root'}@127.0.0.1:{proxy.port}"))
+    try:
+        await asyncio.gather(
+            stack.api(mysql_url=via_proxy).start(), stack.worker(mysql_url=via_proxy).start()
+        )
+        product = await stack.product(stock=10)
+        assert (await stack.order(0, product))[0] == 201
+        await wait_until(stack.all_settled, timeout=10, message="first order paid")
+
+        await proxy.cut()
+        status, body = await stack.order(1, product)
+        assert (status, list(body["errors"])) == (503, ["mysql"]), body
+        async with stack.http.get(f"{stack.api_urls[0]}/readyz") as resp:
+            assert resp.status == 503 and "mysql" in (await resp.json())["failing"]
+
+        await proxy.restore()
+        await wait_until(lambda: _placed(stack, 2, product), timeout=20, message="orders placed again")
+        await wait_until(stack.all_settled, timeout=20, message="every order paid after MariaDB returned")
+        assert len(await stack.statuses()) == 2  # the refused order left nothing behind
+        (state,) = await audit(stack.pool, [product])
+        assert state.holds and state.held == 2, state
+    finally:
+        await proxy.close()
+
+
+async def _placed(stack: Stack, buyer: int, product: int) -> bool:
+    return (await stack.order(buyer, product))[0] == 201

@@ -109,6 +109,10 @@ class Edge:
         self.expired = {"request": [f"deadline of {timeout_s:g}s exceeded"]}
         self.wrapped: set[Handler] = set()
         self._error_headers: dict[str, Mapping[str, str]] = {}
+        self._unavailable: list[
+            tuple[tuple[type[Exception], ...], Callable[[Exception], bool] | None, str]
+        ] = []
+        self._unavailable_logged: dict[str, float] = {}
 
     def add_error_headers(self, path_prefix: str, headers: Mapping[str, str]) -> None:
         """Headers every error answer under ``path_prefix`` carries (CORS, say), 404s included.
@@ -116,6 +120,30 @@ class Edge:
         Only answers made from errors pay for this, so a service need not hook every response.
         """
         self._error_headers[path_prefix] = headers
+
+    def add_unavailable(
+        self, field: str, *errors: type[Exception], when: Callable[[Exception], bool] | None = None
+    ) -> None:
+        """Errors of these types (those ``when`` accepts) mean the dependency ``field`` is out of reach.
+
+        The answer is then a 503 naming ``field``, with ``Retry-After``: the client may retry, and
+        nothing half-done is implied (a 500 says "bug"). Logged as a warning at most once a second per
+        dependency, with no traceback, so an outage under load does not flood the log.
+        """
+        self._unavailable.append((errors, when, field))
+
+    def _error_answer(self, request: web.Request, exc: Exception) -> web.Response:
+        for errors, when, field in self._unavailable:
+            if isinstance(exc, errors) and (when is None or when(exc)):
+                now = perf_counter()
+                if now - self._unavailable_logged.get(field, -1.0) >= 1.0:
+                    self._unavailable_logged[field] = now
+                    log.warning(
+                        "%s unavailable: %s: %s", field, type(exc).__name__, exc, extra={"path": request.path}
+                    )
+                message = f"unavailable ({type(exc).__name__}); retry"
+                return error_response(503, {field: [message]}, {"Retry-After": "1"})
+        return _error_response(request, exc)
 
     def _error_headers_for(self, request: web.Request, headers: MutableMapping[str, str]) -> None:
         for prefix, extra in self._error_headers.items():
@@ -154,7 +182,7 @@ class Edge:
                     response = error_response(504, expired)
                     self._error_headers_for(request, response.headers)
                 except Exception as exc:
-                    response = _error_response(request, exc)
+                    response = self._error_answer(request, exc)
                     self._error_headers_for(request, response.headers)
             except web.HTTPException as exc:  # a redirect or a handler's own JSON error: sent as it is
                 exc.headers[REQUEST_ID_HEADER] = rid

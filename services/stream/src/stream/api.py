@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from asynccore.app import SETTINGS, add_routes, no_deadline
 from asynccore.errors import ApiError
@@ -31,23 +28,7 @@ REDIS = web.AppKey("redis", Redis)
 KEYS = web.AppKey("keys", Keys)
 LIVE = web.AppKey("live", LiveFeed)
 OPENAPI = web.AppKey("openapi", bytes)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DEFAULT_RANGE_S = 3600
-
-
-def redis_backed(handler: Handler) -> Handler:
-    """Every answer of ``handler`` is read from Redis: while Redis is unreachable, that is a 503 the
-    client may retry (``/readyz`` says the same), not a 500."""
-
-    @functools.wraps(handler)
-    async def answer(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except RedisError as exc:
-            message = f"analytics store unavailable ({type(exc).__name__})"
-            raise ApiError(503, "redis", message, headers={"Retry-After": "1"}) from None
-
-    return answer
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -135,12 +116,12 @@ def add_api_routes(app: web.Application) -> None:
         app,
         [
             web.post("/api/events", post_events),
-            web.get("/api/analytics/summary", redis_backed(get_summary)),
-            web.get("/api/analytics/funnel", redis_backed(get_funnel)),
-            web.get("/api/analytics/top-products", redis_backed(get_top_products)),
+            web.get("/api/analytics/summary", get_summary),
+            web.get("/api/analytics/funnel", get_funnel),
+            web.get("/api/analytics/top-products", get_top_products),
             web.get("/api/analytics/openapi.json", get_openapi),
-            web.get("/api/recommendations/{product_id}", redis_backed(get_recommendations)),
-            web.get("/api/risk/alerts", redis_backed(get_alerts)),
+            web.get("/api/recommendations/{product_id}", get_recommendations),
+            web.get("/api/risk/alerts", get_alerts),
             web.get("/api/live", get_live),
         ],
     )

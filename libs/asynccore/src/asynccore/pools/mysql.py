@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomysql
+import pymysql
 from aiohttp import web
 from yarl import URL
 
-from asynccore.app import CleanupCtx, add_readiness_check
+from asynccore.app import EDGE, CleanupCtx, add_readiness_check
 from asynccore.pools import PoolStats, track_pool, untrack_pool
 
 __all__ = [
@@ -169,6 +170,15 @@ def _stats(pool: Any) -> PoolStats:
     )
 
 
+def unreachable(exc: Exception) -> bool:
+    """Whether ``exc`` says the server is out of reach (client error codes 2000-2999: cannot connect,
+    server gone, connection lost) rather than that a statement failed."""
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return True
+    code = exc.args[0] if exc.args else None
+    return isinstance(code, int) and 2000 <= code < 3000
+
+
 def mysql_pool(
     key: web.AppKey[aiomysql.Pool],
     url: str,
@@ -179,7 +189,8 @@ def mysql_pool(
     create_database: bool = True,
     lock_wait_timeout_s: int | None = None,
 ) -> CleanupCtx:
-    """A ``cleanup_ctx`` resource: ``app[key]`` is the pool; ``/readyz`` fails as ``name`` without a ping."""
+    """A ``cleanup_ctx`` resource: ``app[key]`` is the pool; ``/readyz`` fails as ``name`` without a
+    ping, and a request that finds the server out of reach is a 503 naming ``name``, not a 500."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await open_mysql(
@@ -196,6 +207,9 @@ def mysql_pool(
                 await conn.ping(reconnect=False)
 
         add_readiness_check(app, name, ping)
+        app[EDGE].add_unavailable(
+            name, pymysql.err.OperationalError, pymysql.err.InterfaceError, when=unreachable
+        )
         track_pool(app, name, pool, _stats)
         try:
             yield

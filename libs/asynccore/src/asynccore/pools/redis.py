@@ -16,8 +16,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
-from asynccore.app import CleanupCtx, add_readiness_check
+from asynccore.app import EDGE, CleanupCtx, add_readiness_check
 from asynccore.pools import PoolStats, track_pool, untrack_pool
 
 __all__ = ["open_redis", "redis_pool"]
@@ -55,7 +56,8 @@ def redis_pool(
     max_connections: int = 64,
     timeout_s: float = 1.0,
 ) -> CleanupCtx:
-    """A ``cleanup_ctx`` resource: ``app[key]`` is a client; ``/readyz`` fails as ``name`` without PONG."""
+    """A ``cleanup_ctx`` resource: ``app[key]`` is a client; ``/readyz`` fails as ``name`` without PONG,
+    and a request that meets a Redis error it does not handle itself is a 503 naming ``name``."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         client = open_redis(url, max_connections=max_connections, timeout_s=timeout_s)
@@ -65,6 +67,7 @@ def redis_pool(
             await client.ping()
 
         add_readiness_check(app, name, ping)
+        app[EDGE].add_unavailable(name, RedisError)
         track_pool(app, name, client, _stats)
         try:
             yield
