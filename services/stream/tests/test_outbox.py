@@ -54,11 +54,12 @@ async def test_entries_a_dead_relay_had_produced_are_not_produced_again(
             redis, keys, producer, bootstrap=kafka.bootstrap, name=name, dlq_topic=topics.dlq, **options
         )
 
-    # The first relay produces the four oldest, and Kafka acknowledges them; it dies before
-    # deleting them from the outbox, still holding the lease.
+    # The first relay takes the four oldest; Kafka acknowledges three of them, but not the third
+    # (its send failed), and the relay dies before deleting any, still holding the lease.
     dead = relay("dead", batch=4, lease_ms=1500)
     taken = await dead.take()
     assert taken is not None and len(taken.to_produce) == 4
+    del taken.to_produce[2]
     await dead.publish(taken)
 
     alive = relay("alive", lease_ms=1500)

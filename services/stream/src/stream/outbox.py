@@ -6,12 +6,13 @@ two more rules:
 
 - **One relay at a time.** Every replica runs a relay, but only the holder of a lease in Redis
   produces; the others wait to take over when it stops renewing (a crash) or releases it (a stop).
-  The leader produces in outbox order, to a partition it picks itself, each message tagged with its
-  outbox id; once Kafka has acknowledged a round, it deletes those entries.
+  The leader produces in outbox order, each message tagged with its outbox id; once Kafka has
+  acknowledged a round, it deletes those entries.
 - **Kafka is asked what it already holds.** A relay that dies after Kafka acknowledged a round but
   before deleting it leaves entries that are already produced. So a relay that has just taken the
-  lease, or whose round failed, first reads the tail of each partition it produces to: an entry at or
-  below the newest outbox id found there is deleted without being produced again.
+  lease, or whose round failed, first reads the tail of each partition it produces to (``TAIL``
+  messages, more than a round puts there): an entry whose outbox id is found there is deleted
+  without being produced again, and one that is not found is produced, even if a later one landed.
 
 What this does not cover: a leader frozen for longer than the lease whose in-flight produce requests
 land after its successor read the tails. The lease (``lease_ms``) is kept well above a round's
@@ -28,19 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from stream.keys import Keys
 from stream.metrics import DLQ
 
-__all__ = ["OutboxRelay", "Round", "outbox_id"]
+__all__ = ["OutboxRelay", "Round"]
 
 log = logging.getLogger("stream.outbox")
 
 ID_HEADER = "outbox-id"  # the entry's Redis stream id, e.g. b"1732530000000-0"
 PREFIX_HEADER = "outbox"  # the Redis prefix whose outbox it came from
-TAIL = 1000  # messages read back per partition to find the newest one this outbox produced
+TAIL = 1000  # messages read back per partition for the ids this outbox produced (> a round's batch)
 
 # KEYS[1]: the lease. ARGV: this relay's name, lease ms. 1 = renewed, 2 = newly taken, 0 = held by another.
 _LEAD_LUA = """
@@ -55,20 +55,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-StreamId = tuple[int, int]
-
-
-def outbox_id(text: bytes | str) -> StreamId:
-    """A Redis stream id as a comparable pair: ``b"1732530000000-7"`` → ``(1732530000000, 7)``."""
-    ms, _, seq = (text.decode() if isinstance(text, bytes) else text).partition("-")
-    return int(ms), int(seq or 0)
-
 
 @dataclass(slots=True)
 class Message:
     entry_id: bytes
     topic: str
-    partition: int
     key: bytes | None
     value: bytes
     reason: str
@@ -102,12 +93,13 @@ class OutboxRelay:
         self.bootstrap = bootstrap
         self.name = f"{name}:{uuid.uuid4().hex[:8]}"  # a restarted process is a new holder
         self.dlq_topic = dlq_topic
+        if batch >= TAIL:
+            raise ValueError(f"batch must stay below TAIL ({TAIL}): a round must fit in the tail read back")
         self.batch = batch
         self.idle_poll_s = idle_poll_s
         self.lease_ms = lease_ms
         self.round_timeout_s = lease_ms / 3000  # a round ends well inside the lease it started in
-        self._partitioner = DefaultPartitioner()
-        self._published: dict[str, dict[int, StreamId]] = {}  # topic → partition → newest id in Kafka
+        self._published: dict[str, set[bytes]] = {}  # topic → outbox ids found in its partitions' tails
         self._unsettled: list[asyncio.Future[Any]] = []  # sends of a failed round, still in aiokafka
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -161,18 +153,11 @@ class OutboxRelay:
         if not entries:
             return None
         to_produce = []
-        partitions: dict[str, list[int]] = {}
         for entry_id, fields in entries:
             topic = fields[b"t"].decode()
-            key = fields[b"k"] or None
-            if topic not in partitions:
-                partitions[topic] = sorted(await self.producer.partitions_for(topic))
-            # Keyed messages go where Kafka's default partitioner puts the key; others by their id.
-            partition = int(self._partitioner(key or entry_id, partitions[topic], partitions[topic]))
-            published = (await self._newest_published(topic)).get(partition)
-            if published is None or outbox_id(entry_id) > published:
+            if entry_id not in await self._found_in_kafka(topic):
                 to_produce.append(
-                    Message(entry_id, topic, partition, key, fields[b"v"], fields[b"r"].decode())
+                    Message(entry_id, topic, fields[b"k"] or None, fields[b"v"], fields[b"r"].decode())
                 )
         return Round(to_produce, [entry_id for entry_id, _ in entries])
 
@@ -184,15 +169,13 @@ class OutboxRelay:
             async with asyncio.timeout(self.round_timeout_s):
                 for m in taken.to_produce:
                     headers = [(ID_HEADER, m.entry_id), (PREFIX_HEADER, prefix)]
-                    sent.append(
-                        await self.producer.send(
-                            m.topic, m.value, key=m.key, partition=m.partition, headers=headers
-                        )
-                    )
-                await asyncio.gather(*sent)
-        except BaseException:
+                    sent.append(await self.producer.send(m.topic, m.value, key=m.key, headers=headers))
+                if sent:
+                    await asyncio.wait(sent)  # a timeout cancels this wait, not the sends
+        finally:
             self._unsettled = [f for f in sent if not f.done()]
-            raise
+        for acked in sent:
+            acked.result()  # the first failure, if any
 
     async def settle(self, taken: Round) -> None:
         """Delete a produced round from the outbox."""
@@ -201,8 +184,8 @@ class OutboxRelay:
             if m.topic == self.dlq_topic:
                 DLQ.labels(m.reason).inc()
 
-    async def _newest_published(self, topic: str) -> dict[int, StreamId]:
-        """Per partition of ``topic``, the newest outbox id this outbox has produced there."""
+    async def _found_in_kafka(self, topic: str) -> set[bytes]:
+        """The outbox ids of this outbox in the tails of ``topic``'s partitions (read once per lease)."""
         known = self._published.get(topic)
         if known is None:
             if self._unsettled:  # a failed round's sends can still land: let them, then look
@@ -211,9 +194,9 @@ class OutboxRelay:
             known = self._published[topic] = await self._read_tails(topic)
         return known
 
-    async def _read_tails(self, topic: str) -> dict[int, StreamId]:
+    async def _read_tails(self, topic: str) -> set[bytes]:
         prefix = self.keys.prefix.encode()
-        newest: dict[int, StreamId] = {}
+        found: set[bytes] = set()
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         async with asyncio.timeout(self.round_timeout_s):
             await reader.start()
@@ -226,13 +209,12 @@ class OutboxRelay:
                     reader.seek(tp, max(first[tp], end[tp] - TAIL))
                 while left:
                     fetched = await reader.getmany(*left, timeout_ms=100)
-                    for tp, records in fetched.items():
+                    for records in fetched.values():
                         for record in records:
                             headers = dict(record.headers)
                             if headers.get(PREFIX_HEADER) == prefix and ID_HEADER in headers:
-                                found = outbox_id(headers[ID_HEADER])
-                                newest[tp.partition] = max(found, newest.get(tp.partition, found))
+                                found.add(headers[ID_HEADER])
                     left = {tp for tp in left if await reader.position(tp) < end[tp]}
             finally:
                 await reader.stop()
-        return newest
+        return found
