@@ -14,7 +14,7 @@ from stream_testkit import MockKafka, Topics, read_topic
 from asynccore.testing import wait_until
 from stream.kafka import new_producer
 from stream.keys import Keys
-from stream.outbox import ID_HEADER, OutboxRelay
+from stream.outbox import ID_HEADER, INSTANCE_HEADER, OutboxRelay
 
 
 @pytest.fixture
@@ -37,10 +37,12 @@ async def add_dead_letters(redis: Redis, keys: Keys, topic: str, names: list[str
     return ids
 
 
-def produced_ids(kafka: MockKafka, topic: str, expected: int) -> Counter[bytes]:
-    """How often each outbox id is in ``topic`` (blocking; run it in a thread)."""
-    messages = read_topic(kafka.bootstrap, topic, expected)
-    return Counter(dict(m.headers() or [])[ID_HEADER] for m in messages)
+def produced_ids(
+    kafka: MockKafka, topic: str, expected: int, instance: bytes | None = None
+) -> Counter[bytes]:
+    """How often each outbox id (of the outbox ``instance``, if given) is in ``topic`` (blocking)."""
+    headers = [dict(m.headers() or []) for m in read_topic(kafka.bootstrap, topic, expected)]
+    return Counter(h[ID_HEADER] for h in headers if instance is None or h[INSTANCE_HEADER] == instance)
 
 
 async def test_entries_a_dead_relay_had_produced_are_not_produced_again(
@@ -62,6 +64,10 @@ async def test_entries_a_dead_relay_had_produced_are_not_produced_again(
     del taken.to_produce[2]
     await dead.publish(taken)
 
+    # Another outbox (another Redis, say) produced a message with one of these ids to the topic.
+    foreign = [(ID_HEADER, ids[5]), (INSTANCE_HEADER, b"another-outbox")]
+    await (await producer.send(topics.dlq, b"{}", headers=foreign))
+
     alive = relay("alive", lease_ms=1500)
     assert await alive.relay_once() == 0  # not while the dead relay's lease runs
 
@@ -70,7 +76,8 @@ async def test_entries_a_dead_relay_had_produced_are_not_produced_again(
         return await redis.xlen(keys.outbox) == 0
 
     await wait_until(drained, timeout=10, message="outbox drained")
-    found = await asyncio.to_thread(produced_ids, kafka, topics.dlq, len(ids))
+    instance = await redis.get(keys.outbox_instance)
+    found = await asyncio.to_thread(produced_ids, kafka, topics.dlq, len(ids) + 1, instance)
     assert found == Counter({entry_id: 1 for entry_id in ids})
 
 

@@ -109,9 +109,9 @@ class Edge:
         self.expired = {"request": [f"deadline of {timeout_s:g}s exceeded"]}
         self.wrapped: set[Handler] = set()
         self._error_headers: dict[str, Mapping[str, str]] = {}
-        self._unavailable: list[
-            tuple[tuple[type[Exception], ...], Callable[[Exception], bool] | None, str]
-        ] = []
+        self._unavailable: dict[
+            str, tuple[tuple[type[Exception], ...], Callable[[Exception], bool] | None]
+        ] = {}
         self._unavailable_logged: dict[str, float] = {}
 
     def add_error_headers(self, path_prefix: str, headers: Mapping[str, str]) -> None:
@@ -126,14 +126,16 @@ class Edge:
     ) -> None:
         """Errors of these types (those ``when`` accepts) mean the dependency ``field`` is out of reach.
 
-        The answer is then a 503 naming ``field``, with ``Retry-After``: the client may retry, and
-        nothing half-done is implied (a 500 says "bug"). Logged as a warning at most once a second per
-        dependency, with no traceback, so an outage under load does not flood the log.
+        The answer is then a 503 naming ``field``, with ``Retry-After``: an outage the client may retry
+        (with its idempotency key, where a write may have landed just before the connection went),
+        where a 500 says "bug". Logged as a warning at most once a second per dependency, with no
+        traceback, so an outage under load does not flood the log. Registering ``field`` again
+        replaces what it maps.
         """
-        self._unavailable.append((errors, when, field))
+        self._unavailable[field] = (errors, when)
 
     def _error_answer(self, request: web.Request, exc: Exception) -> web.Response:
-        for errors, when, field in self._unavailable:
+        for field, (errors, when) in self._unavailable.items():
             if isinstance(exc, errors) and (when is None or when(exc)):
                 now = perf_counter()
                 if now - self._unavailable_logged.get(field, -1.0) >= 1.0:

@@ -246,7 +246,10 @@ class Consumer:
                 if job.generation != self._generation:
                     return False  # a rebalance moved the positions meanwhile
                 if self._stopping.is_set():
-                    self._generation += 1  # this batch and those judged after it are read again on restart
+                    # Nothing after this batch may be flushed: judging stops (no partition has a
+                    # position to continue from) and all of it is read again on restart.
+                    self._ahead.clear()
+                    self._generation += 1
                     return False
                 backlog = await self.redis.xlen(self.keys.outbox)
         finally:

@@ -15,6 +15,9 @@ class Keys:
         self.alerts = f"{prefix}alerts"  # list, newest first
         self.outbox = f"{prefix}outbox"  # stream of messages still to produce to Kafka
         self.relay_lease = f"{prefix}outbox:relay"  # name of the one relay producing the outbox
+        # A random id made with the outbox: its messages carry it, so ids of another outbox (another
+        # Redis, or this one emptied and restarted) never pass for this one's in Kafka.
+        self.outbox_instance = f"{prefix}outbox:instance"
         self.newest = f"{prefix}newest"  # newest event time aggregated (ms)
 
     def offset(self, topic: str, partition: int) -> str:

@@ -170,13 +170,22 @@ def _stats(pool: Any) -> PoolStats:
     )
 
 
+# Client errors 2000-2999 say the server could not be reached or the connection went (2003 cannot
+# connect, 2006 gone away, 2013 lost during a query), except 2014: commands out of sync, a bug.
+# Server errors that mean "not now": 1040 too many connections, 1053 shutting down, 4031 an idle
+# connection the server dropped.
+_NOT_AN_OUTAGE = frozenset({2014})
+_SERVER_OUTAGES = frozenset({1040, 1053, 4031})
+
+
 def unreachable(exc: Exception) -> bool:
-    """Whether ``exc`` says the server is out of reach (client error codes 2000-2999: cannot connect,
-    server gone, connection lost) rather than that a statement failed."""
+    """Whether ``exc`` says the server is out of reach (rather than that a statement failed)."""
     if isinstance(exc, pymysql.err.InterfaceError):
         return True
     code = exc.args[0] if exc.args else None
-    return isinstance(code, int) and 2000 <= code < 3000
+    if not isinstance(code, int) or code in _NOT_AN_OUTAGE:
+        return False
+    return 2000 <= code < 3000 or code in _SERVER_OUTAGES
 
 
 def mysql_pool(

@@ -16,7 +16,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from asynccore.app import EDGE, CleanupCtx, add_readiness_check
 from asynccore.pools import PoolStats, track_pool, untrack_pool
@@ -57,7 +58,8 @@ def redis_pool(
     timeout_s: float = 1.0,
 ) -> CleanupCtx:
     """A ``cleanup_ctx`` resource: ``app[key]`` is a client; ``/readyz`` fails as ``name`` without PONG,
-    and a request that meets a Redis error it does not handle itself is a 503 naming ``name``."""
+    and a request that finds Redis out of reach (connection refused or lost, a timeout, still loading,
+    a read-only replica) is a 503 naming ``name``; a script or type error stays a 500."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         client = open_redis(url, max_connections=max_connections, timeout_s=timeout_s)
@@ -67,7 +69,7 @@ def redis_pool(
             await client.ping()
 
         add_readiness_check(app, name, ping)
-        app[EDGE].add_unavailable(name, RedisError)
+        app[EDGE].add_unavailable(name, RedisConnectionError, RedisTimeoutError, ReadOnlyError)
         track_pool(app, name, client, _stats)
         try:
             yield
