@@ -454,6 +454,13 @@ STREAM_FLOW = [
         description="One Redis transaction writing aggregate deltas and offsets together.",
     ),
     timeseries(
+        "Outbox: dead letters and alerts to produce",
+        Q("max(stream_outbox_backlog)", "in the outbox"),
+        Q("sum(stream_outbox_relay_leader)", "relays holding the lease"),
+        description="The relay holding the lease (one at a time) produces the outbox to Kafka; it "
+        "grows when Kafka refuses them. A crashed leader's lease runs out after STREAM_RELAY_LEASE_MS.",
+    ),
+    timeseries(
         "Flushes waiting for the outbox relay",
         Q("max(stream_outbox_full)", "waiting"),
         description="1 while the outbox of dead letters and alerts is full and flushes wait for the "

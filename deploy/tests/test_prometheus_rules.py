@@ -62,6 +62,8 @@ COUNTERS_AND_GAUGES = {
     "stream_dlq_total",
     "stream_risk_alerts_total",
     "stream_outbox_full",
+    "stream_outbox_backlog",
+    "stream_outbox_relay_leader",
     # Proposed addition for the "top products" panel: events of each of the 10 busiest products in
     # the current window (bounded cardinality: a product leaving the top 10 is removed).
     "stream_top_product_events",

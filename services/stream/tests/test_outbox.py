@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from stream_testkit import MockKafka, Topics, read_topic
 
@@ -99,7 +100,10 @@ async def test_one_relay_produces_at_a_time_and_a_stopped_one_hands_over_at_once
     finally:
         first.stop()
         await asyncio.wait_for(running, 10)  # a stop releases the lease ...
+    assert REGISTRY.get_sample_value("stream_outbox_relay_leader") == 0
     assert await second.relay_once() == 2  # ... so the second takes over without waiting for it to run out
+    assert REGISTRY.get_sample_value("stream_outbox_relay_leader") == 1
+    assert REGISTRY.get_sample_value("stream_outbox_backlog") == 0
     found = await asyncio.to_thread(produced_ids, kafka, topics.dlq, len(ids))
     assert found == Counter({entry_id: 1 for entry_id in ids})
 

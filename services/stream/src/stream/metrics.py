@@ -22,7 +22,9 @@ __all__ = [
     "LAG",
     "LATE",
     "LATENESS",
+    "OUTBOX_BACKLOG",
     "OUTBOX_FULL",
+    "RELAY_LEADER",
     "TOP_PRODUCTS",
 ]
 
@@ -32,6 +34,11 @@ INVALID = Counter("stream_events_invalid_total", "Malformed events (sent to the 
 DUPLICATES = Counter("stream_events_duplicate_total", "Events whose event_id was already counted")
 LAG = Gauge("stream_consumer_lag", "Records not yet processed, per assigned partition", ["partition"])
 FRESHNESS = Gauge("stream_freshness_seconds", "Now minus the newest event time this process aggregated")
+OUTBOX_BACKLOG = Gauge(
+    "stream_outbox_backlog",
+    "Dead letters and alerts in the outbox, not yet produced (0 but on the relay leader)",
+)
+RELAY_LEADER = Gauge("stream_outbox_relay_leader", "1 on the replica whose relay holds the outbox lease")
 OUTBOX_FULL = Gauge("stream_outbox_full", "1 while flushes wait for the relay to drain a full outbox")
 DLQ = Counter("stream_dlq_total", "Messages produced to the dead-letter topic", ["reason"])
 FLUSH_SECONDS = Histogram(

@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from stream.keys import Keys
-from stream.metrics import DLQ
+from stream.metrics import DLQ, OUTBOX_BACKLOG, RELAY_LEADER
 
 __all__ = ["OutboxRelay", "Round"]
 
@@ -135,6 +135,8 @@ class OutboxRelay:
                             await self._wakeup.wait()
                     self._wakeup.clear()
         finally:
+            RELAY_LEADER.set(0)
+            OUTBOX_BACKLOG.set(0)
             if all(f.done() for f in self._unsettled):  # else the lease runs out while aiokafka retries
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(self.idle_poll_s):
@@ -151,13 +153,16 @@ class OutboxRelay:
                 return 0
             await self.publish(taken)  # within round_timeout_s, a third of the lease just renewed
         await self.settle(taken)
+        OUTBOX_BACKLOG.dec(len(taken.entry_ids))
         return len(taken.entry_ids)
 
     async def take(self) -> Round | None:
         """Take the lease (or renew it) and the oldest outbox entries; ``None`` if there is nothing
         this relay may produce now."""
         if await self._lead() == 0:
+            OUTBOX_BACKLOG.set(0)
             return None
+        OUTBOX_BACKLOG.set(await self.redis.xlen(self.keys.outbox))
         if self._unsettled:  # an earlier round's sends, which aiokafka retries until Kafka answers
             _, pending = await asyncio.wait(self._unsettled, timeout=self.idle_poll_s)
             self._unsettled = list(pending)
@@ -209,6 +214,7 @@ class OutboxRelay:
             self.lease_ms,
             uuid.uuid4().hex,
         )
+        RELAY_LEADER.set(1 if lead else 0)
         if lead == 2 or instance != self._instance:
             self._published.clear()  # a predecessor may have produced since, or the outbox is new
             self._instance = instance
