@@ -185,3 +185,55 @@ async def test_a_full_outbox_holds_flushes_back_until_the_relay_drains_it(
 
 async def _empty(redis: Redis, key: str) -> bool:
     return await redis.xlen(key) == 0
+
+
+async def test_a_stop_while_flushes_wait_on_the_outbox_loses_nothing(
+    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+) -> None:
+    """Stopped while a batch waits on a full outbox, the consumer must flush nothing judged after
+    it, even if the outbox drains at that moment: a restarted consumer then counts everything."""
+    parts = scenario(topics.partitions, 1500, seed=3)
+    truth = judge(parts, now_ms())
+    keys = Keys(prefix)
+    await redis.xadd(keys.outbox, {"t": topics.dlq, "k": "", "v": "{}", "r": "late"})  # full at 1
+    first = Consumer(settings_for(kafka, topics, prefix, stream_outbox_max=1), redis)
+    running = asyncio.create_task(first.run())
+    producing = asyncio.create_task(
+        asyncio.to_thread(produce_partitions, kafka.bootstrap, topics.events, parts, per_second=2_000)
+    )
+    try:
+        await wait_until(
+            lambda: REGISTRY.get_sample_value("stream_outbox_full") == 1, timeout=30, message="flushes wait"
+        )
+        first.stop()
+        await redis.delete(keys.outbox)  # the outbox drains just as the consumer stops
+        await asyncio.wait_for(running, 20)
+    finally:
+        await producing
+    records = sum(len(values) for values in parts.values())
+    assert await stored_total(redis, prefix, topics.events, topics.partitions) < records, "not mid-stream"
+    await _run_to_the_end(kafka, topics, redis, prefix, parts)
+    now = now_ms()
+    summary = await queries.summary(redis, keys, now - 2 * 3_600_000, now + 3_600_000)
+    assert summary["counts"] == truth.counts
+
+
+async def _run_to_the_end(
+    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str, parts: dict[int, list[bytes]]
+) -> None:
+    """A fresh consumer (and relay) on the same state, until every partition's end is stored."""
+    producer = new_producer(kafka.bootstrap)
+    await producer.start()
+    relay = OutboxRelay(
+        redis, Keys(prefix), producer, bootstrap=kafka.bootstrap, name="end", dlq_topic=topics.dlq
+    )
+    consumer = Consumer(settings_for(kafka, topics, prefix), redis)
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
+    try:
+        ends = {p: len(v) for p, v in parts.items()}
+        await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=60, message="consumed")
+    finally:
+        consumer.stop()
+        relay.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        await producer.stop()
