@@ -132,3 +132,8 @@ async def stored_total(redis: Redis, prefix: str, topic: str, partitions: int) -
     keys = Keys(prefix)
     stored = await redis.mget([keys.offset(topic, p) for p in range(partitions)])
     return sum(int(v.split(b":")[0]) for v in stored if v)
+
+
+async def outbox_empty(redis: Redis, prefix: str) -> bool:
+    """Whether every dead letter and alert of the outbox has been relayed (and deleted)."""
+    return await redis.xlen(Keys(prefix).outbox) == 0

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from stream_testkit import MockKafka, Topics, read_topic
+from stream_testkit import MockKafka, Topics, outbox_empty, read_topic
 
 from asynccore.testing import wait_until
 from stream.kafka import new_producer
@@ -74,7 +74,7 @@ async def test_entries_a_dead_relay_had_produced_are_not_produced_again(
 
     async def drained() -> bool:
         await alive.relay_once()
-        return await redis.xlen(keys.outbox) == 0
+        return await outbox_empty(redis, prefix)
 
     await wait_until(drained, timeout=10, message="outbox drained")
     instance = await redis.get(keys.outbox_instance)
@@ -93,7 +93,7 @@ async def test_one_relay_produces_at_a_time_and_a_stopped_one_hands_over_at_once
     ids = await add_dead_letters(redis, keys, topics.dlq, ["a", "b", "c"])
     running = asyncio.create_task(first.run())
     try:
-        await wait_until(lambda: _outbox_empty(redis, keys), timeout=10, message="first relay produced")
+        await wait_until(lambda: outbox_empty(redis, prefix), timeout=10, message="first relay produced")
         ids += await add_dead_letters(redis, keys, topics.dlq, ["d", "e"])
         assert await second.relay_once() == 0  # the first one holds the lease
         assert await redis.xlen(keys.outbox) == 2
@@ -106,7 +106,3 @@ async def test_one_relay_produces_at_a_time_and_a_stopped_one_hands_over_at_once
     assert REGISTRY.get_sample_value("stream_outbox_backlog") == 0
     found = await asyncio.to_thread(produced_ids, kafka, topics.dlq, len(ids))
     assert found == Counter({entry_id: 1 for entry_id in ids})
-
-
-async def _outbox_empty(redis: Redis, keys: Keys) -> bool:
-    return await redis.xlen(keys.outbox) == 0

@@ -15,6 +15,7 @@ from stream_testkit import (
     Topics,
     consumed,
     now_ms,
+    outbox_empty,
     produce_partitions,
     read_topic,
     settings_for,
@@ -84,7 +85,7 @@ async def test_counts_equal_ground_truth_and_dead_letters_reach_the_dlq(
     assert {(d["partition"], d["offset"]) for d in letters} == truth.dead_letters
     reasons = {d["reason"] for d in letters}
     assert reasons == {"late", "bad_json", "schema", "future_ts"}
-    assert await redis.xlen(Keys(prefix).outbox) == 0  # relayed, then deleted
+    assert await outbox_empty(redis, prefix)  # relayed, then deleted
 
 
 def event(
@@ -168,7 +169,7 @@ async def test_a_full_outbox_holds_flushes_back_until_the_relay_drains_it(
         tasks.append(asyncio.create_task(relay.run()))
         ends = {p: len(v) for p, v in parts.items()}
         await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=60, message="consumed")
-        await wait_until(lambda: _empty(redis, keys.outbox), timeout=20, message="outbox drained")
+        await wait_until(lambda: outbox_empty(redis, prefix), timeout=20, message="outbox drained")
     finally:
         consumer.stop()
         relay.stop()
@@ -181,10 +182,6 @@ async def test_a_full_outbox_holds_flushes_back_until_the_relay_drains_it(
     messages = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.dlq, len(truth.dead_letters))
     letters = [orjson.loads(m.value()) for m in messages]
     assert sorted((d["partition"], d["offset"]) for d in letters) == sorted(truth.dead_letters)
-
-
-async def _empty(redis: Redis, key: str) -> bool:
-    return await redis.xlen(key) == 0
 
 
 async def test_a_stop_while_flushes_wait_on_the_outbox_loses_nothing(

@@ -77,6 +77,20 @@ async def assert_ground_truth(port: int, truth: Truth) -> None:
     )
 
 
+async def assert_exact_at_the_end(
+    port: int, redis: Redis, prefix: str, topics: Topics, bootstrap: str, parts: dict[int, list[bytes]]
+) -> None:
+    """Once every partition's end is stored: the totals equal the ground truth, and every dead
+    letter is in the DLQ exactly once (none lost, none produced twice)."""
+    ends = {p: len(v) for p, v in parts.items()}
+    await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=90, message="consumed")
+    truth = judge(parts, now_ms())
+    await assert_ground_truth(port, truth)
+    letters = await asyncio.to_thread(read_topic, bootstrap, topics.dlq, len(truth.dead_letters))
+    found = sorted((d["partition"], d["offset"]) for d in (orjson.loads(m.value()) for m in letters))
+    assert found == sorted(truth.dead_letters)
+
+
 async def test_sigkill_mid_stream_then_restart_counts_exactly(
     kafka: MockKafka, topics: Topics, redis: Redis, prefix: str, stream_env: dict[str, str]
 ) -> None:
@@ -96,14 +110,8 @@ async def test_sigkill_mid_stream_then_restart_counts_exactly(
         assert await stored_total(redis, prefix, topics.events, topics.partitions) < total, "not mid-stream"
         await producing
         await proc.start()
-        ends = {p: len(v) for p, v in parts.items()}
-        await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=90, message="consumed")
-        truth = judge(parts, now_ms())
-        await assert_ground_truth(port, truth)
         # Every dead letter once: none lost with the killed process, none produced by both.
-        letters = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.dlq, len(truth.dead_letters))
-        found = sorted((d["partition"], d["offset"]) for d in (orjson.loads(m.value()) for m in letters))
-        assert found == sorted(truth.dead_letters)
+        await assert_exact_at_the_end(port, redis, prefix, topics, kafka.bootstrap, parts)
     finally:
         await proc.stop()
 
@@ -253,13 +261,7 @@ async def test_redis_cut_mid_stream_is_a_503_then_processing_resumes_exactly(
         assert cut_at < total, "not mid-stream"
         await producing
         await proxy.restore()
-        ends = {p: len(v) for p, v in parts.items()}
-        await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=90, message="consumed")
-        truth = judge(parts, now_ms())
-        await assert_ground_truth(port, truth)
-        letters = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.dlq, len(truth.dead_letters))
-        found = sorted((d["partition"], d["offset"]) for d in (orjson.loads(m.value()) for m in letters))
-        assert found == sorted(truth.dead_letters)
+        await assert_exact_at_the_end(port, redis, prefix, topics, kafka.bootstrap, parts)
     finally:
         await proc.stop()
         await proxy.close()
@@ -294,13 +296,7 @@ async def test_kafka_broker_down_mid_stream_then_back_loses_and_repeats_nothing(
         )
         assert (await status_of(port, "GET", "/api/analytics/summary"))[0] == 200
         broker.set_up()
-        ends = {p: len(v) for p, v in parts.items()}
-        await wait_until(lambda: consumed(redis, prefix, topics.events, ends), timeout=90, message="consumed")
-        truth = judge(parts, now_ms())
-        await assert_ground_truth(port, truth)
-        letters = await asyncio.to_thread(read_topic, broker.bootstrap, topics.dlq, len(truth.dead_letters))
-        found = sorted((d["partition"], d["offset"]) for d in (orjson.loads(m.value()) for m in letters))
-        assert found == sorted(truth.dead_letters)
+        await assert_exact_at_the_end(port, redis, prefix, topics, broker.bootstrap, parts)
     finally:
         await proc.stop()
         broker.close()
