@@ -4,10 +4,9 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv
 PKGS := libs/asynccore services/blog services/orders services/stream loadtests deploy
-APT_PACKAGES := nginx prometheus wrk docker-compose
 SCENARIO ?= blog
 
-.PHONY: help bootstrap uv sync apt services run test test-unit test-stack lint bench load up down warm \
+.PHONY: help bootstrap uv sync services run test test-unit test-stack lint bench load up down warm \
 	bench-asynccore bench-blog bench-orders bench-stream bench-async-vs-sync bench-report dashboards
 
 help:
@@ -18,22 +17,17 @@ help:
 	@echo "make up/down the stack on a docker host"
 
 uv:
-	@command -v uv >/dev/null || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null || python3 -m pip install --quiet --user uv==0.13.9 || python3 -m pip install --quiet uv==0.13.9
 
 sync: uv
 	@$(UV) sync --frozen --quiet
 
-apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
-
+# Debian's servers installed if missing and started if not answering (loopback, data under
+# ASYNCSTACK_STATE_DIR), and the Kafka jars resolved from Maven Central: one line per step, none the second time.
 services:
 	@bash deploy/local/ensure-services
 
-bootstrap: sync apt services
+bootstrap: sync services
 
 lint: sync
 	$(UV) run ruff check .

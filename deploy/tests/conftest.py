@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from asynccore.pools.mysql import drop_database
-from asynccore.testing import free_port
+from asynccore.testing import free_port, server_url
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "deploy" / "local" / "run"
@@ -285,7 +285,7 @@ def isolated_stack(run_dir: Path, **extra: str) -> Iterator[Stack]:
     redis = PrivateRedis()
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    mysql_url = f"mysql://root@127.0.0.1:3306/{name}"
+    mysql_url = f"{server_url('MYSQL')}/{name}"
     env = stack_env(
         run_dir,
         REDIS_URL=redis.url,

@@ -25,14 +25,14 @@ from redis.asyncio import Redis
 
 from asynccore.auth import issue_token
 from asynccore.pools.mysql import drop_database
-from asynccore.testing import ServiceProcess, free_port, wait_until
+from asynccore.testing import ServiceProcess, free_port, server_url, wait_until
 from orders.messaging import Names, delete_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LAUNCHER = ROOT / "deploy" / "local" / "kafka_mock.py"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-MYSQL_SERVER = "mysql://root@127.0.0.1:3306"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+MYSQL_SERVER = server_url("MYSQL")
+AMQP_URL = server_url("AMQP") + "/"
 JWT_SECRET = f"fuzz-{uuid.uuid4().hex}{uuid.uuid4().hex}"
 ADMIN_TOKEN = f"fuzz-admin-{uuid.uuid4().hex}"
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 from asynccore.app import CleanupCtx, create_app
 from asynccore.pools.mysql import drop_database
 from asynccore.settings import ServiceSettings
-from asynccore.testing import metric_value
+from asynccore.testing import metric_value, server_url
 
-MYSQL_SERVER = os.environ.get("TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
+MYSQL_SERVER = server_url("MYSQL")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

@@ -3,7 +3,6 @@ talks to real servers: the shared MariaDB/RabbitMQ and in-process payment sandbo
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -15,14 +14,14 @@ from pydantic import SecretStr
 from asynccore.auth import issue_token
 from asynccore.migrations import apply_migrations
 from asynccore.pools.mysql import close_mysql, drop_database, open_mysql
-from asynccore.testing import free_port
+from asynccore.testing import free_port, server_url
 from orders.messaging import Names, delete_topology
 from orders.resources import MIGRATIONS
 from orders.sandbox import payment, smtp
 from orders.settings import OrdersSettings
 
-MYSQL_SERVER = os.environ.get("TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+MYSQL_SERVER = server_url("MYSQL")
+AMQP_URL = server_url("AMQP") + "/"
 JWT_SECRET = "orders-test-secret-of-at-least-32-bytes"
 ADMIN_TOKEN = "orders-test-admin-token"
 

@@ -9,6 +9,7 @@
   for whoever talks through it, without touching the server other tests use.
 * :class:`RedisServer` — a private, throwaway ``redis-server`` for tests that stop Redis.
 * :func:`metric_value` — one sample out of a ``/metrics`` page.
+* :func:`server_url` — where the shared MariaDB / RabbitMQ / Redis of this machine answer, and as whom.
 """
 
 from __future__ import annotations
@@ -21,12 +22,22 @@ import signal
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import IO
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["RedisServer", "ServiceProcess", "TcpProxy", "free_port", "metric_value", "wait_until"]
+__all__ = [
+    "RedisServer",
+    "ServiceProcess",
+    "TcpProxy",
+    "free_port",
+    "metric_value",
+    "server_url",
+    "state_dir",
+    "wait_until",
+]
 
 _OUTPUT_TAIL_CHARS = 4000
 
@@ -61,6 +72,37 @@ async def wait_until(
             detail = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
             raise AssertionError(f"{what} not true within {timeout:g}s{detail}")
         await asyncio.sleep(min(interval, max(deadline - loop.time(), 0)))
+
+
+def state_dir() -> Path:
+    """Where ``deploy/local/ensure-services`` keeps the machine's servers (``ASYNCSTACK_STATE_DIR``)."""
+    if explicit := os.environ.get("ASYNCSTACK_STATE_DIR"):
+        return Path(explicit)
+    if os.geteuid() == 0:
+        return Path("/var/lib/asyncstack")
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "asyncstack"
+
+
+def server_url(name: str) -> str:
+    """``TEST_<name>_SERVER`` if set, else what ensure-services wrote for ``<name>_SERVER``.
+
+    ``name`` is ``MYSQL`` (``mysql://asyncstack:…@127.0.0.1:3306``, no database), ``AMQP`` or ``REDIS``
+    (no vhost or database). The MariaDB user's password exists only there: nothing defaults to root.
+    """
+    if explicit := os.environ.get(f"TEST_{name}_SERVER"):
+        return explicit.rstrip("/")
+    path = state_dir() / "servers.env"
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise RuntimeError(
+            f"{path} does not exist: run deploy/local/ensure-services (make test does)"
+        ) from None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key == f"{name}_SERVER":
+            return value.strip().rstrip("/")
+    raise RuntimeError(f"{path} has no {name}_SERVER: run deploy/local/ensure-services")
 
 
 def free_port() -> int:

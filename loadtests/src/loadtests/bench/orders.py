@@ -47,7 +47,7 @@ import orjson
 
 from asynccore.auth import issue_token
 from asynccore.pools.mysql import drop_database
-from asynccore.testing import ServiceProcess, free_port
+from asynccore.testing import ServiceProcess, free_port, server_url
 from loadtests.bench.wrk import request_script, run_wrk
 from orders.messaging import Names, delete_topology
 
@@ -56,7 +56,7 @@ VARIANTS = {
     "locking": "naive: SELECT … FOR UPDATE first",
 }
 TARGET_RATIO = 2.0
-MYSQL_SERVER = os.environ.get("BENCH_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
+MYSQL_SERVER = os.environ.get("BENCH_MYSQL_SERVER") or server_url("MYSQL")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 JWT_SECRET = "bench-secret-of-at-least-thirty-two-bytes"
 ADMIN = {"Authorization": "Bearer bench-admin-token"}
