@@ -1,9 +1,9 @@
 """The local stack as the tests see it: the real ``deploy/local/run``, on ports and data of its own.
 
 One stack serves the whole session (starting every service is the slow part). It never touches a
-developer's ``make run``: every port is a free one, the run dir is a temporary folder (so its own Kafka
-mock broker), Redis is a private ``redis-server``, MariaDB a fresh database and RabbitMQ a fresh vhost,
-all removed afterwards.
+developer's ``make run``: every port is a free one, the run dir is a temporary folder (so its own
+Apache Kafka broker and data), Redis is a private ``redis-server``, MariaDB a fresh database and RabbitMQ
+a fresh vhost, all removed afterwards.
 """
 
 from __future__ import annotations
@@ -48,10 +48,14 @@ PORT_VARS = (
     "PAYMENT_SANDBOX_PORT",
     "SMTP_SINK_PORT",
     "SMTP_SINK_HTTP_PORT",
+    "KAFKA_PORT",
+    "KAFKA_CONTROLLER_PORT",
+    "KAFKA_METRICS_PORT",
 )
 
 # Procfile process -> the port variable of its listener.
 PROCESS_PORTS = {
+    "kafka": "KAFKA_PORT",
     "nginx": "NGINX_PORT",
     "nginx-exporter": "NGINX_EXPORTER_PORT",
     "prometheus": "PROMETHEUS_PORT",

@@ -1,14 +1,15 @@
 """Schemathesis against each service's own OpenAPI document: no 5xx, nothing the document does not allow.
 
 Each service runs as a real process on a free port with dependencies of its own (a temporary SQLite
-file and Redis prefix; a fresh MariaDB database and AMQP names; a private mock Kafka cluster), so the
-fuzzer's writes touch nothing else. One schemathesis run per service (the process is stopped before
-its report is read) feeds two tests: server errors, and conformance to the documented schema (status
-codes, content types, bodies, headers).
+file and Redis prefix; a fresh MariaDB database and AMQP names; a private Apache Kafka broker whose
+topics the service creates), so the fuzzer's writes touch nothing else. One schemathesis run per
+service (the process is stopped before its report is read) feeds two tests: server errors, and
+conformance to the documented schema (status codes, content types, bodies, headers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import sys
@@ -24,13 +25,13 @@ from fuzzing import Failure, FuzzReport, run_schemathesis
 from redis.asyncio import Redis
 
 from asynccore.auth import issue_token
+from asynccore.kafka_broker import KafkaBroker
 from asynccore.pools.mysql import drop_database
-from asynccore.testing import ServiceProcess, free_port, server_url, wait_until
+from asynccore.testing import ServiceProcess, free_port, server_url
 from orders.messaging import Names, delete_topology
 
 ROOT = Path(__file__).resolve().parents[2]
-KAFKA_LAUNCHER = ROOT / "deploy" / "local" / "kafka_mock.py"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = server_url("REDIS") + "/0"
 MYSQL_SERVER = server_url("MYSQL")
 AMQP_URL = server_url("AMQP") + "/"
 JWT_SECRET = f"fuzz-{uuid.uuid4().hex}{uuid.uuid4().hex}"
@@ -289,28 +290,18 @@ async def stream_report(tmp_path_factory: pytest.TempPathFactory) -> FuzzReport:
         "STREAM_DLQ_TOPIC": f"dlq-{run_id}",
         "STREAM_ALERTS_TOPIC": f"alerts-{run_id}",
     }
-    bootstrap_file = tmp / "kafka.bootstrap"
-    kafka = ServiceProcess(
-        [
-            *(sys.executable, str(KAFKA_LAUNCHER), "--bootstrap-file", str(bootstrap_file)),
-            *("--topic", f"{topics['STREAM_TOPIC']}:4"),
-            *("--topic", f"{topics['STREAM_DLQ_TOPIC']}:1"),
-            *("--topic", f"{topics['STREAM_ALERTS_TOPIC']}:1"),
-        ],
-        name=f"kafka-mock-{run_id}",
-    )
+    kafka = await asyncio.to_thread(KafkaBroker)
     port = free_port()
     prefix = f"fuzz-stream:{run_id}:"
     try:
-        await kafka.start()
-        await wait_until(bootstrap_file.exists, timeout=20, message="mock Kafka wrote its bootstrap")
         proc = service(
             "stream",
             port,
             {
                 **topics,
                 "STREAM_PORT": str(port),
-                "KAFKA_BOOTSTRAP": bootstrap_file.read_text().strip(),
+                "KAFKA_BOOTSTRAP": kafka.bootstrap,
+                "STREAM_PARTITIONS": "4",
                 "REDIS_URL": REDIS_URL,
                 "STREAM_GROUP_ID": f"fuzz-{run_id}",
                 "STREAM_REDIS_PREFIX": prefix,
@@ -328,7 +319,7 @@ async def stream_report(tmp_path_factory: pytest.TempPathFactory) -> FuzzReport:
         )
         return await fuzz(proc, run)
     finally:
-        await kafka.stop()
+        await asyncio.to_thread(kafka.close)
         await delete_redis_prefix(prefix)
 
 
