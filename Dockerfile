@@ -1,10 +1,25 @@
 # syntax=docker/dockerfile:1
-# One image for every Python process of the stack (blog, orders, orders-worker, stream, the sandboxes):
-# docker-compose.yml picks the console script with `command:`. Two stages: the builder resolves the
-# committed uv.lock into a virtualenv; the runtime copies only that venv onto a slim Python.
+# The images of docker-compose.yml (BuildKit, the default builder since Docker 23):
+# - target runtime (the last stage, the default): one image for every Python process of the stack
+#   (blog, orders, orders-worker, stream, the sandboxes); compose picks the console script with
+#   `command:`. The builder resolves the committed uv.lock into a virtualenv; the runtime copies only
+#   that venv onto a slim Python.
+# - target kafka: the Apache Kafka broker, built only when that target is asked for.
 
 ARG PYTHON_VERSION=3.11
 ARG UV_VERSION=0.13.9
+# The release deploy/kafka/pom.xml pins (kafka.version) for the local stack and the tests.
+ARG KAFKA_VERSION=4.1.1
+
+# The official apache/kafka image plus the Prometheus JMX exporter java agent, at the version
+# deploy/kafka/pom.xml pins (jmx_prometheus_javaagent), fetched from Maven Central when the image is
+# built and verified against its SHA-256 (nothing is fetched when the container starts). Its rules file,
+# deploy/kafka/jmx-exporter.yml, is mounted by compose; the agent is loaded by the broker's command line.
+FROM apache/kafka:${KAFKA_VERSION} AS kafka
+ADD --chmod=444 \
+    --checksum=sha256:7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1 \
+    https://repo1.maven.org/maven2/io/prometheus/jmx/jmx_prometheus_javaagent/1.0.1/jmx_prometheus_javaagent-1.0.1.jar \
+    /opt/jmx-exporter/jmx_prometheus_javaagent.jar
 
 FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 

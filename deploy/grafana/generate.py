@@ -74,8 +74,12 @@ def stat(
     description: str = "",
     width: int = 6,
     red_above: float | None = None,
+    green_from: float | None = None,
 ) -> Panel:
+    """A number per series; red from ``red_above`` up, and (with ``green_from``) red below it too."""
     steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    if green_from is not None:
+        steps = [{"color": "red", "value": None}, {"color": "green", "value": green_from}]
     if red_above is not None:
         steps.append({"color": "red", "value": red_above})
     return {
@@ -419,27 +423,70 @@ ORDERS_OUTBOX = [
     stat("Outbox backlog (now)", Q("max(orders_outbox_backlog)", "rows"), width=12),
 ]
 
+# RabbitMQ's own view, from its built-in Prometheus plugin: per-queue depth from /metrics/detailed
+# (job rabbitmq-queues), node-wide message rates from /metrics.
+ORDERS_RABBITMQ = [
+    timeseries(
+        "RabbitMQ queue depth by queue",
+        Q("sum by (queue) (rabbitmq_detailed_queue_messages_ready)", "{{queue}} ready"),
+        Q("sum by (queue) (rabbitmq_detailed_queue_messages_unacked)", "{{queue}} unacked"),
+        description="Ready: waiting for a consumer (a growing payments queue means the fulfilment "
+        "worker is not keeping up or is down). Unacked: delivered to the worker, not yet acked. The "
+        "retry queue holds messages waiting out their backoff; the dead-letter queue holds what the "
+        "worker gave up on.",
+    ),
+    timeseries(
+        "RabbitMQ messages/s",
+        Q(per_s("rabbitmq_global_messages_received_total"), "published"),
+        Q(per_s("rabbitmq_global_messages_delivered_total"), "delivered"),
+        Q(per_s("rabbitmq_global_messages_redelivered_total"), "redelivered"),
+        Q(per_s("rabbitmq_global_messages_dead_lettered_rejected_total"), "dead-lettered (rejected)"),
+        unit="ops",
+        description="Broker-wide: messages published to, delivered from and redelivered by RabbitMQ, and "
+        "those rejected into a dead-letter exchange.",
+    ),
+]
+
 
 def orders() -> dict[str, Any]:
     return dashboard(
         "asyncstack-orders",
         "asyncstack / Orders",
-        "Are orders flowing? Status transitions, stock-outs, lock contention, outbox, payment, dead letters.",
+        "Are orders flowing? Status transitions, stock-outs, lock contention, outbox, payment, dead letters, "
+        "RabbitMQ queues.",
         [
             ("Traffic", red_by_route("orders")),
             ("Orders", ORDERS_FLOW),
             ("Outbox and fulfilment", ORDERS_OUTBOX),
+            ("RabbitMQ", ORDERS_RABBITMQ),
             ("Pools", pools("orders")),
         ],
     )
 
+
+# Lag as the broker sees it: each partition's log end offset minus the stream's position in it (the
+# next offset it will process, stored in Redis, not committed to Kafka). The join keeps the topics the
+# stream consumes; max() folds a partition that moved between replicas into one series, and clamping
+# at 0 hides a position scraped just after the log end offset.
+BROKER_LAG = (
+    "clamp_min(max by (topic, partition) (kafka_log_log_logendoffset)"
+    " - on (topic, partition) max by (topic, partition) (stream_consumer_position), 0)"
+)
 
 STREAM_FLOW = [
     timeseries("Events/s by type", Q(per_s("stream_events_total", "type"), "{{type}}"), unit="ops"),
     timeseries(
         "Consumer lag per partition",
         Q("max by (partition) (stream_consumer_lag)", "p{{partition}}"),
-        description="Alert StreamConsumerLagHigh when the sum passes 10k for 5 minutes.",
+        description="As the consumers see it. Alert StreamConsumerLagHigh when the sum passes 10k for "
+        "5 minutes.",
+    ),
+    timeseries(
+        "Consumer lag per partition (broker view)",
+        Q(BROKER_LAG, "{{topic}} p{{partition}}"),
+        description="The broker's log end offset minus the next offset the stream will process (its "
+        "position, stored in Redis with the aggregates), for each partition a replica owns. Independent "
+        "of the consumers' own lag report: it keeps growing when a consumer stalls without noticing.",
     ),
     timeseries(
         "Freshness",
@@ -465,6 +512,61 @@ STREAM_FLOW = [
         Q("max(stream_outbox_full)", "waiting"),
         description="1 while the outbox of dead letters and alerts is full and flushes wait for the "
         "relay to produce it to Kafka; alert StreamOutboxFull after 5 minutes.",
+    ),
+    timeseries(
+        "Offset resets by reason (last hour)",
+        Q("sum by (reason) (increase(stream_offset_resets_total[1h]))", "{{reason}}"),
+        description="Stored offsets found outside the partition's log on assignment (topic recreated, "
+        "retention, another cluster), reset under the configured policy; alert StreamOffsetReset. "
+        "Depending on the policy, events were skipped or are read again.",
+    ),
+]
+
+STREAM_KAFKA = [
+    stat(
+        "Active controller",
+        Q("sum(kafka_controller_kafkacontroller_activecontrollercount)", "controllers"),
+        width=8,
+        green_from=1,
+        red_above=2,
+        description="KRaft controllers that are active: exactly 1 on a healthy cluster.",
+    ),
+    stat(
+        "Offline partitions",
+        Q("sum(kafka_controller_kafkacontroller_offlinepartitionscount)", "partitions"),
+        width=8,
+        red_above=1,
+        description="Partitions without a leader: nothing can be produced to or consumed from them.",
+    ),
+    stat(
+        "Partitions on the broker",
+        Q("sum(kafka_server_replicamanager_partitioncount)", "partitions"),
+        width=8,
+    ),
+    timeseries(
+        "Messages in/s by topic",
+        Q(per_s('kafka_server_brokertopicmetrics_messagesinpersec_total{topic!=""}', "topic"), "{{topic}}"),
+        unit="ops",
+        description="Records appended to each topic, as the broker counts them.",
+    ),
+    timeseries(
+        "Bytes in/out per second",
+        Q(per_s('kafka_server_brokertopicmetrics_bytesinpersec_total{topic=""}'), "in"),
+        Q(per_s('kafka_server_brokertopicmetrics_bytesoutpersec_total{topic=""}'), "out"),
+        unit="Bps",
+    ),
+    timeseries(
+        "Broker CPU",
+        Q('sum(rate(process_cpu_seconds_total{job="kafka"}[$__rate_interval]))', "cores"),
+        description="CPU seconds per second of the broker's JVM.",
+    ),
+    timeseries(
+        "Broker heap",
+        Q('max(jvm_memory_heap_used_bytes{job="kafka"})', "used"),
+        Q('max(jvm_memory_heap_max_bytes{job="kafka"})', "max"),
+        unit="bytes",
+        description="Used heap saw-tooths with garbage collection; a floor rising towards max means "
+        "the heap is too small.",
     ),
 ]
 
@@ -503,11 +605,13 @@ def stream() -> dict[str, Any]:
     return dashboard(
         "asyncstack-stream",
         "asyncstack / Stream",
-        "Is the analytics stream keeping up, and is its input clean? Throughput, lag, quality, top products.",
+        "Is the analytics stream keeping up, and is its input clean? Throughput, lag, quality, top products, "
+        "the Kafka broker.",
         [
             ("Traffic", red_by_route("stream")),
             ("Throughput and lag", STREAM_FLOW),
             ("Data quality", STREAM_QUALITY),
+            ("Kafka broker", STREAM_KAFKA),
             ("Pools", pools("stream")),
         ],
     )

@@ -4,7 +4,9 @@ No docker engine runs here, so the file is proven offline: against the Compose s
 schema (check-jsonschema's vendored copy), by ``docker-compose config`` (Debian's docker-compose, which
 `make bootstrap` installs), and by comparing it with DESIGN.md's contract table, the services' settings
 classes (an unknown variable would be silently ignored: ``extra="ignore"``), the nginx template and the
-Prometheus targets.
+Prometheus targets. The Kafka broker is held to what the local stack and the tests run: the release
+``deploy/kafka/pom.xml`` pins (same major version), KRaft, no topic created on first use, and its metrics
+through the same JMX exporter agent and rules.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import xml.etree.ElementTree as ET
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,12 +35,17 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 # The contract table (from DESIGN.md), as the README states it.
 DESIGN = ROOT / "README.md"
+DOCKERFILE = ROOT / "Dockerfile"
+PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+KAFKA_POM = ROOT / "deploy" / "kafka" / "pom.xml"
+JMX_EXPORTER_RULES = "./deploy/kafka/jmx-exporter.yml"
+JMX_EXPORTER_PORT = 9404
 
 EXPECTED_SERVICES = {
     "nginx", "nginx-exporter",
     "blog1", "blog2", "orders1", "orders2", "orders-worker", "stream1", "stream2", "stream-loadgen",
     "payment-sandbox", "smtp-sink",
-    "mariadb", "redis", "rabbitmq", "kafka", "kafka-init",
+    "mariadb", "redis", "rabbitmq", "kafka",
     "prometheus", "grafana",
 }  # fmt: skip
 # The replicas behind nginx: compose service -> the service it runs.
@@ -50,7 +58,8 @@ REPLICAS = {
 HELPER_PORTS = {"ORDERS_WORKER_PORT": 8092, "PAYMENT_SANDBOX_PORT": 8090, "SMTP_PORT": 2525}
 # Settings that carry a loopback / local-machine default but need no value in compose, and why.
 NOT_NEEDED_IN_COMPOSE = {
-    # Only read when KAFKA_BOOTSTRAP is unset (the local mock broker writes its address there).
+    # The local stack's run dir: read only to find the broker when KAFKA_BOOTSTRAP is unset, and
+    # compose always sets KAFKA_BOOTSTRAP.
     "ASYNCSTACK_RUN_DIR",
     # The SMTP sink binds this address itself: 0.0.0.0 is already right in a container.
     "SMTP_SINK_HOST",
@@ -255,16 +264,13 @@ def test_the_stack_has_every_service_of_the_design() -> None:
     assert set(services()) == EXPECTED_SERVICES
 
 
-def test_every_long_running_container_has_a_healthcheck() -> None:
+def test_every_container_is_long_running_with_a_healthcheck() -> None:
     one_shots = {name for name in services() if is_one_shot(name)}
-    assert one_shots == {"kafka-init"}, (
-        "only kafka-init runs once and exits; dependants wait for it to complete"
-    )
+    assert not one_shots, f"one-shot containers: {one_shots} (the services create their Kafka topics)"
     unchecked = [
         name
         for name, svc in services().items()
-        if name not in one_shots
-        and not (svc.get("healthcheck", {}).get("test") and not svc["healthcheck"].get("disable"))
+        if not (svc.get("healthcheck", {}).get("test") and not svc["healthcheck"].get("disable"))
     ]
     assert not unchecked, f"containers without a healthcheck: {unchecked}"
 
@@ -377,7 +383,7 @@ def test_every_variable_is_a_setting_of_the_process(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(python_services()))
 def test_local_machine_defaults_are_replaced(name: str) -> None:
-    """A default that means "this machine" (loopback, /tmp, the mock broker) is wrong in a container."""
+    """A default that means "this machine" (loopback, /tmp, the local broker) is wrong in a container."""
     env = environment(name)
     for variable, field in env_vars(settings_class(python_services()[name])).items():
         default = str(
@@ -436,29 +442,155 @@ def test_every_address_points_at_a_service_it_waits_for(name: str) -> None:
         if variable == "BLOG_PUBLIC_URL":
             continue  # the address readers use, not a dependency
         assert host in services(), f"{name}: {variable} points at {host}, not a compose service"
-        kafka_ready = host == "kafka" and "kafka-init" in depends
-        assert host in depends or kafka_ready, (
-            f"{name}: {variable} needs {host}, but {name} does not wait for it"
+        assert host in depends, f"{name}: {variable} needs {host}, but {name} does not wait for it"
+
+
+# --- Kafka -------------------------------------------------------------------------------------------------
+@cache
+def pom_versions() -> dict[str, str]:
+    """From deploy/kafka/pom.xml: ``kafka.version`` and each dependency's artifactId -> version."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    root = ET.parse(KAFKA_POM).getroot()
+    section = root.find("m:properties", ns)
+    assert section is not None, f"{KAFKA_POM.name} has no <properties>"
+    properties = {el.tag.split("}")[1]: el.text or "" for el in section}
+    versions = {"kafka.version": properties["kafka.version"]}
+    for dep in root.iterfind("m:dependencies/m:dependency", ns):
+        version = dep.findtext("m:version", "", ns)
+        versions[dep.findtext("m:artifactId", "", ns)] = re.sub(
+            r"\$\{([^}]+)\}", lambda m: properties[m[1]], version
         )
+    return versions
 
 
-def test_kafka_topics_the_services_use_are_created() -> None:
-    init = " ".join(command("kafka-init"))
-    created = dict(re.findall(r"([a-z][\w.]*):(\d+)", init))
-    used = set()
+def dockerfile_stage(target: str) -> str:
+    """The text of one stage of the Dockerfile, ARG defaults before the first FROM substituted."""
+    text = DOCKERFILE.read_text()
+    preamble = text.split("\nFROM ", 1)[0]
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", preamble, re.MULTILINE))
+    stages = re.split(r"^(?=FROM )", text, flags=re.MULTILINE)
+    found = [st for st in stages if re.match(rf"FROM \S+ AS {re.escape(target)}\s", st)]
+    assert len(found) == 1, f"the Dockerfile has no single stage {target}"
+    return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), found[0])
+
+
+def major(version: str) -> str:
+    return version.split(".")[0]
+
+
+def test_kafka_is_the_major_version_the_local_stack_runs() -> None:
+    kafka = services()["kafka"]
+    assert kafka["build"].get("target") == "kafka", "kafka: build ./Dockerfile's kafka stage"
+    base = re.match(r"FROM (\S+) AS kafka", dockerfile_stage("kafka"))
+    assert base, "the kafka stage has no FROM line"
+    image, _, tag = base[1].partition(":")
+    assert image == "apache/kafka", f"the kafka stage starts from {base[1]}, not the Apache Kafka image"
+    pinned = pom_versions()["kafka.version"]
+    assert major(tag) == major(pinned), f"compose runs Kafka {tag}; deploy/kafka/pom.xml pins {pinned}"
+
+
+def test_kafka_runs_in_kraft_mode_as_one_node() -> None:
+    env = resolved_env("kafka")
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert env.get("CLUSTER_ID"), "KRaft storage is formatted with CLUSTER_ID"
+    assert not [v for v in env if "ZOOKEEPER" in v], "KRaft: no ZooKeeper setting"
+    assert not [n for n in services() if "zookeeper" in n]
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    for name, factor in env.items():
+        if name.endswith("REPLICATION_FACTOR") or name.endswith("MIN_ISR"):
+            assert factor == "1", f"kafka: {name} must be 1 on a single node"
+    assert "/var/lib/kafka/data" in env["KAFKA_LOG_DIRS"].split(",")
+    bootstraps = {
+        name: e["KAFKA_BOOTSTRAP"] for name in services() if "KAFKA_BOOTSTRAP" in (e := resolved_env(name))
+    }
+    assert bootstraps and set(bootstraps.values()) == {"kafka:9092"}, bootstraps
+    assert "kafka-broker-api-versions.sh --bootstrap-server localhost:9092" in healthcheck_text("kafka")
+
+
+def test_kafka_topics_are_created_by_the_services_not_on_first_use() -> None:
+    assert environment("kafka")["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def topic_partitions() -> dict[str, dict[str, int]]:
+    """Topic -> {process: partitions it creates the topic with when absent}, from the settings classes
+    (``X_TOPIC`` names a topic; ``X_PARTITIONS`` or ``X_TOPIC_PARTITIONS`` its partition count), with
+    compose's values where it sets them."""
+    found: dict[str, dict[str, int]] = {}
     for name, script in python_services().items():
         cls = written_settings_class(script)
-        if cls is not None and "KAFKA_BOOTSTRAP" in environment(name):
-            fields = env_vars(cls)
-            used |= {
-                str(f.default)
-                for v, f in fields.items()
-                if v.endswith("_TOPIC") and v not in environment(name)
-            }
-    assert used, "no service reads a *_TOPIC setting"
-    assert used <= set(created), f"topics used but not created by kafka-init: {used - set(created)}"
-    assert int(created["events"]) >= 2, "the events topic needs partitions for two consumers"
-    assert environment("kafka")["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+        if cls is None or "KAFKA_BOOTSTRAP" not in environment(name):
+            continue
+        fields, env = env_vars(cls), resolved_env(name)
+        for variable, field in fields.items():
+            if not variable.endswith("_TOPIC"):
+                continue
+            topic = env.get(variable, str(field.default))
+            for count_var in (f"{variable}_PARTITIONS", f"{variable.removesuffix('_TOPIC')}_PARTITIONS"):
+                if count_var in fields:
+                    found.setdefault(topic, {})[script] = int(env.get(count_var, fields[count_var].default))
+    return found
+
+
+def test_services_that_create_a_topic_agree_on_its_partitions() -> None:
+    found = topic_partitions()
+    if not found:
+        pytest.skip("no service names the partitions of the topics it creates (X_PARTITIONS) yet")
+    for topic, counts in found.items():
+        assert len(set(counts.values())) == 1, f"{topic}: created with different partition counts {counts}"
+    replicas = sum(1 for service in REPLICAS.values() if service == "stream")
+    events = set(found.get("events", {}).values())
+    assert events and events.pop() >= replicas, (
+        f"the events topic needs a partition for each of {replicas} consumers"
+    )
+
+
+def test_kafka_metrics_come_from_the_jmx_exporter_agent_and_rules_of_the_local_stack() -> None:
+    kafka = services()["kafka"]
+    env = resolved_env("kafka")
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in kafka["volumes"]}
+    rules_path = mounts.get(JMX_EXPORTER_RULES)
+    assert rules_path, f"kafka does not mount {JMX_EXPORTER_RULES}"
+    agent = re.search(rf"-javaagent:(\S+\.jar)={JMX_EXPORTER_PORT}:(\S+)", env.get("EXTRA_ARGS", ""))
+    assert agent, f"the broker's command line (EXTRA_ARGS) loads no agent on :{JMX_EXPORTER_PORT}"
+    assert agent[2] == rules_path, f"the agent reads {agent[2]}, the rules are mounted at {rules_path}"
+    # Only the broker loads it: every Kafka CLI tool in the container reads KAFKA_OPTS, and a second
+    # agent on the same port would stop the tool (the healthcheck among them).
+    assert "javaagent" not in env.get("KAFKA_OPTS", "")
+    stage = dockerfile_stage("kafka")
+    version = pom_versions()["jmx_prometheus_javaagent"]
+    added = re.search(r"^ADD (.*?)(?<!\\)$", stage, re.MULTILINE | re.DOTALL)
+    assert added, "the kafka stage does not ADD the agent"
+    words = added[1].replace("\\\n", " ").split()
+    url = next(w for w in words if w.startswith("https://"))
+    assert url.endswith(f"/jmx_prometheus_javaagent/{version}/jmx_prometheus_javaagent-{version}.jar"), (
+        f"the image's agent ({url}) is not the one deploy/kafka/pom.xml pins ({version})"
+    )
+    assert url.startswith("https://repo1.maven.org/maven2/")
+    assert any(re.fullmatch(r"--checksum=sha256:[0-9a-f]{64}", w) for w in words), "the agent is not verified"
+    assert words[-1] == agent[1], f"the image puts the agent at {words[-1]}, the broker loads {agent[1]}"
+    assert f"- kafka:{JMX_EXPORTER_PORT}" in PROMETHEUS_YML.read_text()
+
+
+def test_rabbitmq_serves_prometheus_metrics_and_is_scraped() -> None:
+    plugins = set(resolved_env("rabbitmq")["RABBITMQ_ENABLED_PLUGINS"].split(","))
+    assert {"rabbitmq_prometheus", "rabbitmq_management"} <= plugins
+    jobs = {
+        job["job_name"]: job for job in YAML(typ="safe").load(PROMETHEUS_YML.read_text())["scrape_configs"]
+    }
+    scraped = {
+        (job.get("metrics_path", "/metrics"), target)
+        for job in jobs.values()
+        for config in job.get("static_configs", [])
+        for target in config["targets"]
+    }
+    assert ("/metrics", "rabbitmq:15692") in scraped, "the plugin's node-wide metrics are not scraped"
+    assert ("/metrics/detailed", "rabbitmq:15692") in scraped, "per-queue metrics are not scraped"
+
+
+def test_no_mock_broker_is_left() -> None:
+    for path in (COMPOSE_FILE, ENV_EXAMPLE, DOCKERFILE, PROMETHEUS_YML):
+        assert "mock" not in path.read_text().lower(), f"{path.name} still mentions a mock broker"
 
 
 def test_grafana_is_provisioned_from_the_repo() -> None:
@@ -483,7 +615,10 @@ def test_every_python_service_runs_a_script_the_image_installs() -> None:
         assert console_scripts()[script][0] in installed, (
             f"{name} runs {script}, not installed by the Dockerfile"
         )
-    assert set(python_services()) | {"nginx-exporter"} == {n for n, s in services().items() if "build" in s}
+    built = {n for n, s in services().items() if "build" in s}
+    assert set(python_services()) | {"nginx-exporter", "kafka"} == built
+    for name in built - {"kafka"}:
+        assert services()[name]["build"].get("target") == "runtime", f"{name}: build target runtime"
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
@@ -516,7 +651,9 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
 def test_image_is_slim_python_311_with_a_frozen_venv_and_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", dockerfile, re.MULTILINE)
-    assert [name for _, name in stages] == ["uv", "builder", "runtime"]
+    # kafka (the broker, compose's target kafka) is not part of the Python image's build.
+    assert [name for _, name in stages if name != "kafka"] == ["uv", "builder", "runtime"]
+    assert stages[-1][1] == "runtime", "runtime must stay the last stage: the default target"
     assert "ARG PYTHON_VERSION=3.11" in dockerfile
     assert dict((n, i) for i, n in stages)["runtime"] == "python:${PYTHON_VERSION}-slim-bookworm"
     syncs = re.findall(r"uv sync ([^\n]+)", dockerfile)

@@ -135,7 +135,11 @@ def http_json(url: str) -> tuple[int, dict[str, Any]]:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body or b"{}")
+        except ValueError:  # plain text, e.g. "Service Unavailable" while Prometheus starts up
+            return exc.code, {"error": body.decode(errors="replace")}
 
 
 @pytest.fixture(scope="module")

@@ -67,8 +67,34 @@ COUNTERS_AND_GAUGES = {
     # Proposed addition for the "top products" panel: events of each of the 10 busiest products in
     # the current window (bounded cardinality: a product leaving the top 10 is removed).
     "stream_top_product_events",
+    # The next offset the stream will process per assigned partition (stored in Redis, not committed to
+    # Kafka), and stored offsets found outside the log and reset.
+    "stream_consumer_position",
+    "stream_offset_resets_total",
     # Prometheus's own.
     "up",
+}
+# What the brokers export themselves. Kafka: the JMX exporter agent with deploy/kafka/jmx-exporter.yml's
+# rules (job kafka). RabbitMQ: its built-in Prometheus plugin, node-wide on /metrics (job rabbitmq) and
+# per queue on /metrics/detailed (job rabbitmq-queues).
+BROKER_METRICS = {
+    "kafka_log_log_logendoffset",
+    "kafka_log_log_logstartoffset",
+    "kafka_server_brokertopicmetrics_messagesinpersec_total",
+    "kafka_server_brokertopicmetrics_bytesinpersec_total",
+    "kafka_server_brokertopicmetrics_bytesoutpersec_total",
+    "kafka_server_replicamanager_partitioncount",
+    "kafka_controller_kafkacontroller_activecontrollercount",
+    "kafka_controller_kafkacontroller_offlinepartitionscount",
+    "jvm_memory_heap_used_bytes",
+    "jvm_memory_heap_max_bytes",
+    "process_cpu_seconds_total",
+    "rabbitmq_global_messages_received_total",
+    "rabbitmq_global_messages_delivered_total",
+    "rabbitmq_global_messages_redelivered_total",
+    "rabbitmq_global_messages_dead_lettered_rejected_total",
+    "rabbitmq_detailed_queue_messages_ready",
+    "rabbitmq_detailed_queue_messages_unacked",
 }
 HISTOGRAMS = {
     "http_request_duration_seconds",
@@ -79,9 +105,11 @@ HISTOGRAMS = {
     # How far behind its partition's newest event time each counted event arrived (data quality).
     "stream_event_lateness_seconds",
 }
-CONTRACT = COUNTERS_AND_GAUGES | {
-    f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")
-}
+CONTRACT = (
+    COUNTERS_AND_GAUGES
+    | BROKER_METRICS
+    | {f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")}
+)
 
 REQUIRED_ALERTS = {
     "InstanceDown",
@@ -242,3 +270,28 @@ def test_dashboards_read_only_contract_metrics_and_recorded_series() -> None:
         if n not in known
     }
     assert not unknown, f"panels naming metrics outside the contract: {sorted(unknown)}"
+
+
+def jmx_exporter_names() -> list[re.Pattern[str]]:
+    """The metric names deploy/kafka/jmx-exporter.yml's rules can produce, one regex per rule: each
+    ``$N`` of a rule's name is its pattern's N-th group (a list of words expanded, anything else any
+    text), lower-cased as ``lowercaseOutputName`` does."""
+    config = load_yaml(ROOT / "deploy" / "kafka" / "jmx-exporter.yml")
+    assert config.get("lowercaseOutputName") is True
+    names = []
+    for rule in config["rules"]:
+        groups = re.findall(r"\(([^()]*)\)", rule["pattern"])
+
+        def group(match: re.Match[str], groups: list[str] = groups) -> str:
+            text = groups[int(match[1]) - 1]
+            return f"(?:{text.lower()})" if re.fullmatch(r"[\w|]+", text) else ".+"
+
+        names.append(re.compile(re.sub(r"\$(\d+)", group, re.escape(rule["name"]).replace(r"\$", "$"))))
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(n for n in BROKER_METRICS if n.startswith(("kafka_", "jvm_"))))
+def test_broker_metric_is_produced_by_a_jmx_exporter_rule(name: str) -> None:
+    assert any(p.fullmatch(name) for p in jmx_exporter_names()), (
+        f"no rule of deploy/kafka/jmx-exporter.yml produces {name}"
+    )
