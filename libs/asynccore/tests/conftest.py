@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,7 +17,7 @@ from asynccore.settings import ServiceSettings
 from asynccore.testing import metric_value, server_url
 
 MYSQL_SERVER = server_url("MYSQL")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = server_url("REDIS") + "/0"
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,10 +11,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from asynccore.testing import server_url
 from blog.cache import Cache
 from blog.settings import BlogSettings
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = server_url("REDIS") + "/0"
 
 Client = TestClient[web.Request, web.Application]
 MakeCache = Callable[..., Awaitable[Cache]]

@@ -262,7 +262,8 @@ async def test_mariadb_cut_is_a_503_that_writes_nothing_and_service_resumes(stac
     shared = urlsplit(stack.settings.mysql_url)
     proxy = TcpProxy(shared.hostname or "127.0.0.1", shared.port or 3306)
     await proxy.start()
-    via_proxy = urlunsplit(shared._replace(netloc=f"{shared.username or 'root'}@127.0.0.1:{proxy.port}"))
+    credentials = shared.netloc.rpartition("@")[0]  # user and password as given, still URL-quoted
+    via_proxy = urlunsplit(shared._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}"))
     try:
         await asyncio.gather(
             stack.api(mysql_url=via_proxy).start(), stack.worker(mysql_url=via_proxy).start()

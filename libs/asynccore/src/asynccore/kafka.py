@@ -34,8 +34,8 @@ async def ensure_topics(
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=10_000)
     async with asyncio.timeout(timeout_s):
-        await admin.start()
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
             missing = [name for name in topics if name not in existing]
             if not missing:

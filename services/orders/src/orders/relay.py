@@ -60,7 +60,12 @@ def background(settings: OrdersSettings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         broker = Broker.from_settings(settings)
         kafka = (
-            KafkaEvents(settings.kafka_bootstrap, settings.kafka_topic, timeout_s=settings.amqp_timeout_s)
+            KafkaEvents(
+                settings.kafka_bootstrap,
+                settings.kafka_topic,
+                partitions=settings.kafka_topic_partitions,
+                timeout_s=settings.amqp_timeout_s,
+            )
             if settings.kafka_bootstrap
             else None
         )

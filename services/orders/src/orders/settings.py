@@ -16,7 +16,7 @@ class OrdersSettings(ServiceSettings):
 
     orders_port: int = Field(default=8082, gt=0, lt=65536)
     orders_worker_port: int = Field(default=8092, gt=0, lt=65536)
-    mysql_url: str = "mysql://root@127.0.0.1:3306/orders"
+    mysql_url: str = "mysql://asyncstack@127.0.0.1:3306/orders"
     mysql_pool_size: int = Field(default=20, gt=0)
     # Fail a row-lock wait fast and retry it rather than hang a request for MariaDB's default 50 s.
     lock_wait_timeout_s: int = Field(default=5, gt=0)
@@ -57,3 +57,6 @@ class OrdersSettings(ServiceSettings):
     worker_message_timeout_s: float = Field(default=60.0, gt=0)
     kafka_bootstrap: str | None = None
     kafka_topic: str = "events"
+    # Partitions of ``kafka_topic`` if orders is the first to use it and creates it: the same default as
+    # the stream service's STREAM_PARTITIONS (whichever service starts first creates the topic).
+    kafka_topic_partitions: int = Field(default=16, gt=0)

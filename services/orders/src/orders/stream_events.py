@@ -1,5 +1,8 @@
 """Order events for the stream service's ``events`` topic (only when ``KAFKA_BOOTSTRAP`` is set).
 
+The topic is created (``KAFKA_TOPIC_PARTITIONS`` partitions) if it does not exist yet, lazily with the
+producer: orders may start before the stream service, which creates it too, and before Kafka answers.
+
 ``order.created`` becomes one ``order_placed`` event per line and ``order.paid`` one ``payment`` event
 per line, in the stream service's schema. Event ids derive from the outbox event id, so a re-relay
 after a crash produces the same ids and the stream service drops the duplicates.
@@ -14,6 +17,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from asynccore.kafka import ensure_topics
 from orders.outbox import Event
 
 __all__ = ["KafkaEvents", "stream_events"]
@@ -41,11 +45,16 @@ def stream_events(event: Event) -> list[dict[str, Any]]:
 
 
 class KafkaEvents:
-    """An idempotent producer, started on first use so the API starts while Kafka is away."""
+    """An idempotent producer, started on first use so the API starts while Kafka is away.
 
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float) -> None:
+    The first use also creates ``topic`` with ``partitions`` when it does not exist (an existing topic
+    is left as it is); until both succeed, every use tries again and the events wait in the outbox.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, partitions: int, timeout_s: float) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.partitions = partitions
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -53,6 +62,12 @@ class KafkaEvents:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
+                await ensure_topics(
+                    self.bootstrap,
+                    {self.topic: self.partitions},
+                    timeout_s=self.timeout_s,
+                    client_id="orders-admin",
+                )
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap,
                     enable_idempotence=True,
