@@ -1,23 +1,31 @@
 """Stream analytics: events/s one process consumes *and* aggregates, against a plain loop, and freshness.
 
-``python -m loadtests.bench.stream`` starts the Kafka-protocol mock broker (deploy/local/kafka_mock.py)
-and, in one run:
+``python -m loadtests.bench.stream`` starts one private Apache Kafka broker for the whole run
+(``asynccore.kafka_broker.KafkaBroker``: a single KRaft node on loopback, its JMX exporter on) and:
 
 1. pre-produces ``--events`` (default 1,000,000) shop events — the load generator's mix, a few late,
-   duplicated and malformed — into a fresh topic of ``--partitions`` partitions (the mock keeps
-   ~5 MiB per partition, so 64 hold a million events);
-2. **plain loop**: a separate process runs an aiokafka ``getmany`` loop that decodes every event
-   (msgspec) and counts by type — the Python ceiling on this machine;
-3. **stream service**: ``python -m stream`` consumes the same topic as a one-member group, maintaining
-   every window, HyperLogLog, funnel, recommendation and risk state and flushing each batch to Redis
-   with its offsets. Events/s is taken from the offsets it commits to Redis (first to last flush);
-   its RSS is sampled over the same span;
-4. **freshness**: a fresh topic and service; events are produced at a fixed ``--rate`` (20,000/s) for
+   duplicated and malformed — into a fresh topic of ``--partitions`` partitions, created through the
+   admin API (the broker does not create topics on first use);
+2. ``--rounds`` (default 3) interleaved rounds over that same backlog, the order alternating:
+   - **plain loop**: a separate process runs an aiokafka ``getmany`` loop that decodes every event
+     (msgspec) and counts by type — the Python ceiling on this machine;
+   - **stream service**: ``python -m stream`` consumes the topic as a fresh one-member group, maintaining
+     every window, HyperLogLog, funnel, recommendation and risk state and flushing each batch to Redis
+     with its offsets. Events/s is taken from the offsets it commits to Redis (first to last flush);
+     its RSS is sampled over the same span;
+   the report gives medians over the rounds, the min-max beside them, and the ratio service/plain;
+3. **freshness**: a fresh topic and service; events are produced at a fixed ``--rate`` (20,000/s) for
    ``--seconds`` while the API's summary count is polled every 20 ms. The k-th event is visible when
-   the count first reaches k: p50/p99/max of (visible - produced).
+   the count first reaches k: p50/p99/max of (visible - produced). The rate the producer actually
+   achieved (on average and in its slowest second) is reported next to the target.
+
+In every phase the broker JVM's CPU time (``/proc/<pid>/stat``) is read at the start and end of the
+measured span: broker CPU-seconds per wall second, and that as a share of the box's cores. Over the
+whole run it is checked against the JMX exporter's ``process_cpu_seconds_total``.
 
 Targets (issue 5): service ≥ 50 % of the plain loop (and ≥ 75,000 events/s), freshness p99 < 1 s,
-memory flat. Prints markdown on stdout, progress on stderr; every Redis key it wrote is deleted.
+memory flat. Prints markdown on stdout, progress on stderr; every Redis key it wrote is deleted, and the
+broker's data dir with it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import contextlib
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -41,8 +50,9 @@ import msgspec
 import orjson
 from redis.asyncio import Redis
 
+from asynccore.kafka import ensure_topics
+from asynccore.kafka_broker import LAUNCHER, KafkaBroker
 from asynccore.testing import ServiceProcess, free_port, wait_until
-from stream.mock_kafka import MockKafka
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Debug mode and chatty logs would dominate what we measure.
@@ -53,10 +63,21 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def new_topic(broker: MockKafka, prefix: str, partitions: int) -> str:
+# The topics the service produces to (dead letters, risk alerts), as its defaults name and size them:
+# created once per broker, so no round depends on which service start creates them.
+SERVICE_OUTPUTS = {"events.dlq": 4, "risk.alerts": 4}
+
+
+def new_topic(broker: KafkaBroker, prefix: str, partitions: int) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    broker.create_topic(name, partitions)
+    broker.create_topic(name, partitions)  # the admin API: the broker does not create topics on use
     return name
+
+
+def kafka_version() -> str:
+    pom = (LAUNCHER.parent / "pom.xml").read_text()
+    start = pom.index("<kafka.version>") + len("<kafka.version>")
+    return pom[start : pom.index("</kafka.version>", start)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,6 +93,63 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+@dataclass
+class BrokerCpu:
+    """The broker JVM's CPU time over one measured span."""
+
+    phase: str
+    seconds: float  # wall clock
+    cpu_seconds: float
+
+    @property
+    def cores(self) -> float:
+        return self.cpu_seconds / self.seconds if self.seconds else 0.0
+
+    @property
+    def share(self) -> float:
+        return self.cores / (os.cpu_count() or 1)
+
+
+REQUEST_LABEL = re.compile(r'[{,]request="([^"]+)"')
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """A Prometheus text page as {series: value} (empty when nothing answers)."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return {}
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                series[name] = float(value)
+    return series
+
+
+async def jmx_cpu_seconds(metrics_port: int) -> float:
+    """The broker JVM's ``process_cpu_seconds_total`` from its JMX exporter (NaN when unreadable)."""
+    return (await scrape(metrics_port)).get("process_cpu_seconds_total", math.nan)
+
+
+def broker_requests(series: dict[str, float]) -> dict[str, float]:
+    """Requests the broker has answered, by type, from a JMX exporter scrape."""
+    found: dict[str, float] = {}
+    for name, value in series.items():
+        # One series per request version once there are several (the exporter then adds an
+        # ``_objectname`` label to tell them apart): summed.
+        if name.startswith("kafka_network_requestmetrics_requests_total{") and (
+            kind := REQUEST_LABEL.search(name)
+        ):
+            found[kind[1]] = found.get(kind[1], 0.0) + value
+    return found
 
 
 FLAT = 0.10  # "memory flat": RSS at the end at most 10 % above RSS after warm-up (as bench.blog)
@@ -118,8 +196,10 @@ async def sample_rss(pid: int, memory: Memory, stop: asyncio.Event) -> None:
 # --- the plain loop (runs in its own process) ----------------------------------------------------
 
 
-def plain_loop(bootstrap: str, topic: str, count: int) -> None:
-    """aiokafka getmany → msgspec decode → count by type; prints a JSON result line."""
+def plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int) -> None:
+    """aiokafka getmany → msgspec decode → count by type; prints a JSON result line.
+
+    The broker's CPU time is read over the same span (first batch to last) as the loop's own."""
     import gc
 
     import uvloop
@@ -136,12 +216,13 @@ def plain_loop(bootstrap: str, topic: str, count: int) -> None:
         await consumer.start()
         by_type: Counter[str] = Counter()
         seen = 0
-        started = cpu_started = 0.0
+        started = cpu_started = broker_started = 0.0
         try:
             while seen < count:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
                 if not started and batch:
                     started, cpu_started = time.perf_counter(), time.process_time()
+                    broker_started = cpu_seconds(broker_pid)
                 for records in batch.values():
                     seen += len(records)
                     for record in records:
@@ -150,15 +231,22 @@ def plain_loop(bootstrap: str, topic: str, count: int) -> None:
                         except msgspec.DecodeError:
                             by_type["invalid"] += 1
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            broker_cpu = cpu_seconds(broker_pid) - broker_started
         finally:
             await consumer.stop()
-        return {"events": seen, "seconds": seconds, "cpu_seconds": cpu, "by_type": by_type}
+        return {
+            "events": seen,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "broker_cpu_seconds": broker_cpu,
+            "by_type": by_type,
+        }
 
     print(orjson.dumps(uvloop.run(run())).decode())
 
 
-async def run_plain_loop(bootstrap: str, topic: str, count: int) -> dict[str, object]:
-    argv = ["-m", "loadtests.bench.stream", "--plain-loop", bootstrap, topic, str(count)]
+async def run_plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int) -> dict[str, object]:
+    argv = ["-m", "loadtests.bench.stream", "--plain-loop", bootstrap, topic, str(count), str(broker_pid)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *argv, stdout=asyncio.subprocess.PIPE, env={**os.environ, **QUIET}
     )
@@ -189,6 +277,7 @@ async def start_service(bootstrap: str, topic: str, partitions: int) -> Service:
         "KAFKA_BOOTSTRAP": bootstrap,
         "REDIS_URL": REDIS_URL,
         "STREAM_TOPIC": topic,
+        "STREAM_PARTITIONS": str(partitions),  # the topic exists already: its own creation is a no-op
         "STREAM_PORT": str(port),
         "STREAM_REDIS_PREFIX": prefix,
         "STREAM_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
@@ -221,6 +310,7 @@ class Throughput:
     memory: Memory
     summary: dict[str, object]
     redis_cpu_seconds: float = 0.0  # what Redis (all clients, in practice the service) used meanwhile
+    broker_cpu_seconds: float = 0.0  # what the Kafka broker used meanwhile
 
     @property
     def per_s(self) -> float:
@@ -238,14 +328,23 @@ class Throughput:
     def redis_busy(self) -> float:
         return self.redis_cpu_seconds / self.seconds if self.seconds else 0.0
 
+    def broker(self, phase: str) -> BrokerCpu:
+        return BrokerCpu(phase, self.seconds, self.broker_cpu_seconds)
+
     @classmethod
-    def of_plain(cls, result: dict[str, object]) -> Throughput:
-        events, seconds, cpu = (result[k] for k in ("events", "seconds", "cpu_seconds"))
-        return cls(int(events), float(seconds), float(cpu), Memory(), {})  # type: ignore[call-overload, arg-type]
+    def of_plain(cls, result: dict[str, Any]) -> Throughput:
+        return cls(
+            int(result["events"]),
+            float(result["seconds"]),
+            float(result["cpu_seconds"]),
+            Memory(),
+            {},
+            broker_cpu_seconds=float(result["broker_cpu_seconds"]),
+        )
 
 
 async def aggregate_throughput(
-    bootstrap: str, topic: str, partitions: int, total: int, redis: Redis
+    bootstrap: str, topic: str, partitions: int, total: int, redis: Redis, broker_pid: int
 ) -> Throughput:
     service = await start_service(bootstrap, topic, partitions)
     memory, stop = Memory(), asyncio.Event()
@@ -253,12 +352,13 @@ async def aggregate_throughput(
     assert pid is not None
     sampler: asyncio.Task[None] | None = None
     try:
-        first_at, first_n, first_cpu, first_redis_cpu = 0.0, 0, 0.0, 0.0
+        first_at, first_n, first_cpu, first_redis_cpu, first_broker_cpu = 0.0, 0, 0.0, 0.0, 0.0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 900
         while (n := await committed(redis, service, partitions)) < total:
             if n and not first_at:
                 first_at, first_n, first_cpu = time.perf_counter(), n, cpu_seconds(pid)
+                first_broker_cpu = cpu_seconds(broker_pid)
                 first_redis_cpu = await redis_cpu_seconds(redis)
                 # RSS from the first flush on, like events/s: start-up is not aggregating.
                 sampler = asyncio.create_task(sample_rss(pid, memory, stop))
@@ -266,6 +366,7 @@ async def aggregate_throughput(
                 raise TimeoutError(f"service flushed {n} of {total} events")
             await asyncio.sleep(0.02)
         seconds, cpu = time.perf_counter() - first_at, cpu_seconds(pid) - first_cpu
+        broker_cpu = cpu_seconds(broker_pid) - first_broker_cpu
         redis_cpu = await redis_cpu_seconds(redis) - first_redis_cpu
         stop.set()
         if sampler is not None:
@@ -274,7 +375,7 @@ async def aggregate_throughput(
         summary = await get_json(
             service.port, f"/api/analytics/summary?from={now - 3_600_000}&to={now + 60_000}"
         )
-        return Throughput(total - first_n, seconds, cpu, memory, summary, redis_cpu)
+        return Throughput(total - first_n, seconds, cpu, memory, summary, redis_cpu, broker_cpu)
     finally:
         stop.set()
         await service.proc.stop()
@@ -302,22 +403,43 @@ async def get_json(port: int, path: str) -> dict[str, object]:
 
 @dataclass
 class Freshness:
+    rate: float  # the target
     produced: int
-    seconds: float
+    seconds: float  # how long the producer ran
+    per_second: list[int]  # events produced in each whole second of the run
+    producer_cpu_seconds: float  # this process (generator + librdkafka + the poller) meanwhile
     latencies_ms: list[float]
     memory: Memory
+    broker: BrokerCpu
+    broker_requests_per_s: dict[str, float]  # by type, over the producing span (give or take a scrape)
+    flushes: int  # the service's flushes to Redis, and the seconds they took
+    flush_seconds: float
 
     def pct(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
+    @property
+    def achieved(self) -> float:
+        return self.produced / self.seconds if self.seconds else 0.0
+
+    @property
+    def slowest_second(self) -> int:
+        return min(self.per_second, default=0)
+
+    @property
+    def sustained(self) -> bool:
+        """The target rate held on average (within 1 %) and in every whole second (within 10 %)."""
+        return self.achieved >= 0.99 * self.rate and self.slowest_second >= 0.9 * self.rate
+
 
 async def freshness(
-    broker: MockKafka, partitions: int, rate: float, seconds: float, redis: Redis
+    broker: KafkaBroker, partitions: int, rate: float, seconds: float, redis: Redis
 ) -> Freshness:
     from stream.loadgen import Mix, generate, new_kafka_producer
 
-    bootstrap = broker.bootstrap
+    bootstrap, broker_pid = broker.bootstrap, broker.pid
+    assert broker_pid is not None
     topic_name = new_topic(broker, "fresh", partitions)
     service = await start_service(bootstrap, topic_name, partitions)
     memory, stop = Memory(), asyncio.Event()
@@ -330,24 +452,36 @@ async def freshness(
         start_ms = time.time_ns() // 1_000_000
         produced_log: list[tuple[float, int]] = []  # (monotonic time, events produced so far)
         visible_log: list[tuple[float, int]] = []
+        per_second = [0] * max(1, math.ceil(seconds))
+        spans: dict[str, float] = {}
         producing_done = asyncio.Event()
 
         def produce() -> int:
             producer = new_kafka_producer(bootstrap)
             clean = Mix(late=0, duplicate=0, invalid=0, bots_per_minute=0)
             pairs = generate(clean, random.Random(5))
+            broker_cpu, own_cpu = cpu_seconds(broker_pid), time.process_time()
             began = time.monotonic()
             sent = 0
             while (elapsed := time.monotonic() - began) < seconds:
                 due = int(rate * elapsed) + 1
+                burst = sent
                 while sent < due:
                     key, value = next(pairs)
-                    producer.produce(topic_name, value, key=key)
+                    try:
+                        producer.produce(topic_name, value, key=key)
+                    except BufferError:
+                        producer.poll(0.01)
+                        continue
                     sent += 1
                     if sent % 100 == 0:
                         produced_log.append((time.monotonic(), sent))
+                per_second[min(len(per_second) - 1, int(elapsed))] += sent - burst
                 producer.poll(0)
                 time.sleep(0.001)
+            spans["seconds"] = time.monotonic() - began
+            spans["broker_cpu"] = cpu_seconds(broker_pid) - broker_cpu
+            spans["own_cpu"] = time.process_time() - own_cpu
             producer.flush(30)
             return sent
 
@@ -362,9 +496,11 @@ async def freshness(
                         return
                     await asyncio.sleep(0.02)
 
+        requests_before = broker_requests(await scrape(broker.metrics_port))
         poller = asyncio.create_task(poll())
         produced = await asyncio.to_thread(produce)
         producing_done.set()
+        requests_after = broker_requests(await scrape(broker.metrics_port))
         # A service that cannot keep up still gets a bounded wait; what it never showed counts as ∞.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(60.0, 2 * seconds)):
@@ -373,13 +509,30 @@ async def freshness(
         await asyncio.gather(poller, return_exceptions=True)
         stop.set()
         await sampler
+        flushed = await scrape(service.port)
         latencies = []
         i = 0
         for at, count in produced_log:
             while i < len(visible_log) and visible_log[i][1] < count:
                 i += 1
             latencies.append((visible_log[i][0] - at) * 1000 if i < len(visible_log) else math.inf)
-        return Freshness(produced, seconds, latencies, memory)
+        whole = per_second[: int(spans["seconds"])] or per_second  # the last, partial second left out
+        return Freshness(
+            rate,
+            produced,
+            spans["seconds"],
+            whole,
+            spans["own_cpu"],
+            latencies,
+            memory,
+            BrokerCpu(f"freshness: producing at {rate:,.0f} events/s", spans["seconds"], spans["broker_cpu"]),
+            {
+                kind: (requests_after[kind] - requests_before.get(kind, 0.0)) / spans["seconds"]
+                for kind in requests_after
+            },
+            int(flushed.get("stream_flush_duration_seconds_count", 0)),
+            flushed.get("stream_flush_duration_seconds_sum", 0.0),
+        )
     finally:
         stop.set()
         await service.proc.stop()
@@ -397,91 +550,262 @@ async def _has_partitions(port: int) -> bool:
 # --- the run ------------------------------------------------------------------------------------------
 
 
-async def bench(args: argparse.Namespace) -> str:
+@dataclass
+class Backlog:
+    events: int
+    seconds: float
+    producer_cpu_seconds: float
+    broker: BrokerCpu
+
+
+@dataclass
+class Round:
+    plain: Throughput
+    service: Throughput
+    plain_first: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.service.per_s / self.plain.per_s if self.plain.per_s else 0.0
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.service.per_cpu_s / self.plain.per_cpu_s if self.plain.per_cpu_s else 0.0
+
+
+@dataclass
+class Run:
+    backlog: Backlog
+    rounds: list[Round]
+    fresh: Freshness
+    broker_cpu_seconds: float  # over the whole run, /proc/<pid>/stat
+    broker_jmx_cpu_seconds: float  # the same, from the JMX exporter
+    seconds: float
+
+
+def produce_backlog(broker: KafkaBroker, topic: str, events: int) -> Backlog:
+    """``events`` of the load generator's mix, as fast as librdkafka takes them (its producer is gone
+    on return, before the broker is)."""
     from stream.loadgen import Mix, generate, new_kafka_producer, produce
 
-    broker = MockKafka()
+    pid = broker.pid
+    assert pid is not None
+    broker_cpu, own_cpu, began = cpu_seconds(pid), time.process_time(), time.monotonic()
+    producer = new_kafka_producer(broker.bootstrap)
+    total = produce(producer, topic, generate(Mix(), random.Random(1)), rate=0, duration_s=3600, count=events)
+    seconds = time.monotonic() - began
+    return Backlog(
+        total,
+        seconds,
+        time.process_time() - own_cpu,
+        BrokerCpu("pre-producing the backlog, unthrottled", seconds, cpu_seconds(pid) - broker_cpu),
+    )
+
+
+async def bench(args: argparse.Namespace) -> str:
+    run_began = time.monotonic()
+    log("starting a Kafka broker (one KRaft node, JMX exporter on)")
+    broker = await asyncio.to_thread(KafkaBroker, metrics_port=free_port())
     redis = Redis.from_url(REDIS_URL, socket_timeout=10)
     try:
+        pid = broker.pid
+        assert pid is not None
+        jmx_began, proc_began = await jmx_cpu_seconds(broker.metrics_port), cpu_seconds(pid)
+        await ensure_topics(broker.bootstrap, SERVICE_OUTPUTS)
         topic_name = new_topic(broker, "bench", args.partitions)
         log(f"producing {args.events:,} events to {topic_name} ({args.partitions} partitions)")
-        began = time.monotonic()
-        producer = new_kafka_producer(broker.bootstrap)
-        total = await asyncio.to_thread(
-            produce,
-            producer,
-            topic_name,
-            generate(Mix(), random.Random(1)),
-            rate=0,
-            duration_s=3600,
-            count=args.events,
-        )
-        log(f"produced in {time.monotonic() - began:.1f}s")
+        backlog = await asyncio.to_thread(produce_backlog, broker, topic_name, args.events)
+        total = backlog.events
+        log(f"produced {total:,} in {backlog.seconds:.1f}s")
 
-        log("plain loop: getmany + msgspec decode + count by type")
-        plain = Throughput.of_plain(await run_plain_loop(broker.bootstrap, topic_name, total))
-        log(f"plain loop: {plain.per_s:,.0f} events/s")
-
-        log("stream service: consume + aggregate + flush to Redis")
-        service = await aggregate_throughput(broker.bootstrap, topic_name, args.partitions, total, redis)
-        log(f"stream service: {service.per_s:,.0f} events/s")
+        rounds = []
+        for r in range(args.rounds):
+            plain_first = r % 2 == 0
+            result: dict[str, Throughput] = {}
+            for which in ("plain", "service") if plain_first else ("service", "plain"):
+                if which == "plain":
+                    plain = await run_plain_loop(broker.bootstrap, topic_name, total, pid)
+                    result[which] = Throughput.of_plain(plain)
+                else:
+                    result[which] = await aggregate_throughput(
+                        broker.bootstrap, topic_name, args.partitions, total, redis, pid
+                    )
+                log(f"round {r + 1}: {which} {result[which].per_s:,.0f} events/s")
+            rounds.append(Round(result["plain"], result["service"], plain_first))
+            log(f"round {r + 1}: service/plain {rounds[-1].ratio:.0%}")
 
         log(f"freshness at {args.rate:,.0f} events/s for {args.seconds:.0f}s")
-        fresh = await freshness(broker, 16, args.rate, args.seconds, redis)
-        log(f"freshness p99 {fresh.pct(0.99):.0f} ms")
-        return report(args, total, plain, service, fresh)
+        fresh = await freshness(broker, args.partitions, args.rate, args.seconds, redis)
+        log(f"freshness p99 {fresh.pct(0.99):.0f} ms; producer achieved {fresh.achieved:,.0f} events/s")
+        run = Run(
+            backlog,
+            rounds,
+            fresh,
+            cpu_seconds(pid) - proc_began,
+            await jmx_cpu_seconds(broker.metrics_port) - jmx_began,
+            time.monotonic() - run_began,
+        )
+        log(f"done in {run.seconds:.0f}s")
+        return report(args, run)
     finally:
         await redis.aclose()
-        broker.close()
+        await asyncio.to_thread(broker.close)
 
 
-def report(
-    args: argparse.Namespace, total: int, plain: Throughput, service: Throughput, fresh: Freshness
-) -> str:
-    ratio = service.per_s / plain.per_s if plain.per_s else 0.0
-    cpu_ratio = service.per_cpu_s / plain.per_cpu_s if plain.per_cpu_s else 0.0
-    s = service.summary
-    counted = sum(s["counts"].values())  # type: ignore[attr-defined]
-    accounted = counted + sum(int(s[k]) for k in ("late", "invalid", "duplicates"))  # type: ignore[call-overload]
+def _spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+    """The median, then min-max in brackets: the noise between rounds."""
+    med = fmt.format(statistics.median(values))
+    return med if len(values) < 2 else f"{med} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f} %"
+
+
+def _pcts(values: list[float]) -> str:
+    return _spread([100 * v for v in values], "{:.0f} %")
+
+
+def report(args: argparse.Namespace, run: Run) -> str:
+    total, rounds, fresh = run.backlog.events, run.rounds, run.fresh
+    plains, services = [r.plain for r in rounds], [r.service for r in rounds]
+    ratio = statistics.median(r.ratio for r in rounds)
+    cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
+    # The round whose service rate is the median: its memory and accounting stand for the rest.
+    mid = sorted(rounds, key=lambda r: r.service.per_s)[len(rounds) // 2]
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
-    return "\n".join(
-        [
-            f"{total:,} events pre-produced to a {args.partitions}-partition topic on the mock broker; "
-            f"{os.cpu_count()} CPUs (load average {load:.1f} at the end of the run); local Redis.",
+    def accounted(summary: dict[str, Any]) -> tuple[int, int]:
+        counted = sum(summary["counts"].values())
+        return counted, counted + sum(int(summary[k]) for k in ("late", "invalid", "duplicates"))
+
+    def broker_row(label: str, spans: list[BrokerCpu]) -> str:
+        return (
+            f"| {label} | {_spread([b.seconds for b in spans], '{:.1f}')} | "
+            f"{_spread([b.cpu_seconds for b in spans], '{:.1f}')} | "
+            f"{_spread([b.cores for b in spans], '{:.2f}')} | {_pcts([b.share for b in spans])} |"
+        )
+
+    per_round = "; ".join(
+        f"{i}. {'plain first' if r.plain_first else 'service first'}: {r.plain.per_s:,.0f} / "
+        f"{r.service.per_s:,.0f} = {_pct(r.ratio)}"
+        for i, r in enumerate(rounds, 1)
+    )
+    s = mid.service.summary
+    counted, all_in = accounted(s)
+    mismatched = [i for i, r in enumerate(rounds, 1) if accounted(r.service.summary)[1] != total]
+    flat_rounds = sum(r.service.memory.flat for r in rounds)
+    sampled = sum(len(r.service.memory.samples) >= 10 for r in rounds)  # a quick run may be too short
+    backlog_rate = total / run.backlog.seconds if run.backlog.seconds else 0.0
+    heap = os.environ.get("KAFKA_HEAP", "512m")
+    lines = [
+        f"{total:,} events pre-produced to a {args.partitions}-partition topic on a real Apache Kafka "
+        f"{kafka_version()} broker (one KRaft node, {heap} heap, on this box, loopback) in "
+        f"{run.backlog.seconds:.1f} s ({backlog_rate:,.0f} events/s); local Redis; {cores} CPUs shared "
+        f"by the broker, Redis, the service, the producer and whatever else ran (load average {load:.1f} "
+        f"at the end of the run). {len(rounds)} interleaved rounds over that backlog (plain loop and "
+        "service alternating first); each cell is the median, min-max in brackets — the spread is the "
+        "noise of a shared box.",
+        "",
+        "| measurement | events/s (wall clock) | events per CPU-second of that process | target |",
+        "|---|---:|---:|---|",
+        f"| plain aiokafka `getmany` loop: decode (msgspec) + count by type | "
+        f"{_spread([p.per_s for p in plains])} | {_spread([p.per_cpu_s for p in plains])} | the ceiling |",
+        "| stream service: every window, HLL, funnel, recommendation and risk state, each batch "
+        f"flushed to Redis with its offsets | {_spread([v.per_s for v in services])} | "
+        f"{_spread([v.per_cpu_s for v in services])} | ≥ 75,000/s: "
+        f"{verdict(statistics.median(v.per_s for v in services) >= 75_000)} |",
+        f"| service / plain, per round | {_pcts([r.ratio for r in rounds])} | "
+        f"{_pcts([r.cpu_ratio for r in rounds])} | ≥ 50 %: {verdict(ratio >= 0.5)} |",
+        "",
+        f"Rounds (plain / service events/s = ratio): {per_round}.",
+        "",
+        "Where the service's wall time went: its process was on a CPU "
+        f"{_pcts([v.busy for v in services])} of it, Redis "
+        f"{_pcts([v.redis_busy for v in services])} (single-threaded: the read and apply "
+        "scripts of each flush), the broker "
+        f"{_pcts([v.broker('').cores for v in services])} of a core. A batch's flush is a "
+        "chain — read script, then the ops built in this process, then the apply script — and the next "
+        "batch is judged meanwhile; when the chain is longer than the judging, the process waits.",
+        "",
+        f"The broker's CPU (its JVM's user + system time over each measured span; {cores} cores in the box):",
+        "",
+        "| phase | wall s | broker CPU s | broker cores busy (CPU s / wall s) | share of the box's cores |",
+        "|---|---:|---:|---:|---:|",
+        broker_row(
+            f"pre-producing the backlog, unthrottled ({backlog_rate:,.0f} events/s)", [run.backlog.broker]
+        ),
+        broker_row("plain loop draining the backlog", [p.broker("") for p in plains]),
+        broker_row("stream service draining the backlog", [v.broker("") for v in services]),
+        broker_row(
+            f"freshness: producing at {fresh.achieved:,.0f} events/s, the service consuming", [fresh.broker]
+        ),
+        "",
+        f"Over the whole run ({run.seconds:.0f} s) the broker used {run.broker_cpu_seconds:.1f} CPU-seconds "
+        f"by /proc/<pid>/stat, {run.broker_jmx_cpu_seconds:.1f} by its JMX exporter's "
+        "`process_cpu_seconds_total` (which includes the exporter's own two scrapes).",
+        "",
+    ]
+    if not fresh.sustained:
+        lines += [
+            f"**The producer did not sustain {fresh.rate:,.0f} events/s on this box**: it achieved "
+            f"{fresh.achieved:,.0f} events/s on average, {fresh.slowest_second:,} in its slowest second, "
+            f"using {_pct(fresh.producer_cpu_seconds / fresh.seconds)} of a core; the freshness below is at "
+            "that rate.",
             "",
-            "| measurement | events/s (wall clock) | events per CPU-second of that process | target |",
-            "|---|---:|---:|---|",
-            f"| plain aiokafka `getmany` loop: decode (msgspec) + count by type | {plain.per_s:,.0f} | "
-            f"{plain.per_cpu_s:,.0f} | the ceiling |",
-            "| stream service: every window, HLL, funnel, recommendation and risk state, each batch "
-            f"flushed to Redis with its offsets | {service.per_s:,.0f} ({100 * ratio:.0f} % of plain) | "
-            f"{service.per_cpu_s:,.0f} ({100 * cpu_ratio:.0f} % of plain) | ≥ 50 % of plain: "
-            f"{verdict(ratio >= 0.5)}; ≥ 75,000/s: {verdict(service.per_s >= 75_000)} |",
-            "",
-            f"Where the service's wall time went: its process was on a CPU {service.busy:.0%} of it, "
-            f"Redis {service.redis_busy:.0%} (single-threaded: the read and apply scripts of each "
-            "flush). A batch's flush is a chain — read script, then the ops built in this process, then "
-            "the apply script — and the next batch is judged meanwhile; when the chain is longer than "
-            "the judging, the process waits.",
-            "",
-            "| measurement | result | target |",
-            "|---|---:|---|",
-            f"| freshness at {args.rate:,.0f} events/s for {args.seconds:.0f} s, produced → visible in "
-            f"`/api/analytics/summary` | p50 {_ms(fresh.pct(0.5))}, p99 {_ms(fresh.pct(0.99))}, "
-            f"max {_ms(max(fresh.latencies_ms))} | p99 < 1 s: {verdict(fresh.pct(0.99) < 1000)} |",
-            f"| service RSS while aggregating {total:,} events | {service.memory.summary()} | "
-            f"flat (≤ +{FLAT:.0%} after warm-up): {verdict(service.memory.flat)} |",
-            f"| service RSS during the freshness run | {fresh.memory.summary()} | "
-            f"flat (≤ +{FLAT:.0%} after warm-up): {verdict(fresh.memory.flat)} |",
-            "",
-            f"Every event accounted for by the service: {counted:,} counted + {s['late']:,} late + "
-            f"{s['invalid']:,} invalid + {s['duplicates']:,} duplicates = {accounted:,} of {total:,} "
-            f"produced ({'all' if accounted == total else 'MISMATCH'}).",
         ]
+    lines += [
+        "| measurement | result | target |",
+        "|---|---:|---|",
+        f"| producer during the freshness run (librdkafka, one Python thread generating) | "
+        f"{fresh.achieved:,.0f} events/s on average, {fresh.slowest_second:,} in the slowest second; "
+        f"{_pct(fresh.producer_cpu_seconds / fresh.seconds)} of a core | {fresh.rate:,.0f}/s sustained: "
+        f"{verdict(fresh.sustained)} |",
+        f"| freshness at {fresh.achieved:,.0f} events/s for {fresh.seconds:.0f} s, produced → visible in "
+        f"`/api/analytics/summary` | p50 {_ms(fresh.pct(0.5))}, p99 {_ms(fresh.pct(0.99))}, "
+        f"max {_ms(max(fresh.latencies_ms, default=math.nan))} | "
+        f"p99 < 1 s: {verdict(fresh.pct(0.99) < 1000)} |",
+        f"| service RSS while aggregating {total:,} events (the median round) | "
+        f"{mid.service.memory.summary()} | flat (≤ +{FLAT:.0%} after warm-up): "
+        + (
+            f"{verdict(flat_rounds == len(rounds))} ({flat_rounds} of {len(rounds)} rounds) |"
+            if sampled
+            else "n/a (too short to sample) |"
+        ),
+        f"| service RSS during the freshness run | {fresh.memory.summary()} | "
+        f"flat (≤ +{FLAT:.0%} after warm-up): {verdict(fresh.memory.flat)} |",
+        "",
+        _freshness_costs(fresh),
+        "",
+        f"Every event accounted for by the service (the median round): {counted:,} counted + "
+        f"{s['late']:,} late + {s['invalid']:,} invalid + {s['duplicates']:,} duplicates = {all_in:,} of "
+        f"{total:,} produced ("
+        + ("all, in every round" if not mismatched else f"MISMATCH in round(s) {mismatched}")
+        + ").",
+    ]
+    return "\n".join(lines)
+
+
+def _freshness_costs(fresh: Freshness) -> str:
+    """Where an event's way to the API went during the freshness run: flushes, broker requests."""
+    requests = ", ".join(
+        f"{per_s:,.0f} {kind}" for kind, per_s in sorted(fresh.broker_requests_per_s.items()) if per_s >= 0.5
+    )
+    flushes = "the service's flush metrics were not readable"
+    if fresh.flushes:
+        each_ms = 1000 * fresh.flush_seconds / fresh.flushes
+        busy = _pct(fresh.flush_seconds / fresh.seconds)
+        flushes = (
+            f"the service flushed {fresh.flushes:,} batches to Redis (about "
+            f"{fresh.produced / fresh.flushes:,.0f} events each, {each_ms:.0f} ms on average; flushing "
+            f"{busy} of the run)"
+        )
+    return (
+        f"During the freshness run {flushes}; the broker answered "
+        f"{requests or 'an unknown number of'} requests/s (its JMX exporter)."
     )
 
 
@@ -494,20 +818,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--events", type=int, default=1_000_000, help="pre-produced events (default 1,000,000)"
     )
-    parser.add_argument("--partitions", type=int, default=64, help="partitions of the pre-produced topic")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=16,
+        help="partitions of each topic (default 16, as STREAM_PARTITIONS)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved plain/service rounds over the backlog (default 3)"
+    )
     parser.add_argument("--rate", type=float, default=20_000, help="events/s of the freshness run")
     parser.add_argument("--seconds", type=float, default=30, help="length of the freshness run")
-    parser.add_argument("--quick", action="store_true", help="200,000 events and a 10 s freshness run")
     parser.add_argument(
-        "--plain-loop", nargs=3, metavar=("BOOTSTRAP", "TOPIC", "COUNT"), help=argparse.SUPPRESS
+        "--quick", action="store_true", help="100,000 events, 3 rounds and a 10 s freshness run"
+    )
+    parser.add_argument(
+        "--plain-loop", nargs=4, metavar=("BOOTSTRAP", "TOPIC", "COUNT", "BROKER_PID"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.plain_loop:
-        bootstrap, topic, count = args.plain_loop
-        plain_loop(bootstrap, topic, int(count))
+        bootstrap, topic, count, broker_pid = args.plain_loop
+        plain_loop(bootstrap, topic, int(count), int(broker_pid))
         return
     if args.quick:
-        args.events, args.seconds = 200_000, 10
+        args.events, args.rounds, args.seconds = 100_000, 3, 10
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     print(asyncio.run(bench(args)))
 
 

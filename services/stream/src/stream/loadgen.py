@@ -3,13 +3,16 @@
 Visitors browse one category per visit (so "also viewed" has something to find), some add to
 cart and order; a little of the traffic is late, duplicated or malformed, and now and
 then a bot trips a risk rule — enough for every panel of the dashboards to show life.
-Produced with librdkafka (confluent-kafka) keyed by user, partitioned like the Java client and
-aiokafka (murmur2), so a user's events share a partition whoever produced them.
+Produced with librdkafka (confluent-kafka) to ``KAFKA_BOOTSTRAP`` keyed by user, partitioned like the
+Java client and aiokafka (murmur2), so a user's events share a partition whoever produced them. The
+broker does not create topics on first use: an absent topic is created first, with
+``STREAM_PARTITIONS`` partitions (``--partitions``), as the service creates its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import signal
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import confluent_kafka
 import orjson
 
+from asynccore.kafka import ensure_topics
 from asynccore.settings import load_settings
 from stream.settings import StreamSettings
 
@@ -176,6 +180,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds")
     parser.add_argument("--count", type=int, default=None, help="stop after this many events")
     parser.add_argument("--topic", default=None, help="default: STREAM_TOPIC")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="of the topic when it is absent (default: STREAM_PARTITIONS)",
+    )
     parser.add_argument("--users", type=int, default=Mix.users, help="known users")
     parser.add_argument("--visits", type=int, default=Mix.visits, help="concurrent visits")
     parser.add_argument("--products", type=int, default=Mix.products)
@@ -186,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     clean = {"late": 0, "duplicate": 0, "invalid": 0, "bots_per_minute": 0} if args.clean else {}
     mix = Mix(users=args.users, visits=args.visits, products=args.products, **clean)
     topic = args.topic or settings.stream_topic
-    producer = new_kafka_producer(settings.bootstrap())
+    bootstrap = settings.kafka_bootstrap
+    asyncio.run(ensure_topics(bootstrap, {topic: args.partitions or settings.stream_partitions}))
+    producer = new_kafka_producer(bootstrap)
     stop = [False]
 
     def on_signal(*_: object) -> None:

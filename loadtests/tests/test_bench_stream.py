@@ -1,0 +1,132 @@
+"""bench.stream: its pieces against a real Kafka broker, and what its report says about a run.
+
+The whole benchmark takes minutes (``python -m loadtests.bench.stream --quick`` is the smoke run);
+here a few thousand events go through the same producer, plain loop and CPU readings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from asynccore.kafka_broker import KafkaBroker
+from asynccore.testing import free_port
+from loadtests.bench import stream as bench
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[KafkaBroker]:
+    broker = KafkaBroker(metrics_port=free_port())
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+async def test_backlog_is_read_whole_by_the_plain_loop_with_the_brokers_cpu(broker: KafkaBroker) -> None:
+    assert broker.pid is not None
+    topic = bench.new_topic(broker, "t", 4)
+    backlog = await asyncio.to_thread(bench.produce_backlog, broker, topic, 3_000)
+    assert backlog.events == 3_000
+    assert backlog.broker.cpu_seconds > 0
+
+    plain = bench.Throughput.of_plain(await bench.run_plain_loop(broker.bootstrap, topic, 3_000, broker.pid))
+    assert plain.events == 3_000
+    assert plain.per_s > 0
+    assert plain.broker_cpu_seconds >= 0
+
+
+async def test_jmx_exporter_reports_the_brokers_cpu(broker: KafkaBroker) -> None:
+    assert broker.pid is not None
+    jmx = await bench.jmx_cpu_seconds(broker.metrics_port)
+    assert math.isfinite(jmx)
+    # The same process: the exporter's figure and /proc's agree to within a scrape's worth of CPU.
+    assert abs(jmx - bench.cpu_seconds(broker.pid)) < 5
+
+
+async def test_jmx_cpu_is_nan_when_nothing_answers() -> None:
+    assert math.isnan(await bench.jmx_cpu_seconds(free_port()))
+
+
+async def test_broker_request_counts_by_type(broker: KafkaBroker) -> None:
+    requests = bench.broker_requests(await bench.scrape(broker.metrics_port))
+    assert requests.get("Metadata", 0) > 0  # the fixture's readiness checks asked for metadata
+
+
+def test_request_counts_of_several_versions_are_summed() -> None:
+    name = "kafka_network_requestmetrics_requests_total"
+    series = {
+        f'{name}{{_objectname="kafka.network<request=Metadata, version=13>",request="Metadata"}}': 8.0,
+        f'{name}{{_objectname="kafka.network<request=Metadata, version=5>",request="Metadata"}}': 3.0,
+        f'{name}{{request="Produce"}}': 4.0,
+        'kafka_network_requestmetrics_totaltimems{quantile="50thPercentile",request="Produce"}': 12.5,
+    }
+    assert bench.broker_requests(series) == {"Metadata": 11.0, "Produce": 4.0}
+
+
+def test_broker_cpu_is_cores_busy_and_a_share_of_the_box() -> None:
+    span = bench.BrokerCpu("x", seconds=10, cpu_seconds=5)
+    assert span.cores == 0.5
+    assert span.share == pytest.approx(0.5 / (os.cpu_count() or 1))
+
+
+def test_spread_is_the_median_then_min_max() -> None:
+    assert bench._spread([3.0, 1.0, 2.0]) == "2 (1-3)"
+    assert bench._spread([5.0]) == "5"
+    assert bench._pcts([0.2, 0.1, 0.4]) == "20 % (10 %-40 %)"
+
+
+def _run(fresh_rate_achieved: float, slowest: int) -> bench.Run:
+    def throughput(per_s: float) -> bench.Throughput:
+        summary = {"counts": {"page_view": 990}, "late": 4, "invalid": 3, "duplicates": 3}
+        return bench.Throughput(1_000, 1_000 / per_s, 0.5, bench.Memory(), summary, 0.1, 0.2)
+
+    rounds = [
+        bench.Round(throughput(200_000), throughput(100_000), plain_first=True),
+        bench.Round(throughput(250_000), throughput(90_000), plain_first=False),
+        bench.Round(throughput(150_000), throughput(110_000), plain_first=True),
+    ]
+    fresh = bench.Freshness(
+        rate=20_000,
+        produced=int(fresh_rate_achieved * 10),
+        seconds=10,
+        per_second=[slowest] + [int(fresh_rate_achieved)] * 9,
+        producer_cpu_seconds=3,
+        latencies_ms=[100.0] * 98 + [400.0, math.inf],
+        memory=bench.Memory(),
+        broker=bench.BrokerCpu("fresh", 10, 4),
+        broker_requests_per_s={"Produce": 100.0, "FetchConsumer": 150.0, "Metadata": 0.1},
+        flushes=100,
+        flush_seconds=5.0,
+    )
+    backlog = bench.Backlog(1_000, 1.0, 0.8, bench.BrokerCpu("backlog", 1.0, 0.6))
+    return bench.Run(backlog, rounds, fresh, 20.0, 21.0, 60.0)
+
+
+def test_report_gives_medians_noise_ratio_and_broker_share() -> None:
+    args = argparse.Namespace(partitions=16)
+    text = bench.report(args, _run(20_000, 19_500))
+    assert "| 200,000 (150,000-250,000) |" in text  # plain: median (min-max)
+    assert "| 100,000 (90,000-110,000) |" in text  # service
+    assert "| service / plain, per round | 50 % (36 %-73 %) |" in text  # the median of the ratios
+    assert "2. service first: 250,000 / 90,000 = 36 %" in text
+    assert "| pre-producing the backlog, unthrottled (1,000 events/s) | 1.0 | 0.6 | 0.60 |" in text
+    assert "20,000/s sustained: met" in text
+    assert "did not sustain" not in text
+    assert "all, in every round" in text
+    assert "flushed 100 batches to Redis (about 2,000 events each, 50 ms on average; flushing 50 %" in text
+    assert "answered 150 FetchConsumer, 100 Produce requests/s" in text
+
+
+def test_report_says_when_the_producer_did_not_sustain_the_rate() -> None:
+    args = argparse.Namespace(partitions=16)
+    text = bench.report(args, _run(15_000, 12_000))
+    assert "**The producer did not sustain 20,000 events/s on this box**" in text
+    assert "achieved 15,000 events/s on average, 12,000 in its slowest second" in text
+    assert "20,000/s sustained: **not met**" in text
+    assert "freshness at 15,000 events/s" in text
