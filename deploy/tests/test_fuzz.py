@@ -184,6 +184,8 @@ async def blog_report(tmp_path_factory: pytest.TempPathFactory) -> FuzzReport:
         user = {"username": "fuzzer", "email": "fuzzer@example.com", "password": "fuzz-password"}
         token = (await post_json(f"{base}/api/users", {"user": user}))["user"]["token"]
         spec = realworld_allowances(await get_json(f"{base}/api/openapi.json"))
+        # A password change revokes every older token, the fuzzer's only one included: leave it out.
+        spec["components"]["schemas"]["UpdateUser"]["properties"].pop("password")
         (tmp / "openapi.json").write_text(json.dumps(spec))
         run = run_schemathesis(
             "blog",

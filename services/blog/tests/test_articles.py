@@ -19,7 +19,7 @@ from blog.passwords import Passwords
 
 async def account(db: SQLiteDB, passwords: Passwords, name: str | None = None) -> users.Account:
     name = name or f"u{uuid.uuid4().hex[:10]}"
-    new = NewUser.model_validate({"username": name, "email": f"{name}@example.com", "password": "pw"})
+    new = NewUser.model_validate({"username": name, "email": f"{name}@example.com", "password": "password"})
     return await users.register(db, passwords, new)
 
 

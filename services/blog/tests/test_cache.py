@@ -16,7 +16,7 @@ from asynccore.errors import ApiError
 from asynccore.pools.sqlite import SQLiteDB
 from asynccore.testing import wait_until
 from blog import articles, users
-from blog.cache import Cache
+from blog.cache import Cache, entry_cost
 from blog.inputs import NewArticle, NewUser
 from blog.passwords import Passwords
 
@@ -46,7 +46,9 @@ def cache_metric(name: str, family: str) -> float:
 async def an_article(db: SQLiteDB, cache: Cache) -> str:
     """A new article by a new author; its slug."""
     name = f"a{uuid.uuid4().hex[:10]}"
-    new_user = NewUser.model_validate({"username": name, "email": f"{name}@example.com", "password": "pw"})
+    new_user = NewUser.model_validate(
+        {"username": name, "email": f"{name}@example.com", "password": "password"}
+    )
     author = await users.register(db, Passwords(time_cost=1, memory_kib=1024, parallelism=1), new_user)
     new = NewArticle.model_validate(
         {"title": f"Cold {uuid.uuid4().hex[:8]}", "description": "d", "body": "b"}
@@ -124,6 +126,7 @@ def settled(cache: Cache, slug: str, load: Loader) -> Callable[[], Awaitable[boo
 
 async def test_peek_serves_from_memory_only_until_something_is_invalidated(cache: Cache) -> None:
     load = Loader(b"old")
+    await cache.invalidate("a:s")  # the row was written: its version exists
     assert cache.peek("article", "s") is None  # nothing yet: peek never loads
     entry = await cache.get("article", "s", ("a:s",), load)
     await wait_until(settled(cache, "s", load), timeout=1, message="peek serves the entry")
@@ -262,11 +265,32 @@ async def test_deleted_versions_never_bring_old_entries_back(cache: Cache, redis
 
 
 async def test_process_memory_tier_is_bounded_in_bytes(make_cache: MakeCache) -> None:
-    cache = await make_cache(local_max_bytes=1000)
+    """The budget counts what an entry really costs, not only its body (test_security measures it)."""
+    budget = 3 * entry_cost("0", bytes(300)) + 100
+    cache = await make_cache(local_max_bytes=budget)
     for i in range(10):
         await cache.get("t", str(i), ("x",), Loader(bytes(300)))
-    assert cache._local_bytes <= 1000
+    assert cache._local_bytes <= budget
     assert len(cache._local) == 3
+
+
+async def test_a_row_version_is_made_by_writes_and_by_reads_that_found_the_row(
+    cache: Cache, redis: Redis, prefix: str
+) -> None:
+    load = Loader(b"row")
+    entry = await cache.get("article", "new", ("a:new",), load)  # nobody wrote it lately
+    assert (entry.body, load.calls) == (b"row", 1)
+    assert await redis.exists(f"{prefix}:v:a:new")  # the load found it: reads are cached from now on
+    await wait_until(settled(cache, "new", load), timeout=1, message="cached as usual")
+    assert load.calls == 2
+
+    async def missing() -> bytes:
+        raise ApiError(404, "article", "not found")
+
+    for _ in range(3):
+        with pytest.raises(ApiError):
+            await cache.get("article", "gone", ("a:gone",), missing)
+    assert not [key async for key in redis.scan_iter(match=f"{prefix}:*gone*")]
 
 
 async def test_disabled_cache_always_loads(make_cache: MakeCache) -> None:

@@ -55,7 +55,8 @@ async def test_duplicates_and_validation_name_the_field(client: Client) -> None:
     name = f"dup{uuid.uuid4().hex[:6]}"
     await register(client, name)
     resp = await client.post(
-        "/api/users", json={"user": {"username": name, "email": f"{name}@example.com", "password": "x"}}
+        "/api/users",
+        json={"user": {"username": name, "email": f"{name}@example.com", "password": "password"}},
     )
     assert resp.status == 422
     assert await errors_of(resp) == {
@@ -64,10 +65,19 @@ async def test_duplicates_and_validation_name_the_field(client: Client) -> None:
     }
 
     cases = [
-        ({"user": {"username": "", "email": "a@b.co", "password": "p"}}, {"username": ["can't be blank"]}),
+        (
+            {"user": {"username": "", "email": "a@b.co", "password": "password"}},
+            {"username": ["can't be blank"]},
+        ),
         ({"user": {"username": "x", "email": "a@b.co"}}, {"password": ["can't be blank"]}),
-        ({"user": {"username": "x", "email": "not-an-email", "password": "p"}}, {"email": ["is invalid"]}),
-        ({"user": {"username": 7, "email": "a@b.co", "password": "p"}}, {"username": ["must be a string"]}),
+        (
+            {"user": {"username": "x", "email": "not-an-email", "password": "password"}},
+            {"email": ["is invalid"]},
+        ),
+        (
+            {"user": {"username": 7, "email": "a@b.co", "password": "password"}},
+            {"username": ["must be a string"]},
+        ),
         ({"user": "jake"}, {"user": ["must be an object"]}),
         ({}, {"user": ["can't be blank"]}),
         ([], {"body": ["must be a JSON object"]}),
@@ -82,7 +92,7 @@ async def test_duplicates_and_validation_name_the_field(client: Client) -> None:
 
 async def test_unknown_fields_are_ignored_and_bodies_are_size_limited(client: Client) -> None:
     name = f"extra{uuid.uuid4().hex[:6]}"
-    user = {"username": name, "email": f"{name}@example.com", "password": "pw", "admin": True, "id": 1}
+    user = {"username": name, "email": f"{name}@example.com", "password": "password", "admin": True, "id": 1}
     resp = await client.post("/api/users", json={"user": user, "also": "ignored"})
     assert resp.status == 201
     token = (await resp.json())["user"]["token"]

@@ -54,7 +54,9 @@ async def article_by(
     db: SQLiteDB, cache: Cache, passwords: Passwords, title: str
 ) -> tuple[users.Account, str]:
     name = f"o{uuid.uuid4().hex[:10]}"
-    new_user = NewUser.model_validate({"username": name, "email": f"{name}@example.com", "password": "pw"})
+    new_user = NewUser.model_validate(
+        {"username": name, "email": f"{name}@example.com", "password": "password"}
+    )
     author = await users.register(db, passwords, new_user)
     new = NewArticle.model_validate({"title": title, "description": "d", "body": "before"})
     created = orjson.loads(await articles.create(db, cache, author.id, new))

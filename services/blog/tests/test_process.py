@@ -36,7 +36,7 @@ async def test_serves_warms_and_stops_cleanly(tmp_path: Path, prefix: str) -> No
     await blog.start(timeout=30)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            user = {"username": "proc", "email": "proc@example.com", "password": "pw"}
+            user = {"username": "proc", "email": "proc@example.com", "password": "password"}
             async with http.post(f"{base}/api/users", json={"user": user}) as resp:
                 token = (await resp.json())["user"]["token"]
             for i in range(3):

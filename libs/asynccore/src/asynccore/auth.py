@@ -47,6 +47,8 @@ def verify_token(secret: str, token: str) -> Caller:
         raise _unauthorized("token expired") from None
     except jwt.InvalidTokenError as exc:
         raise _unauthorized(f"invalid token: {exc}") from None
+    except UnicodeError:  # a header with non-ASCII bytes is a bad credential, not a server error
+        raise _unauthorized("invalid token: not ASCII") from None
     return Caller(user_id=str(claims["sub"]), username=str(claims["username"]), token=token)
 
 

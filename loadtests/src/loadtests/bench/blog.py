@@ -192,7 +192,7 @@ async def seed(http: aiohttp.ClientSession, url: str, articles: int) -> tuple[st
     rng = random.Random(7)
     tokens = []
     for i in range(8):
-        user = {"username": f"writer{i}", "email": f"writer{i}@bench.local", "password": "bench-password"}
+        user = {"username": f"writer{i}", "email": f"writer{i}@bench.example", "password": "bench-password"}
         async with http.post(f"{url}/api/users", json={"user": user}) as resp:
             resp.raise_for_status()
             tokens.append((await resp.json())["user"]["token"])

@@ -8,9 +8,9 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from asynccore.app import add_routes
-from asynccore.auth import issue_token, optional_caller, require_caller
+from asynccore.auth import optional_caller, require_caller
 from asynccore.errors import ApiError
-from blog import articles, comments, profiles, tags, users
+from blog import articles, comments, credentials, profiles, tags, users
 from blog.cache import Entry
 from blog.cors import CORS_HEADERS
 from blog.inputs import (
@@ -54,25 +54,35 @@ def _secret(request: web.Request) -> str:
     return request.app[BLOG].jwt_secret.get_secret_value()
 
 
-def _user_id(subject: str) -> int:
-    try:
-        return int(subject)
-    except ValueError:
-        raise ApiError(401, "token", "invalid subject") from None
+def _checked_header(request: web.Request) -> None:
+    """A token is ASCII (base64url and dots): anything else is a client's mistake, a 401 — never a
+    500 from the JWT library choking on it."""
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is not None and not header.isascii():
+        raise ApiError(401, "token", "invalid token: not ASCII", headers={"WWW-Authenticate": "Token"})
 
 
-def viewer(request: web.Request) -> int | None:
+async def viewer(request: web.Request) -> int | None:
+    """The signed-in reader, if a token was sent (401 if it is bad or revoked); ``None`` if not."""
+    _checked_header(request)
     caller = optional_caller(request, _secret(request))
-    return _user_id(caller.user_id) if caller else None
+    if caller is None:
+        return None
+    return await credentials.current_user_id(request.app[CACHE], request.app[DB], caller)
 
 
-def signed_in(request: web.Request) -> int:
-    return _user_id(require_caller(request, _secret(request)).user_id)
+async def signed_in(request: web.Request) -> int:
+    """The signed-in caller; 401 when no token was sent, or it is bad or revoked."""
+    _checked_header(request)
+    caller = require_caller(request, _secret(request))
+    return await credentials.current_user_id(request.app[CACHE], request.app[DB], caller)
 
 
 def _user_response(request: web.Request, account: users.Account, status: int = 200) -> web.Response:
     settings = request.app[BLOG]
-    token = issue_token(_secret(request), str(account.id), account.username, settings.jwt_ttl_s)
+    token = credentials.issue(
+        _secret(request), account.id, account.username, account.token_version, settings.jwt_ttl_s
+    )
     return _json(users.user_json(account, token), status)
 
 
@@ -92,11 +102,11 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def current_user(request: web.Request) -> web.Response:
-    return _user_response(request, await users.account(request.app[DB], signed_in(request)))
+    return _user_response(request, await users.account(request.app[DB], await signed_in(request)))
 
 
 async def update_user(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     changes = await read_body(request, "user", UpdateUser)
     app = request.app
     return _user_response(request, await users.update(app[DB], app[CACHE], app[PASSWORDS], user_id, changes))
@@ -107,17 +117,17 @@ async def update_user(request: web.Request) -> web.Response:
 
 async def get_profile(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    return _json(await profiles.read_profile(request.app[DB], username, viewer(request)))
+    return _json(await profiles.read_profile(request.app[DB], username, await viewer(request)))
 
 
 async def follow(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    return _json(await profiles.follow(request.app[DB], signed_in(request), username))
+    return _json(await profiles.follow(request.app[DB], await signed_in(request), username))
 
 
 async def unfollow(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    return _json(await profiles.unfollow(request.app[DB], signed_in(request), username))
+    return _json(await profiles.unfollow(request.app[DB], await signed_in(request), username))
 
 
 # ---------------------------------------------------------------------------- articles
@@ -126,7 +136,7 @@ async def unfollow(request: web.Request) -> web.Response:
 async def list_articles(request: web.Request) -> web.Response:
     filters = article_filters(request)
     cache = request.app[CACHE]
-    reader = None if anonymous(request) else viewer(request)
+    reader = None if anonymous(request) else await viewer(request)
     if reader is None:  # the hot path: a local hit is served with no await, on prepared headers
         entry = cache.peek(articles.LIST, filters.key) or await articles.list_cached(
             cache, request.app[DB], filters
@@ -136,7 +146,7 @@ async def list_articles(request: web.Request) -> web.Response:
 
 
 async def feed(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     filters = article_filters(request, with_filters=False)
     return _json(await articles.feed(request.app[DB], user_id, filters))
 
@@ -144,7 +154,7 @@ async def feed(request: web.Request) -> web.Response:
 async def get_article(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
     cache = request.app[CACHE]
-    reader = None if anonymous(request) else viewer(request)
+    reader = None if anonymous(request) else await viewer(request)
     if reader is None:  # the hot path: a local hit is served with no await, on prepared headers
         entry = cache.peek(articles.ARTICLE, slug) or await articles.read_cached(cache, request.app[DB], slug)
         return _cached(request, entry)
@@ -152,32 +162,32 @@ async def get_article(request: web.Request) -> web.Response:
 
 
 async def create_article(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     new = await read_body(request, "article", NewArticle)
     return _json(await articles.create(request.app[DB], request.app[CACHE], user_id, new), 201)
 
 
 async def update_article(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     changes = await read_body(request, "article", UpdateArticle)
     slug = request.match_info["slug"]
     return _json(await articles.update(request.app[DB], request.app[CACHE], user_id, slug, changes))
 
 
 async def delete_article(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     await articles.delete(request.app[DB], request.app[CACHE], user_id, request.match_info["slug"])
     return web.Response(status=204, headers=CORS_HEADERS)
 
 
 async def favorite(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     slug = request.match_info["slug"]
     return _json(await articles.favorite(request.app[DB], request.app[CACHE], user_id, slug))
 
 
 async def unfavorite(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     slug = request.match_info["slug"]
     return _json(await articles.unfavorite(request.app[DB], request.app[CACHE], user_id, slug))
 
@@ -187,18 +197,18 @@ async def unfavorite(request: web.Request) -> web.Response:
 
 async def list_comments(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
-    return _json(await comments.list_json(request.app[DB], slug, viewer(request)))
+    return _json(await comments.list_json(request.app[DB], slug, await viewer(request)))
 
 
 async def add_comment(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     new = await read_body(request, "comment", NewComment)
     slug = request.match_info["slug"]
     return _json(await comments.add(request.app[DB], request.app[CACHE], user_id, slug, new))
 
 
 async def delete_comment(request: web.Request) -> web.Response:
-    user_id = signed_in(request)
+    user_id = await signed_in(request)
     try:
         comment_id = int(request.match_info["id"])
     except ValueError:

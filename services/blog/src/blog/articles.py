@@ -17,7 +17,7 @@ import orjson
 
 from asynccore.errors import ApiError
 from asynccore.pools.sqlite import SQLiteDB
-from blog.cache import Cache, Entry
+from blog.cache import Cache, Entry, Unshared
 from blog.db import execute, execute_many, fetch_all, fetch_one, utc_now
 from blog.inputs import ArticleFilters, NewArticle, UpdateArticle
 from blog.overlay import personalize
@@ -162,7 +162,12 @@ async def fetch_page(
 
 async def load_list(db: SQLiteDB, filters: ArticleFilters) -> bytes:
     articles, total = await fetch_page(db, filters)
-    return orjson.dumps({"articles": articles, "articlesCount": total})
+    body = orjson.dumps({"articles": articles, "articlesCount": total})
+    if not articles:
+        # Nothing matched (a made-up tag or author, an offset past the end): cheap to find again, and
+        # not worth a key per made-up query in Redis and in every process.
+        raise Unshared(body)
+    return body
 
 
 async def list_cached(cache: Cache, db: SQLiteDB, filters: ArticleFilters) -> Entry:

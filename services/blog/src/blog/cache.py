@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from asynccore.resilience import CircuitBreaker
 from asynccore.tasks import cancel_and_wait
 from blog.versions import EPOCH, UNAVAILABLE, Versions, new_token
 
-__all__ = ["Cache", "Entry"]
+__all__ = ["ENTRY_OVERHEAD", "Cache", "Entry", "Unshared", "entry_cost"]
 
 log = logging.getLogger("blog.cache")
 
@@ -115,6 +116,41 @@ class Entry:
     checked: int = -1
     # What a sender derives from the entry once and reuses on every hit (response headers per shape).
     prepared: dict[object, Any] = field(default_factory=dict)
+    size: int = 0  # what it costs the process while the local tier holds it (see ``entry_cost``)
+
+
+class Unshared(Exception):
+    """Raised by a loader whose answer shows nothing that exists (an empty page of a list, say): it is
+    sent to this reader and stored nowhere, so made-up filters cannot fill Redis or process memory."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__("unshared answer")
+        self.body = body
+
+
+async def _run(load: Loader) -> tuple[bytes, bool]:
+    """``load``'s bytes, and whether they may be stored."""
+    try:
+        return await load(), True
+    except Unshared as answer:
+        return answer.body, False
+
+
+def _uncached(body: bytes) -> Entry:
+    return Entry(body, etag_of(body), (), 0.0)
+
+
+# What an entry costs the process beyond its body's and its key's ``sys.getsizeof``: the Entry, its
+# ETag string and tokens tuple, the ``(family, key)`` tuple, the headers a sender prepares for one shape
+# (a dict and a CIMultiDict of a few headers), and the local dict's slot with its growth slack.
+# Measured with tracemalloc on CPython 3.11 at ~1,070 bytes (165 to 10,000 entries); counted with a
+# margin, so the tier's real memory stays under its budget (test_security.py holds it to that).
+ENTRY_OVERHEAD = 1150
+
+
+def entry_cost(key: str, body: bytes) -> int:
+    """Bytes an entry really holds in the local tier (the budget counts these, not ``len(body)``)."""
+    return sys.getsizeof(body) + sys.getsizeof(key) + ENTRY_OVERHEAD
 
 
 class _Family:
@@ -214,8 +250,7 @@ class Cache:
     async def get(self, family: str, key: str, deps: tuple[str, ...], load: Loader) -> Entry:
         """The entry for ``family:key`` built by ``load`` at the current versions of ``deps``."""
         if not self.enabled:
-            body = await load()
-            return Entry(body, etag_of(body), (), 0.0)
+            return _uncached((await _run(load))[0])
         entry = self.peek(family, key)
         if entry is not None:
             return entry
@@ -227,7 +262,11 @@ class Cache:
                 tokens = await self.versions.current(names)
             except UNAVAILABLE as exc:
                 return await self._fallback(family, key, exc, load)
-        if self._degraded:
+            if self._degraded:
+                self._resumed()
+            if tokens is None:  # a row version is missing: the row may not exist
+                return await self._unversioned(family, key, names, load)
+        elif self._degraded:
             self._resumed()
         local_key = (family, key)
         entry = self._local.get(local_key)
@@ -298,7 +337,9 @@ class Cache:
                 _HITS.add(family)
                 return self._remember(local_key, self._entry(found[0], tokens, found[1]))
             metrics.misses.inc()
-            body = await load()
+            body, shareable = await _run(load)
+            if not shareable:
+                return _uncached(body)
             ttl_ms = int(self.ttl_s * 1000 * random.uniform(1 - self.ttl_jitter, 1 + self.ttl_jitter))
             try:
                 async with self.breaker:
@@ -353,18 +394,43 @@ class Cache:
         return Entry(body, etag_of(body), tokens, time.monotonic() + ttl_s)
 
     def _remember(self, local_key: tuple[str, str], entry: Entry) -> Entry:
-        if len(entry.body) > self._local_max_bytes:
+        entry.size = entry_cost(local_key[1], entry.body)
+        if entry.size > self._local_max_bytes:
             return entry
         old = self._local.pop(local_key, None)
         if old is not None:
-            self._local_bytes -= len(old.body)
+            self._local_bytes -= old.size
         self._local[local_key] = entry
-        self._local_bytes += len(entry.body)
+        self._local_bytes += entry.size
         while self._local_bytes > self._local_max_bytes:
             # Oldest first: dicts keep insertion order, and a refreshed entry is re-inserted at the end.
             oldest = next(iter(self._local))
-            self._local_bytes -= len(self._local.pop(oldest).body)
+            self._local_bytes -= self._local.pop(oldest).size
         return entry
+
+    # ------------------------------------------------------------------ rows without a version
+
+    async def _unversioned(self, family: str, key: str, names: tuple[str, ...], load: Loader) -> Entry:
+        """A row no write touched for a day — or one that does not exist (see ``is_row_version``).
+
+        Loaded (single-flighted) and sent, but stored nowhere; a row that does not exist fails its
+        load and so leaves nothing behind, in Redis or here. One that does gets its version created
+        now, so the next read is cached as usual.
+        """
+        fill = self._load_unversioned(family, names, load)
+        flight_key = ("unversioned", family, key)
+        return await self._shared(family, flight_key, (str(self._write_generation),), fill)
+
+    async def _load_unversioned(self, family: str, names: tuple[str, ...], load: Loader) -> Entry:
+        metrics = self._family(family)
+        metrics.misses.inc()
+        body, shareable = await _run(load)
+        if shareable:
+            try:
+                await self.versions.current(names, create_rows=True)
+            except UNAVAILABLE:
+                metrics.errors.inc()
+        return _uncached(body)
 
     # ------------------------------------------------------------------ Redis unavailable
 
@@ -379,8 +445,7 @@ class Cache:
         if not self._degraded:
             self._degraded = True
             log.warning("redis unavailable (%s: %s); serving from SQLite", type(exc).__name__, exc)
-        body = await load()
-        return Entry(body, etag_of(body), (), 0.0)
+        return _uncached((await _run(load))[0])
 
     def _resumed(self) -> None:
         if self._degraded:

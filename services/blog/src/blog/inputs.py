@@ -8,11 +8,14 @@ error says which field and why in the RealWorld wording (``"can't be blank"``).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
+from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from asynccore.errors import ApiError
@@ -27,16 +30,52 @@ __all__ = [
     "UpdateArticle",
     "UpdateUser",
     "article_filters",
+    "normal_email",
     "page_param",
     "read_body",
+    "strip_not_text",
+    "text_problem",
+    "username_key",
 ]
 
 MAX_LIMIT = 100
 SQLITE_INT_MAX = 2**63 - 1  # a larger integer cannot be bound as an SQLite parameter
 BLANK = "can't be blank"
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# Usernames are path segments (/api/profiles/{username}, /profile/{username}).
-_USERNAME = re.compile(r"^[^/\s\x00-\x1f]+$")
+PASSWORD_MIN = 8
+
+# Characters no text of ours may hold: C0 controls but tab, newline and carriage return; DEL and the
+# C1 controls; surrogates; Unicode's non-characters (U+FDD0..U+FDEF and the last two code points of
+# every plane). XML 1.0 refuses most of them outright (one in a title would break /feed.atom for every
+# subscriber) and the rest are never text a person meant to write.
+_NOT_TEXT = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+    + "]"
+)
+# Usernames are names people tell apart by eye, and path segments (/profile/{username}): no control,
+# format (bidi overrides, zero-width), private-use or unassigned characters, no spaces, no "/".
+_NAME_CATEGORIES_REFUSED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"}
+_IMAGE_SCHEMES = {"http", "https"}
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, or ``None`` when it can."""
+    found = _NOT_TEXT.search(value)
+    if found is None:
+        return None
+    return f"must not contain control characters or non-characters (found U+{ord(found.group()):04X})"
+
+
+def strip_not_text(value: str) -> str:
+    """``value`` without the characters :func:`text_problem` refuses (for rows older than the rule)."""
+    return _NOT_TEXT.sub("", value)
+
+
+def _text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 def _not_blank(value: str) -> str:
@@ -46,14 +85,46 @@ def _not_blank(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError("is invalid")
-    return value
+    """Syntax per RFC 5321/6531 (email-validator, no DNS): no quoted local parts, no IP literals, no
+    invisible or direction characters; the domain normalised (lower case, IDNA), the local part NFC."""
+    try:
+        return validate_email(value, check_deliverability=False, test_environment=True).normalized
+    except EmailNotValidError:
+        raise ValueError("is invalid") from None
+
+
+def normal_email(value: str) -> str:
+    """The address as stored, for a login: normalised when it is valid, else as typed (it finds nobody)."""
+    try:
+        return _email(value)
+    except ValueError:
+        return value
 
 
 def _username(value: str) -> str:
-    if not _USERNAME.match(value):
-        raise ValueError("is invalid")
+    value = unicodedata.normalize("NFC", value)
+    if "/" in value or any(unicodedata.category(c) in _NAME_CATEGORIES_REFUSED for c in value):
+        raise ValueError("must not contain spaces, '/', or invisible, control or direction characters")
+    return value
+
+
+def username_key(username: str) -> str:
+    """What two usernames that look alike have in common: NFKC, case-folded (``Alice``, its full-width
+    form and ``alice`` are one name). Unique in the database, so a look-alike cannot register."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
+
+
+def _image(value: str) -> str:
+    """An absolute http(s) URL, or "" (none): a profile image is put in pages and front-ends as a link."""
+    if value == "":
+        return value
+    try:
+        parts = urlsplit(value)
+        absolute = parts.scheme.lower() in _IMAGE_SCHEMES and bool(parts.hostname)
+    except ValueError:  # a malformed host ("http://[::1")
+        absolute = False
+    if not absolute or any(c.isspace() or unicodedata.category(c) in _NAME_CATEGORIES_REFUSED for c in value):
+        raise ValueError("must be an http(s) URL")
     return value
 
 
@@ -62,12 +133,20 @@ def _tags(values: list[str]) -> list[str]:
     return sorted({tag.strip() for tag in values if tag.strip()})
 
 
-Text = Annotated[str, AfterValidator(_not_blank)]
-Email = Annotated[str, Field(max_length=254), AfterValidator(_not_blank), AfterValidator(_email)]
-Username = Annotated[str, Field(max_length=64), AfterValidator(_not_blank), AfterValidator(_username)]
-Password = Annotated[str, Field(max_length=1024), AfterValidator(_not_blank)]
-Title = Annotated[str, Field(max_length=256), AfterValidator(_not_blank)]
-Tags = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50), AfterValidator(_tags)]
+# Every string a client sends is checked for characters that are not text (``_IsText``) and, unless
+# it may be empty, for blankness; length limits come first, so an oversized value is not scanned.
+_IsText = AfterValidator(_text)
+_NotBlank = AfterValidator(_not_blank)
+Email = Annotated[str, Field(max_length=254), _NotBlank, AfterValidator(_email)]
+Username = Annotated[str, Field(max_length=64), _IsText, _NotBlank, AfterValidator(_username)]
+Password = Annotated[str, Field(min_length=PASSWORD_MIN, max_length=1024), _IsText, _NotBlank]
+Title = Annotated[str, Field(max_length=256), _IsText, _NotBlank]
+Description = Annotated[str, Field(max_length=1024), _IsText, _NotBlank]
+Body = Annotated[str, Field(max_length=1024 * 1024), _IsText, _NotBlank]
+Bio = Annotated[str, Field(max_length=4096), _IsText]
+Image = Annotated[str, Field(max_length=2048), _IsText, AfterValidator(_image)]
+Tag = Annotated[str, Field(max_length=64), _IsText]
+Tags = Annotated[list[Tag], Field(max_length=50), AfterValidator(_tags)]
 
 
 class _Input(BaseModel):
@@ -81,34 +160,36 @@ class NewUser(_Input):
 
 
 class LoginUser(_Input):
-    email: Text
-    password: Text
+    """Checked against what is stored, so only its presence is validated (a login stores nothing)."""
+
+    email: Annotated[str, AfterValidator(_not_blank)]
+    password: Annotated[str, AfterValidator(_not_blank)]
 
 
 class UpdateUser(_Input):
     email: Email | None = None
     username: Username | None = None
     password: Password | None = None
-    bio: Annotated[str, Field(max_length=4096)] | None = None
-    image: Annotated[str, Field(max_length=2048)] | None = None
+    bio: Bio | None = None
+    image: Image | None = None
 
 
 class NewArticle(_Input):
     title: Title
-    description: Annotated[str, Field(max_length=1024), AfterValidator(_not_blank)]
-    body: Text
+    description: Description
+    body: Body
     tag_list: Tags = Field(default_factory=list, alias="tagList")
 
 
 class UpdateArticle(_Input):
     title: Title | None = None
-    description: Annotated[str, Field(max_length=1024), AfterValidator(_not_blank)] | None = None
-    body: Text | None = None
+    description: Description | None = None
+    body: Body | None = None
     tag_list: Tags | None = Field(default=None, alias="tagList")
 
 
 class NewComment(_Input):
-    body: Text
+    body: Body
 
 
 M = TypeVar("M", bound=_Input)
@@ -127,6 +208,8 @@ def _message(error: Any) -> str:
         return "must be a string"
     if kind == "list_type":
         return "must be a list"
+    if kind == "string_too_short":
+        return f"is too short (minimum is {error['ctx']['min_length']} characters)"
     if kind == "string_too_long":
         return f"is too long (maximum is {error['ctx']['max_length']} characters)"
     if kind == "too_long":

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from asynccore.errors import ApiError
 from asynccore.pools.sqlite import SQLiteDB
 from blog import articles, comments, profiles, tags
-from blog.cache import Cache, Entry
-from blog.inputs import ArticleFilters
+from blog.cache import Cache, Entry, etag_of
+from blog.inputs import ArticleFilters, strip_not_text, text_problem
 from blog.markup import render_markdown
 
 __all__ = [
     "PAGE",
     "SITE_NAME",
+    "STYLESHEET",
     "Site",
     "article_key",
     "article_page",
@@ -36,6 +39,20 @@ __all__ = [
 SITE_NAME = "conduit"
 HOME_TAGS = 20
 PAGE = "page"  # the cache family of rendered pages
+# The pages' only style, a file of its own: the pages' CSP allows no inline style or script. Its URL
+# carries its ETag, so browsers may keep it long and still see a new one at once.
+_CSS = (Path(__file__).parent / "static" / "site.css").read_bytes()
+STYLESHEET = Entry(_CSS, etag_of(_CSS), (), 0.0)
+
+
+def _text_only(value: Any) -> Any:
+    """Every value a template prints, without characters XML refuses: input validation keeps them out
+    of new rows, this keeps a row from before it (or written around it) from breaking the Atom feed or
+    the sitemap for everyone. Markup stays Markup (it is escaped already)."""
+    if isinstance(value, str) and text_problem(value) is not None:
+        cleaned = strip_not_text(value)
+        return Markup(cleaned) if isinstance(value, Markup) else cleaned
+    return value
 
 
 def templates(public_url: str) -> Environment:
@@ -45,9 +62,12 @@ def templates(public_url: str) -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_text_only,
     )
     env.filters["path_segment"] = lambda value: quote(str(value), safe="")
-    env.globals.update(site_name=SITE_NAME, public_url=public_url.rstrip("/"))
+    env.globals.update(
+        site_name=SITE_NAME, public_url=public_url.rstrip("/"), css_version=STYLESHEET.etag.strip('"')
+    )
     return env
 
 

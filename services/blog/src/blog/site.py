@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from asynccore.app import add_routes
+from asynccore.app import EDGE, add_routes
 from asynccore.errors import ApiError
 from blog import feeds, pages
 from blog.cache import Entry
@@ -18,6 +18,22 @@ __all__ = ["add_site_routes"]
 
 ATOM = "application/atom+xml; charset=utf-8"
 XML = "application/xml; charset=utf-8"
+CSS = "text/css; charset=utf-8"
+# Pages hold text other people wrote, so a browser is told to run nothing but what they mean: no
+# script at all (there is none), style from this origin only (one file), images from anywhere on the
+# web (markdown and profiles link them), no framing (clickjacking), no forms, no <base> rewrite, no
+# content-type guessing, and no full URL sent to other sites.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' https: http:; base-uri 'none';"
+    " form-action 'none'; frame-ancestors 'none'"
+)
+BROWSER_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+STATIC_MAX_AGE_S = 7 * 24 * 3600  # its URL changes with its content (?v=<etag>)
 # How pages of each content type are sent (the cache policy comes from the settings): built once.
 SHAPES = web.AppKey("blog_page_shapes", dict[str, Shape])
 
@@ -32,7 +48,9 @@ async def _send(
     except ApiError as exc:
         if exc.status not in (404, 422):  # 422: a malformed ?page= names no page either
             raise
-        return web.Response(status=404, body=pages.not_found_page(site), content_type="text/html")
+        return web.Response(
+            status=404, body=pages.not_found_page(site), content_type="text/html", headers=BROWSER_HEADERS
+        )
     return send_cached(request, entry, request.app[SHAPES][content_type])
 
 
@@ -69,12 +87,22 @@ async def atom(request: web.Request) -> web.Response:
 
 async def robots(request: web.Request) -> web.Response:
     public_url = request.app[BLOG].blog_public_url.rstrip("/")
-    return web.Response(text=f"User-agent: *\nAllow: /\nSitemap: {public_url}/sitemap.xml\n")
+    text = f"User-agent: *\nAllow: /\nSitemap: {public_url}/sitemap.xml\n"
+    return web.Response(text=text, headers=BROWSER_HEADERS)
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    return send_cached(request, pages.STYLESHEET, request.app[SHAPES][CSS])
 
 
 def add_site_routes(app: web.Application) -> None:
     policy = f"public, max-age={app[BLOG].blog_page_max_age_s}"
-    app[SHAPES] = {content_type: Shape(content_type, policy) for content_type in (HTML, XML, ATOM)}
+    app[SHAPES] = {
+        content_type: Shape(content_type, policy, BROWSER_HEADERS) for content_type in (HTML, XML, ATOM)
+    }
+    app[SHAPES][CSS] = Shape(CSS, f"public, max-age={STATIC_MAX_AGE_S}", BROWSER_HEADERS)
+    # Errors the shared edge answers (JSON) are not to be sniffed into anything else either.
+    app[EDGE].add_error_headers("/", {"X-Content-Type-Options": "nosniff"})
     add_routes(
         app,
         [
@@ -85,5 +113,6 @@ def add_site_routes(app: web.Application) -> None:
             web.get("/sitemap.xml", sitemap),
             web.get("/feed.atom", atom),
             web.get("/robots.txt", robots),
+            web.get("/static/site.css", stylesheet),
         ],
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -13,8 +13,9 @@ import orjson
 from asynccore.errors import ApiError
 from asynccore.pools.sqlite import SQLiteDB
 from blog.cache import Cache
+from blog.credentials import user_version
 from blog.db import execute, fetch_one, utc_now
-from blog.inputs import LoginUser, NewUser, UpdateUser
+from blog.inputs import LoginUser, NewUser, UpdateUser, normal_email, username_key
 from blog.passwords import Passwords
 
 __all__ = ["Account", "account", "existing_user", "login", "register", "update", "user_json"]
@@ -31,13 +32,14 @@ class Account:
     email: str
     bio: str | None
     image: str | None
+    token_version: int = 0  # tokens carry it; a password change increments it (see blog.credentials)
 
 
-_COLUMNS = "id, username, email, bio, image"
+_COLUMNS = "id, username, email, bio, image, token_version"
 
 
 def _account(row: Any) -> Account:
-    return Account(int(row[0]), row[1], row[2], row[3], row[4])
+    return Account(int(row[0]), row[1], row[2], row[3], row[4], int(row[5]))
 
 
 def user_json(user: Account, token: str) -> bytes:
@@ -65,19 +67,21 @@ def existing_user() -> Iterator[None]:
 
 def _unique_violation(exc: sqlite3.IntegrityError) -> ApiError:
     """A UNIQUE race lost to a concurrent writer (another replica) says which field, like the pre-check."""
-    field = "username" if "users.username" in str(exc) else "email"
+    field = "username" if "users.username_key" in str(exc) else "email"
     return ApiError(422, field, TAKEN)
 
 
 async def _check_free(db: SQLiteDB, email: str | None, username: str | None, user_id: int = 0) -> None:
-    """422 naming each of ``email``/``username`` another account already has."""
+    """422 naming each of ``email``/``username`` another account already has (a username that differs
+    only in case or width from another's is taken too)."""
+    key = username_key(username) if username is not None else None
     async with db.read() as conn:
         row = await fetch_one(
             conn,
             "users_taken",
             "SELECT EXISTS(SELECT 1 FROM users WHERE email = ? AND id != ?),"
-            " EXISTS(SELECT 1 FROM users WHERE username = ? AND id != ?)",
-            (email, user_id, username, user_id),
+            " EXISTS(SELECT 1 FROM users WHERE username_key = ? AND id != ?)",
+            (email, user_id, key, user_id),
         )
     assert row is not None
     errors = {field: [TAKEN] for field, taken in (("email", row[0]), ("username", row[1])) if taken}
@@ -94,9 +98,9 @@ async def register(db: SQLiteDB, passwords: Passwords, new: NewUser) -> Account:
             user_id, _ = await execute(
                 conn,
                 "user_insert",
-                "INSERT INTO users (username, email, password_hash, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (new.username, new.email, password_hash, now, now),
+                "INSERT INTO users (username, username_key, email, password_hash, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (new.username, username_key(new.username), new.email, password_hash, now, now),
             )
     except sqlite3.IntegrityError as exc:
         raise _unique_violation(exc) from None
@@ -109,11 +113,11 @@ async def login(db: SQLiteDB, passwords: Passwords, credentials: LoginUser) -> A
             conn,
             "user_by_email",
             f"SELECT {_COLUMNS}, password_hash FROM users WHERE email = ?",  # noqa: S608 (constant columns)
-            (credentials.email,),
+            (normal_email(credentials.email),),
         )
-    if not await passwords.verify(row[5] if row else None, credentials.password) or row is None:
+    if not await passwords.verify(row[6] if row else None, credentials.password) or row is None:
         raise ApiError(401, "credentials", "invalid")
-    return _account(row[:5])
+    return _account(row[:6])
 
 
 async def account(db: SQLiteDB, user_id: int) -> Account:
@@ -139,33 +143,46 @@ async def update(
     if "email" in sent or "username" in sent:
         await _check_free(db, changes.email, changes.username, user_id)
     password_hash = await passwords.hash(changes.password) if changes.password is not None else None
-    updated = Account(
-        id=user_id,
+    updated = replace(
+        current,
         username=changes.username if changes.username is not None else current.username,
         email=changes.email if changes.email is not None else current.email,
         bio=changes.bio if "bio" in sent else current.bio,
         image=changes.image if "image" in sent else current.image,
     )
+    renamed = updated.username != current.username
     try:
         async with db.write() as conn:
-            await execute(
+            # A new password increments the token version in the same statement: from its commit on,
+            # every token issued before is refused (blog.credentials).
+            row = await fetch_one(
                 conn,
                 "user_update",
-                "UPDATE users SET username = ?, email = ?, bio = ?, image = ?,"
-                " password_hash = COALESCE(?, password_hash), updated_at = ? WHERE id = ?",
+                "UPDATE users SET username = ?, username_key = COALESCE(?, username_key), email = ?,"
+                " bio = ?, image = ?, password_hash = COALESCE(?, password_hash),"
+                " token_version = token_version + ?, updated_at = ? WHERE id = ? RETURNING token_version",
                 (
                     updated.username,
+                    username_key(updated.username) if renamed else None,
                     updated.email,
                     updated.bio,
                     updated.image,
                     password_hash,
+                    0 if password_hash is None else 1,
                     utc_now(),
                     user_id,
                 ),
             )
     except sqlite3.IntegrityError as exc:
         raise _unique_violation(exc) from None
-    public = (current.username, current.bio, current.image) != (updated.username, updated.bio, updated.image)
-    if public:
-        await cache.invalidate(USERS_VERSION)
+    if row is None:  # deleted since it was read
+        raise ApiError(401, "token", "user no longer exists")
+    updated = replace(updated, token_version=int(row[0]))
+    stale = []
+    if (current.username, current.bio, current.image) != (updated.username, updated.bio, updated.image):
+        stale.append(USERS_VERSION)  # shown in every cached article of theirs
+    if password_hash is not None:
+        stale.append(user_version(user_id))  # their older tokens
+    if stale:
+        await cache.invalidate(*stale)
     return updated

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from asynccore.resilience import CircuitBreaker, CircuitOpen, retrying
 from asynccore.tasks import check_cancelled
 
-__all__ = ["EPOCH", "UNAVAILABLE", "Versions", "new_token"]
+__all__ = ["EPOCH", "UNAVAILABLE", "Versions", "is_row_version", "new_token"]
 
 log = logging.getLogger("blog.cache")
 
@@ -48,6 +48,20 @@ PROBE_AFTER_S = 1.0
 VERSION_TTL_S = 24 * 3600
 # The local copy is a cache too: past this many names it starts over.
 MAX_LOCAL_VERSIONS = 100_000
+
+
+def is_row_version(name: str) -> bool:
+    """Whether ``name`` is the version of one row (``a:<slug>``, ``u:<id>``) rather than of a family.
+
+    A row's version is created by writes only. A read that finds it missing cannot tell "nobody wrote
+    this row for a day" from "there is no such row", and creating it then would let anyone store a key
+    per name they make up (a 404 must leave nothing behind): the cache loads such a read without
+    storing it, and creates the version only once the load showed the row exists.
+    """
+    return ":" in name
+
+
+_FlightKey = tuple[tuple[str, ...], int, bool]
 
 
 def new_token() -> str:
@@ -70,7 +84,7 @@ class Versions:
         # changes): a fetch that raced one must not store what it read, and a cache entry found
         # current at one generation stays current until the next (see ``Cache.peek``).
         self.generation = 0
-        self._fetches: dict[tuple[tuple[str, ...], int], asyncio.Future[tuple[str, ...]]] = {}
+        self._fetches: dict[_FlightKey, asyncio.Future[tuple[str, ...] | None]] = {}
         self.connected = asyncio.Event()  # set while the invalidation channel is up (tests wait on it)
 
     def key(self, name: str) -> str:
@@ -86,8 +100,9 @@ class Versions:
         except KeyError:
             return None
 
-    async def current(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        """The tokens of ``names``: local when known, else from Redis (creating missing ones).
+    async def current(self, names: tuple[str, ...], *, create_rows: bool = False) -> tuple[str, ...] | None:
+        """The tokens of ``names``: local when known, else from Redis, creating missing ones — but a
+        missing row version (:func:`is_row_version`) only with ``create_rows``: without, ``None``.
 
         Concurrent callers share one fetch, keyed by the local generation too: a caller that comes
         after a write (which moved the generation) never joins a fetch that started before it.
@@ -95,24 +110,24 @@ class Versions:
         tokens = self.local(names)
         if tokens is not None:
             return tokens
-        flight_key = (names, self.generation)
+        flight_key = (names, self.generation, create_rows)
         flight = self._fetches.get(flight_key)
         if flight is None:
-            flight = asyncio.ensure_future(self._fetch_and_keep(names))
+            flight = asyncio.ensure_future(self._fetch_and_keep(names, create_rows))
             self._fetches[flight_key] = flight
             flight.add_done_callback(lambda done: self._fetch_done(flight_key, done))
         return await asyncio.shield(flight)
 
-    def _fetch_done(
-        self, flight_key: tuple[tuple[str, ...], int], task: asyncio.Future[tuple[str, ...]]
-    ) -> None:
+    def _fetch_done(self, flight_key: _FlightKey, task: asyncio.Future[tuple[str, ...] | None]) -> None:
         self._fetches.pop(flight_key, None)
         if not task.cancelled():
             task.exception()  # retrieved: a fetch everyone stopped waiting for is not an error to log
 
-    async def _fetch_and_keep(self, names: tuple[str, ...]) -> tuple[str, ...]:
+    async def _fetch_and_keep(self, names: tuple[str, ...], create_rows: bool) -> tuple[str, ...] | None:
         generation = self.generation
-        fetched = await self._fetch(names)
+        fetched = await self._fetch(names, create_rows)
+        if fetched is None:
+            return None
         if self._trusted and generation == self.generation:
             local = self._local
             if len(local) > MAX_LOCAL_VERSIONS:
@@ -126,11 +141,15 @@ class Versions:
                     self.generation += 1
         return fetched
 
-    async def _fetch(self, names: tuple[str, ...]) -> tuple[str, ...]:
+    async def _fetch(self, names: tuple[str, ...], create_rows: bool) -> tuple[str, ...] | None:
         keys = [self.key(name) for name in names]
         async with self._breaker:
             values: list[Any] = await self._redis.mget(keys)
             missing = [key for key, value in zip(keys, values, strict=True) if value is None]
+            if not create_rows and any(
+                value is None and is_row_version(name) for name, value in zip(names, values, strict=True)
+            ):
+                return None
             if missing:
                 # Concurrent creators race with SET NX; everyone reads back the winner's token.
                 async with self._redis.pipeline(transaction=True) as pipe:
