@@ -26,6 +26,12 @@ SCRAPED = {
     "orders-worker": ("orders-worker", "ORDERS_WORKER_PORT"),
     "stream1": ("stream", "STREAM_PORT"),
     "stream2": ("stream", "STREAM_PORT_2"),
+    "kafka": ("kafka", "KAFKA_METRICS_PORT"),  # the broker's JMX exporter agent
+}
+# The machine's RabbitMQ (not a process of the stack): its Prometheus plugin, node totals and per queue.
+RABBITMQ = {
+    ("rabbitmq", "http://127.0.0.1:15692/metrics"),
+    ("rabbitmq-queues", "http://127.0.0.1:15692/metrics/detailed?family=queue_coarse_metrics"),
 }
 
 
@@ -51,7 +57,7 @@ async def test_every_process_of_the_stack_is_a_target_and_up(stack: Stack) -> No
         (job, f"http://127.0.0.1:{stack.port(var)}/metrics")
         for process, (job, var) in SCRAPED.items()
         if process in stack.processes
-    }
+    } | RABBITMQ
     seen: dict[tuple[str, str], str] = {}
 
     async def all_up() -> bool:

@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from asynccore.settings import ServiceSettings, load_settings, read_kafka_bootstrap
+from asynccore.settings import ServiceSettings, load_settings
 
 # Subclasses the way a service would; each run prints the settings it got, or fails to start.
 PROGRAM = textwrap.dedent(
@@ -88,14 +87,3 @@ def test_environment_and_overrides_are_typed(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.shutdown_timeout_s == 3.0
     assert settings.request_timeout_s == 1.5
     assert settings.jwt_secret.get_secret_value() not in repr(settings)
-
-
-def test_kafka_bootstrap_prefers_the_explicit_value(tmp_path: Path) -> None:
-    (tmp_path / "kafka.bootstrap").write_text("127.0.0.1:39092\n")
-    assert read_kafka_bootstrap("broker:9092", tmp_path) == "broker:9092"
-    assert read_kafka_bootstrap(None, tmp_path) == "127.0.0.1:39092"
-
-
-def test_kafka_bootstrap_missing_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="KAFKA_BOOTSTRAP is not set"):
-        read_kafka_bootstrap("", tmp_path)

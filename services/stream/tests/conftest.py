@@ -1,6 +1,6 @@
-"""Real infrastructure for the stream tests: one Kafka-protocol mock broker per session (the
-deploy/local launcher as a subprocess, topics created per test through its control channel) and the
-shared Redis under a unique key prefix per test."""
+"""Real infrastructure for the stream tests: one Apache Kafka broker per session (deploy/kafka as a
+subprocess, its own data dir and ports, topics created per test) and the shared Redis under a
+unique key prefix per test."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
-from stream_testkit import REDIS_URL, MockKafka, Topics
+from stream_testkit import REDIS_URL, Topics
+
+from asynccore.kafka_broker import KafkaBroker
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[MockKafka]:
-    broker = MockKafka()
+def kafka() -> Iterator[KafkaBroker]:
+    broker = KafkaBroker()
     try:
         yield broker
     finally:
@@ -22,7 +24,7 @@ def kafka() -> Iterator[MockKafka]:
 
 
 @pytest.fixture
-def topics(kafka: MockKafka) -> Topics:
+def topics(kafka: KafkaBroker) -> Topics:
     """Fresh topics for one test (8 event partitions)."""
     run = uuid.uuid4().hex[:10]
     made = Topics(f"events-{run}", f"dlq-{run}", f"alerts-{run}", 8)
@@ -52,7 +54,7 @@ async def prefix(redis: Redis) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def stream_env(kafka: MockKafka, topics: Topics, prefix: str) -> dict[str, str]:
+def stream_env(kafka: KafkaBroker, topics: Topics, prefix: str) -> dict[str, str]:
     """Environment for a stream service process of this test."""
     return {
         "KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -60,6 +62,9 @@ def stream_env(kafka: MockKafka, topics: Topics, prefix: str) -> dict[str, str]:
         "STREAM_TOPIC": topics.events,
         "STREAM_DLQ_TOPIC": topics.dlq,
         "STREAM_ALERTS_TOPIC": topics.alerts,
+        "STREAM_PARTITIONS": str(topics.partitions),
+        "STREAM_DLQ_PARTITIONS": "2",
+        "STREAM_ALERTS_PARTITIONS": "2",
         "STREAM_GROUP_ID": f"group-{uuid.uuid4().hex[:8]}",
         "STREAM_REDIS_PREFIX": prefix,
         "STREAM_SESSION_TIMEOUT_MS": "6000",

@@ -1,21 +1,22 @@
-"""What the stream tests share: the mock broker launcher, producing and reading topics, waiting
-for the consumer to reach the end."""
+"""What the stream tests share: producing and reading topics, settings for a test's topics and
+prefix, waiting for the consumer to reach the end."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass
 
 import confluent_kafka
+from confluent_kafka.admin import AdminClient
 from redis.asyncio import Redis
 
+from asynccore.kafka_broker import KafkaBroker
+from asynccore.testing import server_url
 from stream.keys import Keys
-from stream.mock_kafka import MockKafka
 from stream.settings import StreamSettings
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = server_url("REDIS") + "/0"
 
 
 @dataclass
@@ -64,6 +65,15 @@ def read_topic(
     return got
 
 
+def delete_records(bootstrap: str, topic: str, before: dict[int, int]) -> None:
+    """Delete the records of ``topic`` below ``before[partition]``, as retention would: each
+    partition's log start moves up to that offset (blocking)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    marks = [confluent_kafka.TopicPartition(topic, p, offset) for p, offset in before.items()]
+    for done in admin.delete_records(marks, operation_timeout=30).values():
+        done.result(30)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -104,7 +114,7 @@ def produce_partitions(
     assert out.flush(30) == 0, "not every event was acknowledged"
 
 
-def settings_for(kafka: MockKafka, topics: Topics, prefix: str, **overrides: object) -> StreamSettings:
+def settings_for(kafka: KafkaBroker, topics: Topics, prefix: str, **overrides: object) -> StreamSettings:
     values: dict[str, object] = {
         "kafka_bootstrap": kafka.bootstrap,
         "stream_topic": topics.events,
@@ -128,10 +138,15 @@ async def consumed(redis: Redis, prefix: str, topic: str, counts: dict[int, int]
     )
 
 
-async def stored_total(redis: Redis, prefix: str, topic: str, partitions: int) -> int:
+async def stored_offsets(redis: Redis, prefix: str, topic: str, partitions: int) -> dict[int, int | None]:
+    """The stored offset (the next one to process) of each partition; ``None`` if never processed."""
     keys = Keys(prefix)
     stored = await redis.mget([keys.offset(topic, p) for p in range(partitions)])
-    return sum(int(v.split(b":")[0]) for v in stored if v)
+    return {p: int(v.split(b":")[0]) if v else None for p, v in enumerate(stored)}
+
+
+async def stored_total(redis: Redis, prefix: str, topic: str, partitions: int) -> int:
+    return sum(v or 0 for v in (await stored_offsets(redis, prefix, topic, partitions)).values())
 
 
 async def outbox_empty(redis: Redis, prefix: str) -> bool:

@@ -80,10 +80,11 @@ def _valid(raw: bytes, now_ms: int) -> dict | None:
 
 
 def scenario(
-    partitions: int, per_partition: int, *, seed: int = 7, t0: int | None = None
+    partitions: int, per_partition: int, *, seed: int = 7, t0: int | None = None, ids: str = "e"
 ) -> dict[int, list[bytes]]:
     """Per partition, in order: mostly good events with a jittered clock, plus late, duplicate and
-    malformed ones. Users are pinned to partitions, as keying by user does."""
+    malformed ones. Users are pinned to partitions, as keying by user does; event ids are
+    ``<ids><partition>-<i>``."""
     rng = random.Random(seed)
     start = t0 if t0 is not None else time.time_ns() // 1_000_000 - 30 * 60_000
     out: dict[int, list[bytes]] = {}
@@ -108,7 +109,7 @@ def scenario(
             elif roll < 0.085:
                 ts = time.time_ns() // 1_000_000 + 3_600_000  # from the future
             event: dict[str, object] = {
-                "event_id": f"e{p}-{i}",
+                "event_id": f"{ids}{p}-{i}",
                 "type": kind,
                 "user_id": f"u{p}-{rng.randrange(300)}",
                 "ts": ts,

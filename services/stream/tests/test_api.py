@@ -1,4 +1,4 @@
-"""The HTTP API in this process (app + consumer), against the mock broker and real Redis."""
+"""The HTTP API in this process (app + consumer), against a real Kafka broker and real Redis."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from stream_testkit import MockKafka, Topics, now_ms, settings_for, stored_total
+from stream_testkit import Topics, now_ms, settings_for, stored_total
 
+from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import free_port, wait_until
 from stream.service import build_app
 from stream.settings import StreamSettings
@@ -34,7 +35,7 @@ async def serve(settings: StreamSettings) -> AsyncIterator[aiohttp.ClientSession
 
 
 @pytest.fixture
-async def api(kafka: MockKafka, topics: Topics, prefix: str) -> AsyncIterator[aiohttp.ClientSession]:
+async def api(kafka: KafkaBroker, topics: Topics, prefix: str) -> AsyncIterator[aiohttp.ClientSession]:
     """The API alone (``STREAM_CONSUME=false``): for what needs no consumer."""
     async with serve(settings_for(kafka, topics, prefix, stream_consume=False)) as session:
         yield session
@@ -42,7 +43,7 @@ async def api(kafka: MockKafka, topics: Topics, prefix: str) -> AsyncIterator[ai
 
 @pytest.fixture
 async def consuming_api(
-    kafka: MockKafka, topics: Topics, prefix: str
+    kafka: KafkaBroker, topics: Topics, prefix: str
 ) -> AsyncIterator[aiohttp.ClientSession]:
     async with serve(settings_for(kafka, topics, prefix)) as session:
         yield session

@@ -1,9 +1,10 @@
-"""The consumer and the outbox relay in this process, against the mock broker and real Redis:
+"""The consumer and the outbox relay in this process, against a real Kafka broker and real Redis:
 what lands in Redis (and in the API's answers) is the independently computed ground truth."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
@@ -11,7 +12,6 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from stream_testkit import (
-    MockKafka,
     Topics,
     consumed,
     now_ms,
@@ -23,6 +23,7 @@ from stream_testkit import (
 )
 from stream_truth import judge, scenario
 
+from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import wait_until
 from stream import queries
 from stream.consumer import Consumer
@@ -36,7 +37,7 @@ Run = Callable[[dict[int, list[bytes]]], Awaitable[None]]
 
 
 @pytest.fixture
-async def pipeline(kafka: MockKafka, topics: Topics, redis: Redis, prefix: str) -> AsyncIterator[Run]:
+async def pipeline(kafka: KafkaBroker, topics: Topics, redis: Redis, prefix: str) -> AsyncIterator[Run]:
     """``await run(parts)``: produce ``parts`` and process them to the end with a consumer and a relay."""
     settings = settings_for(kafka, topics, prefix, stream_batch_max=300)
     producer = new_producer(kafka.bootstrap)
@@ -62,7 +63,7 @@ async def pipeline(kafka: MockKafka, topics: Topics, redis: Redis, prefix: str) 
 
 
 async def test_counts_equal_ground_truth_and_dead_letters_reach_the_dlq(
-    pipeline: Run, kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+    pipeline: Run, kafka: KafkaBroker, topics: Topics, redis: Redis, prefix: str
 ) -> None:
     parts = scenario(topics.partitions, 1000)
     await pipeline(parts)
@@ -100,7 +101,7 @@ def event(
 
 
 async def test_windows_funnel_recommendations_and_risk_alerts(
-    pipeline: Run, kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+    pipeline: Run, kafka: KafkaBroker, topics: Topics, redis: Redis, prefix: str
 ) -> None:
     minute = (now_ms() // 60_000 - 3) * 60_000  # three minutes ago, well inside the lateness
     values = []
@@ -143,7 +144,7 @@ async def test_windows_funnel_recommendations_and_risk_alerts(
 
 
 async def test_a_full_outbox_holds_flushes_back_until_the_relay_drains_it(
-    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+    kafka: KafkaBroker, topics: Topics, redis: Redis, prefix: str
 ) -> None:
     """With no relay (as while Kafka refuses its messages), dead letters pile up to the limit and
     the consumer stops flushing rather than trimming them; a relay then drains it and nothing is lost."""
@@ -185,7 +186,7 @@ async def test_a_full_outbox_holds_flushes_back_until_the_relay_drains_it(
 
 
 async def test_a_stop_while_flushes_wait_on_the_outbox_loses_nothing(
-    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str
+    kafka: KafkaBroker, topics: Topics, redis: Redis, prefix: str
 ) -> None:
     """Stopped while a batch waits on a full outbox, the consumer must flush nothing judged after
     it, even if the outbox drains at that moment: a restarted consumer then counts everything."""
@@ -216,7 +217,7 @@ async def test_a_stop_while_flushes_wait_on_the_outbox_loses_nothing(
 
 
 async def _run_to_the_end(
-    kafka: MockKafka, topics: Topics, redis: Redis, prefix: str, parts: dict[int, list[bytes]]
+    kafka: KafkaBroker, topics: Topics, redis: Redis, prefix: str, parts: dict[int, list[bytes]]
 ) -> None:
     """A fresh consumer (and relay) on the same state, until every partition's end is stored."""
     producer = new_producer(kafka.bootstrap)
@@ -234,3 +235,47 @@ async def _run_to_the_end(
         relay.stop()
         await asyncio.wait_for(asyncio.gather(*tasks), 20)
         await producer.stop()
+
+
+async def test_freshness_position_and_lag_follow_the_partitions_held(
+    kafka: KafkaBroker, topics: Topics, redis: Redis, prefix: str
+) -> None:
+    """Freshness is the age of the newest event aggregated: NaN with none (never a perfect 0), growing
+    while nothing arrives, and read back with the offsets after a restart. The position is the stored
+    offset, the lag what the log holds beyond it; both go with the partition."""
+    settings = settings_for(kafka, topics, prefix)
+    everything = list(range(topics.partitions))
+    at_0 = {"topic": topics.events, "partition": "0"}
+
+    def freshness() -> float:
+        return REGISTRY.get_sample_value("stream_freshness_seconds") or 0.0
+
+    consumer = Consumer(settings, redis)
+    running = asyncio.create_task(consumer.run())
+    try:
+        await wait_until(lambda: consumer.assigned == everything, timeout=30, message="assigned")
+        assert math.isnan(freshness())
+        assert REGISTRY.get_sample_value("stream_consumer_position", at_0) == 0
+        values = [event("fresh-1", "page_view", "u1", "p1", now_ms() - 30_000)]
+        await asyncio.to_thread(produce_partitions, kafka.bootstrap, topics.events, {0: values})
+        await wait_until(
+            lambda: consumed(redis, prefix, topics.events, {0: 1}), timeout=30, message="consumed"
+        )
+        aged = freshness()
+        assert 30 <= aged < 60
+        await wait_until(lambda: freshness() >= aged + 0.5, timeout=5, message="freshness grows")
+        assert REGISTRY.get_sample_value("stream_consumer_position", at_0) == 1
+        assert REGISTRY.get_sample_value("stream_consumer_lag", {"partition": "0"}) == 0
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(running, 20)
+    assert REGISTRY.get_sample_value("stream_consumer_position", at_0) is None
+
+    restarted = Consumer(settings, redis)
+    running = asyncio.create_task(restarted.run())
+    try:
+        await wait_until(lambda: restarted.assigned == everything, timeout=30, message="assigned again")
+        assert freshness() >= aged
+    finally:
+        restarted.stop()
+        await asyncio.wait_for(running, 20)

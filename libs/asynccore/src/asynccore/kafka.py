@@ -28,10 +28,7 @@ async def ensure_topics(
     timeout_s: float = 30.0,
     client_id: str = "asyncstack-admin",
 ) -> list[str]:
-    """Create those of ``topics`` (name -> partitions) that do not exist; the names created.
-
-    ``replication_factor`` -1 leaves it to the broker's ``default.replication.factor``.
-    """
+    """Create those of ``topics`` (name -> partitions) that do not exist; the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=10_000)
     async with asyncio.timeout(timeout_s):
         try:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import Field, SecretBytes, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-__all__ = ["ServiceSettings", "load_settings", "read_kafka_bootstrap"]
+__all__ = ["ServiceSettings", "load_settings"]
 
 
 class ServiceSettings(BaseSettings):
@@ -25,6 +24,9 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_json: bool = True
+    # Where run() listens. Loopback by default: a service's own port skips nginx's limits, so only
+    # the front door is meant to be reachable from the network. A container sets 0.0.0.0.
+    bind_host: str = Field(default="127.0.0.1", min_length=1)
     jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-in-production")
     jwt_ttl_s: int = Field(default=24 * 3600, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
@@ -33,8 +35,6 @@ class ServiceSettings(BaseSettings):
     slow_callback_s: float = Field(default=0.1, gt=0)
     # uvloop in production; "asyncio" (the stdlib loop) lets the benchmark measure what uvloop buys.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    # Where the local stack writes run-time facts (e.g. the mock Kafka bootstrap address).
-    asyncstack_run_dir: Path = Path("/tmp/asyncstack")
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -78,16 +78,3 @@ def _is_secret(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> bool:
     if field is None:
         return False
     return any(t in (SecretStr, SecretBytes) for t in (field.annotation, *get_args(field.annotation)))
-
-
-def read_kafka_bootstrap(explicit: str | None, run_dir: Path) -> str:
-    """The Kafka bootstrap: ``KAFKA_BOOTSTRAP`` if set, else what the local mock-cluster launcher wrote."""
-    if explicit:
-        return explicit
-    path = run_dir / "kafka.bootstrap"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise RuntimeError(
-            f"KAFKA_BOOTSTRAP is not set and {path} does not exist (start deploy/local)"
-        ) from None

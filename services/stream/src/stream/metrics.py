@@ -24,7 +24,11 @@ __all__ = [
     "LATENESS",
     "OUTBOX_BACKLOG",
     "OUTBOX_FULL",
+    "POSITION",
     "RELAY_LEADER",
+    "RESETS",
+    "RESET_REASONS",
+    "RESET_SKIPPED",
     "TOP_PRODUCTS",
 ]
 
@@ -32,8 +36,34 @@ EVENTS = Counter("stream_events_total", "Events counted into the aggregates", ["
 LATE = Counter("stream_events_late_total", "Events behind the watermark, not counted (sent to the DLQ)")
 INVALID = Counter("stream_events_invalid_total", "Malformed events (sent to the DLQ)", ["reason"])
 DUPLICATES = Counter("stream_events_duplicate_total", "Events whose event_id was already counted")
-LAG = Gauge("stream_consumer_lag", "Records not yet processed, per assigned partition", ["partition"])
-FRESHNESS = Gauge("stream_freshness_seconds", "Now minus the newest event time this process aggregated")
+LAG = Gauge(
+    "stream_consumer_lag",
+    "Log end offset minus the next offset to process, per assigned partition (as kafka-consumer-groups)",
+    ["partition"],
+)
+POSITION = Gauge(
+    "stream_consumer_position",
+    "The next offset this process will process (its stored offset), per assigned partition",
+    ["topic", "partition"],
+)
+FRESHNESS = Gauge(
+    "stream_freshness_seconds",
+    "Now minus the newest event time aggregated from the partitions this process holds (NaN: none yet)",
+)
+RESETS = Counter(
+    "stream_offset_resets_total",
+    "Stored offsets found outside their partition's log, handled by STREAM_OFFSET_RESET",
+    ["reason"],
+)
+RESET_SKIPPED = Counter(
+    "stream_offset_reset_skipped_records_total",
+    "Records never processed because of an offset reset (deleted before being read, or skipped by 'latest')",
+    ["reason"],
+)
+RESET_REASONS = ("ahead_of_log_end", "behind_log_start")
+for _reason in RESET_REASONS:  # exported at 0 from the start, so the first reset is an increase
+    RESETS.labels(_reason)
+    RESET_SKIPPED.labels(_reason)
 OUTBOX_BACKLOG = Gauge(
     "stream_outbox_backlog",
     "Dead letters and alerts in the outbox, not yet produced (0 but on the relay leader)",

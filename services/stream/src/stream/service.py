@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from asynccore.app import TASKS, CleanupCtx, create_app
+from asynccore.kafka import ensure_topics
 from asynccore.pools.redis import open_redis, redis_pool
 from stream import queries
 from stream.api import KEYS, LIVE, REDIS, add_api_routes
@@ -33,7 +34,8 @@ def build_app(settings: StreamSettings) -> web.Application:
     keys = Keys(settings.stream_redis_prefix)
     resources = [
         redis_pool(REDIS, settings.redis_url),
-        kafka_producer(settings.bootstrap(), settings.stream_topic),
+        _topics(settings),
+        kafka_producer(settings.kafka_bootstrap, settings.stream_topic),
     ]
     if settings.stream_consume:
         resources.append(_workers(settings, keys))
@@ -48,6 +50,24 @@ def build_app(settings: StreamSettings) -> web.Application:
 
 async def _end_streams(app: web.Application) -> None:
     app[LIVE].closing.set()
+
+
+def _topics(settings: StreamSettings) -> CleanupCtx:
+    """Create the topics this service reads and writes when absent, before anything uses them (the
+    broker does not create topics on first use); start-up fails if Kafka does not answer in time."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        topics = {
+            settings.stream_topic: settings.stream_partitions,
+            settings.stream_dlq_topic: settings.stream_dlq_partitions,
+            settings.stream_alerts_topic: settings.stream_alerts_partitions,
+        }
+        await ensure_topics(
+            settings.kafka_bootstrap, topics, timeout_s=settings.stream_topics_timeout_s, client_id="stream"
+        )
+        yield
+
+    return ctx
 
 
 def _top_products_gauge(keys: Keys) -> CleanupCtx:
@@ -82,7 +102,7 @@ def _workers(settings: StreamSettings, keys: Keys) -> CleanupCtx:
             redis,
             keys,
             app[PRODUCER],
-            bootstrap=settings.bootstrap(),
+            bootstrap=settings.kafka_bootstrap,
             name=f"{socket.gethostname()}:{settings.stream_port}",
             dlq_topic=settings.stream_dlq_topic,
             lease_ms=settings.stream_relay_lease_ms,

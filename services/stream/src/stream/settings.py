@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
-from asynccore.settings import ServiceSettings, read_kafka_bootstrap
+from asynccore.settings import ServiceSettings
 
 __all__ = ["StreamSettings"]
 
@@ -12,11 +14,20 @@ __all__ = ["StreamSettings"]
 class StreamSettings(ServiceSettings):
     stream_port: int = Field(default=8083, gt=0, lt=65536)
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Unset: the bootstrap the local mock-broker launcher wrote into ASYNCSTACK_RUN_DIR.
-    kafka_bootstrap: str | None = None
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=1)  # the local stack's broker
     stream_topic: str = Field(default="events", min_length=1)
     stream_dlq_topic: str = Field(default="events.dlq", min_length=1)
     stream_alerts_topic: str = Field(default="risk.alerts", min_length=1)
+    # Partition counts of the topics created at start-up when absent (an existing topic keeps its
+    # own): the events topic's count caps the consumers that get work; DLQ and alerts are a trickle.
+    stream_partitions: int = Field(default=16, gt=0)
+    stream_dlq_partitions: int = Field(default=4, gt=0)
+    stream_alerts_partitions: int = Field(default=4, gt=0)
+    stream_topics_timeout_s: float = Field(default=30.0, gt=0)
+    # A stored offset outside its partition's log (topic recreated, another cluster, retention):
+    # resume from the log's start or its end (skipped records counted), or stop consuming that
+    # partition until an operator decides (see README, "Offsets outside the log").
+    stream_offset_reset: Literal["earliest", "latest", "fail"] = "earliest"
     stream_group_id: str = Field(default="stream-analytics", min_length=1)
     # Every Redis key (aggregates, offsets, outbox) starts with this: one prefix = one analytics state.
     stream_redis_prefix: str = Field(default="stream:", min_length=1)
@@ -38,10 +49,6 @@ class StreamSettings(ServiceSettings):
     # and RSS then stays within ~5 % (``python -m loadtests.bench.stream``).
     stream_batch_max: int = Field(default=30_000, gt=0)
     stream_poll_ms: int = Field(default=100, gt=0)
-    # How long the broker may hold a fetch that found nothing new. The mock broker holds it that
-    # long even when records arrive meanwhile: at aiokafka's 500 ms default, freshness p50 was
-    # ~450 ms at 20,000 events/s; at 100 ms, ~150 ms.
-    stream_fetch_max_wait_ms: int = Field(default=100, gt=0)
     stream_session_timeout_ms: int = Field(default=10_000, gt=0)
     stream_heartbeat_ms: int = Field(default=1_000, gt=0)
     stream_flush_timeout_s: float = Field(default=30.0, gt=0)
@@ -61,6 +68,3 @@ class StreamSettings(ServiceSettings):
     stream_outbox_max: int = Field(default=100_000, gt=0)
     # One replica's relay produces the outbox at a time; after a crash another takes over within this.
     stream_relay_lease_ms: int = Field(default=30_000, ge=1_000)
-
-    def bootstrap(self) -> str:
-        return read_kafka_bootstrap(self.kafka_bootstrap, self.asyncstack_run_dir)

@@ -25,7 +25,7 @@ from redis.exceptions import WatchError
 
 from stream.keys import Keys
 
-__all__ = ["Fenced", "Ops", "Reply", "flush", "load_offsets", "lua_bytes"]
+__all__ = ["Fenced", "Ops", "Reply", "flush", "load_offsets", "lua_bytes", "move_offsets"]
 
 # KEYS: offset keys. ARGV[1]: msgpack {s = {{set key, id, ...}, ...}, r = {{hash key, user, ...}, ...}}.
 # Returns msgpack {o = {stored offset or false, ...}, s = {"0110…" per set},
@@ -197,6 +197,34 @@ async def load_offsets(redis: Redis, keys: Keys, topic: str, partitions: list[in
         return {}
     values: list[Any] = await redis.mget([keys.offset(topic, p) for p in partitions])
     return {p: v.decode() if v else None for p, v in zip(partitions, values, strict=True)}
+
+
+async def move_offsets(
+    redis: Redis, keys: Keys, topic: str, moves: dict[int, tuple[str | None, str]]
+) -> None:
+    """Rewrite stored offsets, ``{partition: (expected, new)}``, fenced like a flush.
+
+    An offset reset (the stored offset is outside the partition's log) moves the stored progress
+    itself: the next flush then starts from the new offset, and a crash before it resets no further.
+    :class:`Fenced` if another consumer moved one of them since it was read.
+    """
+    if not moves:
+        return
+    partitions = list(moves)
+    offset_keys = [keys.offset(topic, p) for p in partitions]
+    async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(*offset_keys)
+        stored: list[Any] = await pipe.mget(offset_keys)
+        for partition, value in zip(partitions, stored, strict=True):
+            if (value.decode() if value else None) != moves[partition][0]:
+                raise Fenced(f"partition {partition} was processed by another consumer")
+        pipe.multi()  # type: ignore[no-untyped-call]
+        for key, partition in zip(offset_keys, partitions, strict=True):
+            pipe.set(key, moves[partition][1])
+        try:
+            await pipe.execute()
+        except WatchError:
+            raise Fenced("an offset moved during its reset") from None
 
 
 async def flush(
