@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,6 +32,9 @@ from asynccore.testing import free_port, server_url
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "deploy" / "local" / "run"
 UP_TIMEOUT_S = 90.0
+# Services refuse to start without a JWT secret (no default in code): processes these tests start
+# directly sign with this one; the stack generates its own per run dir.
+os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(32))
 STOP_TIMEOUT_S = 20.0
 
 PORT_VARS = (
@@ -311,9 +315,19 @@ def isolated_stack(run_dir: Path, **extra: str) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # Low write limits, so the limit test needs only a short burst; reads are never limited.
+    # Low limits, so the limit tests need only short bursts; reads are never limited. Loopback is
+    # limited like any address here: the tests are this machine's clients.
     with isolated_stack(
-        tmp_path_factory.mktemp("stack"), NGINX_WRITE_RATE="5r/s", NGINX_WRITE_BURST="10"
+        tmp_path_factory.mktemp("stack"),
+        NGINX_WRITE_RATE="5r/s",
+        NGINX_WRITE_BURST="10",
+        NGINX_LOGIN_RATE="1r/s",
+        NGINX_LOGIN_BURST="3",
+        NGINX_INGEST_RATE="2r/s",
+        NGINX_INGEST_BURST="4",
+        NGINX_LIVE_PER_ADDRESS="2",
+        NGINX_LIVE_TOTAL="3",
+        NGINX_EXEMPT_LOOPBACK="0",
     ) as running:
         yield running
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,6 +20,9 @@ from asynccore.testing import metric_value, server_url
 
 MYSQL_SERVER = server_url("MYSQL")
 REDIS_URL = server_url("REDIS") + "/0"
+
+# Services refuse to start without a JWT secret (no default in code): these tests sign with their own.
+os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(32))
 
 
 @pytest.fixture

@@ -33,9 +33,11 @@ PROGRAM = textwrap.dedent(
 
 def start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
+    # With a prefix, the subclass reads its own secret (SHOP_JWT_SECRET), required like any other.
+    secret = {"SHOP_JWT_SECRET": os.environ["JWT_SECRET"]}
     return subprocess.run(
         [sys.executable, "-c", PROGRAM],
-        env={**clean, **env},
+        env={**clean, **secret, **env},
         capture_output=True,
         text=True,
         timeout=30,
@@ -87,3 +89,24 @@ def test_environment_and_overrides_are_typed(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.shutdown_timeout_s == 3.0
     assert settings.request_timeout_s == 1.5
     assert settings.jwt_secret.get_secret_value() not in repr(settings)
+
+
+@pytest.mark.parametrize("value", [None, "", "published-default-secret", "x" * 31])
+def test_a_missing_or_short_jwt_secret_stops_start_up_naming_it(
+    value: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if value is None:
+        monkeypatch.delenv("JWT_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("JWT_SECRET", value)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(ServiceSettings)
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("config error: JWT_SECRET:") and "\n" not in line
+    assert not value or value not in line  # a secret is never echoed
+
+
+def test_a_32_byte_jwt_secret_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", "é" * 16)  # 32 bytes in UTF-8, 16 characters
+    assert load_settings(ServiceSettings).jwt_secret.get_secret_value() == "é" * 16

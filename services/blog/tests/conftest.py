@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,9 @@ from blog.db import MIGRATIONS
 from blog.passwords import Passwords
 from blog.resources import CACHE
 from blog.settings import BlogSettings
+
+# Services refuse to start without a JWT secret (no default in code): these tests sign with their own.
+os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(32))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ talks to real servers: the shared MariaDB/RabbitMQ and in-process payment sandbo
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -23,6 +24,8 @@ from orders.settings import OrdersSettings
 MYSQL_SERVER = server_url("MYSQL")
 AMQP_URL = server_url("AMQP") + "/"
 JWT_SECRET = "orders-test-secret-of-at-least-32-bytes"
+# Processes the tests start read it from the environment (services have no default secret).
+os.environ.setdefault("JWT_SECRET", JWT_SECRET)
 ADMIN_TOKEN = "orders-test-admin-token"
 
 

@@ -60,9 +60,9 @@ async def test_entries_a_dead_relay_had_produced_are_not_produced_again(
 
     # The first relay takes the four oldest; Kafka acknowledges three of them, but not the third
     # (its send failed), and the relay dies before deleting any, still holding the lease.
-    # A round may take a third of the lease: 1 s, for a fresh client reading the real broker's
-    # tails on a loaded machine.
-    dead = relay("dead", batch=4, lease_ms=3000)
+    # A round may take a third of the lease: 3 s, for a fresh client reading the real broker's
+    # tails on a loaded machine (1 s was seen to run out in CI with the box at load 4).
+    dead = relay("dead", batch=4, lease_ms=9000)
     taken = await dead.take()
     assert taken is not None and len(taken.to_produce) == 4
     del taken.to_produce[2]
@@ -72,7 +72,7 @@ async def test_entries_a_dead_relay_had_produced_are_not_produced_again(
     foreign = [(ID_HEADER, ids[5]), (INSTANCE_HEADER, b"another-outbox")]
     await (await producer.send(topics.dlq, b"{}", headers=foreign))
 
-    alive = relay("alive", lease_ms=3000)
+    alive = relay("alive", lease_ms=9000)
     assert await alive.relay_once() == 0  # not while the dead relay's lease runs
 
     async def drained() -> bool:

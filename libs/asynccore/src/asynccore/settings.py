@@ -11,10 +11,10 @@ import re
 import sys
 from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import Field, SecretBytes, SecretStr, ValidationError
+from pydantic import Field, SecretBytes, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-__all__ = ["ServiceSettings", "load_settings"]
+__all__ = ["MIN_SECRET_BYTES", "ServiceSettings", "load_settings", "strong_secret"]
 
 
 class ServiceSettings(BaseSettings):
@@ -27,7 +27,8 @@ class ServiceSettings(BaseSettings):
     # Where run() listens. Loopback by default: a service's own port skips nginx's limits, so only
     # the front door is meant to be reachable from the network. A container sets 0.0.0.0.
     bind_host: str = Field(default="127.0.0.1", min_length=1)
-    jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-in-production")
+    # Signs every JWT: no default (a published default would let anyone forge tokens), 32 bytes at least.
+    jwt_secret: SecretStr
     jwt_ttl_s: int = Field(default=24 * 3600, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
@@ -35,6 +36,22 @@ class ServiceSettings(BaseSettings):
     slow_callback_s: float = Field(default=0.1, gt=0)
     # uvloop in production; "asyncio" (the stdlib loop) lets the benchmark measure what uvloop buys.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        return strong_secret(value)
+
+
+MIN_SECRET_BYTES = 32
+
+
+def strong_secret(value: SecretStr) -> SecretStr:
+    """A secret of at least 32 bytes (a field validator for every token and key a service is given)."""
+    if len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+        hint = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (e.g. {hint})")
+    return value
 
 
 S = TypeVar("S", bound=BaseSettings)
