@@ -138,6 +138,14 @@ class Stack:
     def nginx_conf(self) -> Path:
         return self.run_dir / "nginx" / "nginx.conf"
 
+    def secret(self, name: str) -> str:
+        """A secret of this stack (``ORDERS_ADMIN_TOKEN`` …), as the runner made it for its run dir."""
+        for line in (self.run_dir / "secrets.env").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == name:
+                return value
+        raise KeyError(f"{name} is not in {self.run_dir / 'secrets.env'}")
+
     def running(self, service: str) -> bool:
         """Whether the service's replicas are part of this stack (its package exists)."""
         return f"{service}1" in self.processes

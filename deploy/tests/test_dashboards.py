@@ -29,7 +29,6 @@ from conftest import Stack
 from ruamel.yaml import YAML
 
 from asynccore.testing import free_port, wait_until
-from orders.settings import OrdersSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -277,8 +276,7 @@ async def prometheus_query(http: aiohttp.ClientSession, base: str, promql: str) 
 def traffic(stack: Stack) -> None:
     if not all(stack.running(service) for service in ("blog", "orders", "stream")):
         return  # the dashboards of a missing service are skipped below
-    default = OrdersSettings.model_fields["orders_admin_token"].default.get_secret_value()
-    asyncio.run(drive_traffic(stack.front, stack.env.get("ORDERS_ADMIN_TOKEN", default)))
+    asyncio.run(drive_traffic(stack.front, stack.secret("ORDERS_ADMIN_TOKEN")))
 
 
 @pytest.mark.stack
