@@ -4,14 +4,23 @@ unique key prefix per test."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
-from stream_testkit import REDIS_URL, Topics
+from stream_testkit import REDIS_URL, Topics, serve, settings_for
 
 from asynccore.kafka_broker import KafkaBroker
+
+# Secrets have no default in code: the tests bring their own, set at import so that settings built in
+# this process and every service process the tests start (which inherit the environment) share them.
+os.environ.setdefault("JWT_SECRET", secrets.token_hex(32))
+os.environ.setdefault("STREAM_INGEST_TOKEN", secrets.token_urlsafe(32))
+os.environ.setdefault("STREAM_ADMIN_TOKEN", secrets.token_urlsafe(32))
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +82,18 @@ def stream_env(kafka: KafkaBroker, topics: Topics, prefix: str) -> dict[str, str
         "LOG_JSON": "false",
         "SHUTDOWN_TIMEOUT_S": "5",
     }
+
+
+@pytest.fixture
+async def api(kafka: KafkaBroker, topics: Topics, prefix: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """The API alone (``STREAM_CONSUME=false``): for what needs no consumer."""
+    async with serve(settings_for(kafka, topics, prefix, stream_consume=False)) as session:
+        yield session
+
+
+@pytest.fixture
+async def consuming_api(
+    kafka: KafkaBroker, topics: Topics, prefix: str
+) -> AsyncIterator[aiohttp.ClientSession]:
+    async with serve(settings_for(kafka, topics, prefix)) as session:
+        yield session

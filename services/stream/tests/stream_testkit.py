@@ -3,17 +3,24 @@ prefix, waiting for the consumer to reach the end."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import aiohttp
 import confluent_kafka
+from aiohttp import web
 from confluent_kafka.admin import AdminClient
 from redis.asyncio import Redis
 
+from asynccore.auth import issue_token
 from asynccore.kafka_broker import KafkaBroker
-from asynccore.testing import server_url
+from asynccore.testing import free_port, server_url
 from stream.keys import Keys
+from stream.service import build_app
 from stream.settings import StreamSettings
 
 REDIS_URL = server_url("REDIS") + "/0"
@@ -65,6 +72,21 @@ def read_topic(
     return got
 
 
+def topic_size(bootstrap: str, topic: str, partitions: int) -> int:
+    """How many records ``topic`` holds (the sum of its partitions' high watermarks; blocking)."""
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"sizer-{uuid.uuid4().hex[:8]}", "log_level": 4}
+    )
+    try:
+        marks = [
+            consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=10)
+            for p in range(partitions)
+        ]
+        return sum(high for _, high in marks)
+    finally:
+        consumer.close()
+
+
 def delete_records(bootstrap: str, topic: str, before: dict[int, int]) -> None:
     """Delete the records of ``topic`` below ``before[partition]``, as retention would: each
     partition's log start moves up to that offset (blocking)."""
@@ -72,6 +94,21 @@ def delete_records(bootstrap: str, topic: str, before: dict[int, int]) -> None:
     marks = [confluent_kafka.TopicPartition(topic, p, offset) for p, offset in before.items()]
     for done in admin.delete_records(marks, operation_timeout=30).values():
         done.result(30)
+
+
+def ingest_auth() -> dict[str, str]:
+    """Headers of a trusted producer: the service token (the tests' own, set in conftest)."""
+    return {"Authorization": f"Bearer {os.environ['STREAM_INGEST_TOKEN']}"}
+
+
+def admin_auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {os.environ['STREAM_ADMIN_TOKEN']}"}
+
+
+def member_auth(user_id: str, *, scheme: str = "Token", ttl_s: int = 600) -> dict[str, str]:
+    """Headers of a signed-in user: a JWT as the blog issues them, signed with the tests' secret."""
+    token = issue_token(os.environ["JWT_SECRET"], user_id, f"name-{user_id}", ttl_s)
+    return {"Authorization": f"{scheme} {token}"}
 
 
 def now_ms() -> int:
@@ -127,6 +164,21 @@ def settings_for(kafka: KafkaBroker, topics: Topics, prefix: str, **overrides: o
     }
     values.update(overrides)
     return StreamSettings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def serve(settings: StreamSettings, port: int | None = None) -> AsyncIterator[aiohttp.ClientSession]:
+    """The app in this process on a loopback port (``port``, else a free one); a session bound to it."""
+    runner = web.AppRunner(build_app(settings))
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", timeout=timeout) as session:
+            yield session
+    finally:
+        await runner.cleanup()
 
 
 async def consumed(redis: Redis, prefix: str, topic: str, counts: dict[int, int]) -> bool:

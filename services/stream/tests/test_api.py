@@ -3,50 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from stream_testkit import Topics, now_ms, settings_for, stored_total
+from stream_testkit import Topics, admin_auth, ingest_auth, now_ms, stored_total
 
-from asynccore.kafka_broker import KafkaBroker
-from asynccore.testing import free_port, wait_until
-from stream.service import build_app
-from stream.settings import StreamSettings
-
-
-@asynccontextmanager
-async def serve(settings: StreamSettings) -> AsyncIterator[aiohttp.ClientSession]:
-    runner = web.AppRunner(build_app(settings))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", timeout=timeout) as session:
-            yield session
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def api(kafka: KafkaBroker, topics: Topics, prefix: str) -> AsyncIterator[aiohttp.ClientSession]:
-    """The API alone (``STREAM_CONSUME=false``): for what needs no consumer."""
-    async with serve(settings_for(kafka, topics, prefix, stream_consume=False)) as session:
-        yield session
-
-
-@pytest.fixture
-async def consuming_api(
-    kafka: KafkaBroker, topics: Topics, prefix: str
-) -> AsyncIterator[aiohttp.ClientSession]:
-    async with serve(settings_for(kafka, topics, prefix)) as session:
-        yield session
+from asynccore.testing import wait_until
 
 
 def events(n: int, **override: object) -> list[dict[str, object]]:
@@ -71,14 +36,18 @@ async def test_posted_events_are_counted_and_an_invalid_batch_produces_nothing(
     api = consuming_api
     bad = events(3)
     bad[1]["ts"] = "yesterday"
-    async with api.post("/api/events", json={"events": bad}) as resp:
+    async with api.post("/api/events", headers=ingest_auth(), json={"events": bad}) as resp:
         assert resp.status == 422
         assert await resp.json() == {"errors": {"events[1].ts": ["Expected `int`, got `str`"]}}
-    async with api.post("/api/events", json={"events": events(4, type="order_placed", price=12.5)}) as resp:
+    async with api.post(
+        "/api/events", headers=ingest_auth(), json={"events": events(4, type="order_placed", price=12.5)}
+    ) as resp:
         assert resp.status == 202
         assert await resp.json() == {"accepted": 4}
     # The same batch again (a client retry): produced, but every id is already counted.
-    async with api.post("/api/events", json={"events": events(4, type="order_placed", price=12.5)}) as resp:
+    async with api.post(
+        "/api/events", headers=ingest_auth(), json={"events": events(4, type="order_placed", price=12.5)}
+    ) as resp:
         assert resp.status == 202
 
     async def processed() -> bool:
@@ -97,7 +66,7 @@ async def test_top_products_gauge_follows_the_current_window(
 ) -> None:
     product = f"top-{prefix[-8:]}"
     views = [dict(event, product_id=product, event_id=f"top-{i}") for i, event in enumerate(events(5))]
-    async with consuming_api.post("/api/events", json={"events": views}) as resp:
+    async with consuming_api.post("/api/events", headers=ingest_auth(), json={"events": views}) as resp:
         assert resp.status == 202
 
     def shown() -> bool:
@@ -119,10 +88,10 @@ async def test_top_products_gauge_follows_the_current_window(
     ],
 )
 async def test_ingest_validation(api: aiohttp.ClientSession, body: object, field: str) -> None:
-    async with api.post("/api/events", data=orjson.dumps(body)) as resp:
+    async with api.post("/api/events", headers=ingest_auth(), data=orjson.dumps(body)) as resp:
         assert resp.status == 422
         assert list((await resp.json())["errors"]) == [field]
-    async with api.post("/api/events", data=b"{not json") as resp:
+    async with api.post("/api/events", headers=ingest_auth(), data=b"{not json") as resp:
         assert resp.status == 422
         assert list((await resp.json())["errors"]) == ["body"]
 
@@ -146,7 +115,7 @@ async def test_ingest_validation(api: aiohttp.ClientSession, body: object, field
 async def test_bad_query_parameters_are_422_naming_them(
     api: aiohttp.ClientSession, path: str, field: str
 ) -> None:
-    async with api.get(path) as resp:
+    async with api.get(path, headers=admin_auth() if path.startswith("/api/risk/") else None) as resp:
         assert resp.status == 422
         assert list((await resp.json())["errors"]) == [field]
 
@@ -160,7 +129,7 @@ async def test_read_endpoints_and_openapi(api: aiohttp.ClientSession) -> None:
         "/api/risk/alerts",
         "/readyz",
     ):
-        async with api.get(path) as resp:
+        async with api.get(path, headers=admin_auth() if path.startswith("/api/risk/") else None) as resp:
             assert resp.status == 200, (path, await resp.text())
     async with api.get("/api/analytics/openapi.json") as resp:
         doc = await resp.json()

@@ -22,6 +22,7 @@ from stream_testkit import (
     REDIS_URL,
     Topics,
     consumed,
+    ingest_auth,
     now_ms,
     produce_partitions,
     read_topic,
@@ -187,7 +188,12 @@ async def _above(redis: Redis, prefix: str, topics: Topics, n: int) -> bool:
 async def status_of(port: int, method: str, path: str, body: object = None) -> tuple[int, dict]:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-        session.request(method, f"http://127.0.0.1:{port}{path}", json=body) as resp,
+        session.request(
+            method,
+            f"http://127.0.0.1:{port}{path}",
+            json=body,
+            headers=ingest_auth() if method == "POST" else None,
+        ) as resp,
     ):
         return resp.status, await resp.json()
 

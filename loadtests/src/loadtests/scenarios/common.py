@@ -9,24 +9,28 @@ from typing import Any
 from locust.env import Environment
 
 from asynccore.auth import issue_token
-from asynccore.settings import ServiceSettings
 
 RUN_ID = uuid.uuid4().hex[:8]
-SECRET = os.environ.get("JWT_SECRET") or ServiceSettings().jwt_secret.get_secret_value()
+# The stack's own secret (``make run`` keeps it in its run dir's secrets.env): there is no default.
+SECRET = os.environ.get("JWT_SECRET", "")
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{RUN_ID}-{uuid.uuid4().hex[:8]}"
 
 
-def member_token(prefix: str) -> str:
-    """A signed-in user's JWT, minted as the blog would (asynccore.auth): load, not sign-ups, is measured.
-
-    nginx limits writes per client address *and* credential, so each simulated member has its own
-    allowance, as real users behind one address would.
-    """
+def member(prefix: str) -> tuple[str, str]:
+    """A new signed-in user: its id and its JWT, minted as the blog would (asynccore.auth), signed with
+    the stack's ``JWT_SECRET``: load, not sign-ups, is measured."""
+    if not SECRET:
+        raise RuntimeError("JWT_SECRET is not set: give the scenario the stack's (see its secrets.env)")
     user = unique(prefix)
-    return issue_token(SECRET, user_id=user, username=user, ttl_s=3600)
+    return user, issue_token(SECRET, user_id=user, username=user, ttl_s=3600)
+
+
+def member_token(prefix: str) -> str:
+    """A signed-in user's JWT (see :func:`member`)."""
+    return member(prefix)[1]
 
 
 def env(name: str, default: str) -> str:

@@ -26,5 +26,14 @@ class Buyer(flash_sale.Buyer):
 
 
 class Ingestor(stream_ingest.Ingestor):
-    weight = 20
+    """A backend producer (service token): orders and payments reach the stream through it."""
+
+    weight = 5
+    wait_time = between(0.5, 1.5)
+
+
+class Shopper(stream_ingest.Shopper):
+    """Browsers posting their own clicks (their JWT)."""
+
+    weight = 15
     wait_time = between(0.5, 1.5)

@@ -12,21 +12,23 @@ from asynccore.app import SETTINGS, add_routes, no_deadline
 from asynccore.errors import ApiError
 from asynccore.params import int_param
 from stream import queries
+from stream.access import check_member_events, ingest_caller, require_admin
 from stream.ingest import produce_events, validate_events
 from stream.kafka import PRODUCER
 from stream.keys import Keys
-from stream.live import LiveFeed, stream_live
+from stream.live import LiveFeed, LiveLimits, client_address, stream_live
 from stream.openapi import openapi_document
 from stream.params import choice_param, time_range
 from stream.recommend import top_co_viewed
 from stream.risk import RULES, list_alerts
 from stream.settings import StreamSettings
 
-__all__ = ["KEYS", "LIVE", "REDIS", "add_api_routes"]
+__all__ = ["KEYS", "LIVE", "LIVE_LIMITS", "REDIS", "add_api_routes"]
 
 REDIS = web.AppKey("redis", Redis)
 KEYS = web.AppKey("keys", Keys)
 LIVE = web.AppKey("live", LiveFeed)
+LIVE_LIMITS = web.AppKey("live_limits", LiveLimits)
 OPENAPI = web.AppKey("openapi", bytes)
 DEFAULT_RANGE_S = 3600
 
@@ -47,7 +49,10 @@ def _now_ms() -> int:
 
 async def post_events(request: web.Request) -> web.Response:
     s = _settings(request)
+    member = ingest_caller(request, s)  # 401 before the body is read; None: a trusted producer
     events = validate_events(await request.read(), int(s.stream_max_future_s * 1000))
+    if member is not None:
+        check_member_events(events, member.user_id)
     await produce_events(request.app[PRODUCER], s.stream_topic, events, s.request_timeout_s / 2)
     return _json({"accepted": len(events)}, status=202)
 
@@ -92,6 +97,7 @@ async def get_recommendations(request: web.Request) -> web.Response:
 
 
 async def get_alerts(request: web.Request) -> web.Response:
+    require_admin(request, _settings(request))
     limit = int_param(request, "limit", 50, lo=1, hi=1000)
     rule = request.query.get("rule") or None
     if rule is not None and rule not in RULES:
@@ -103,7 +109,8 @@ async def get_alerts(request: web.Request) -> web.Response:
 
 @no_deadline
 async def get_live(request: web.Request) -> web.StreamResponse:
-    return await stream_live(request, request.app[LIVE])
+    client = client_address(request, _settings(request).stream_trusted_proxies)
+    return await stream_live(request, request.app[LIVE], request.app[LIVE_LIMITS], client)
 
 
 async def get_openapi(request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ import orjson
 
 from asynccore.kafka import ensure_topics
 from asynccore.settings import load_settings
-from stream.settings import StreamSettings
+from stream.settings import EventsTopicSettings
 
 __all__ = ["Mix", "generate", "main", "new_kafka_producer", "produce"]
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clean", action="store_true", help="no late, duplicate, malformed or bot events")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    settings = load_settings(StreamSettings)
+    settings = load_settings(EventsTopicSettings)  # no service secrets: it writes to Kafka directly
     clean = {"late": 0, "duplicate": 0, "invalid": 0, "bots_per_minute": 0} if args.clean else {}
     mix = Mix(users=args.users, visits=args.visits, products=args.products, **clean)
     topic = args.topic or settings.stream_topic

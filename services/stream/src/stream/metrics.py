@@ -22,6 +22,9 @@ __all__ = [
     "LAG",
     "LATE",
     "LATENESS",
+    "LIVE_LIMITS",
+    "LIVE_REFUSED",
+    "LIVE_STREAMS",
     "OUTBOX_BACKLOG",
     "OUTBOX_FULL",
     "POSITION",
@@ -82,6 +85,15 @@ TOP_PRODUCTS = Gauge(
     "Page views of the 10 most viewed products in the current 5-minute window",
     ["product"],
 )
+LIVE_STREAMS = Gauge("stream_live_streams", "Open /api/live streams on this process")
+LIVE_REFUSED = Counter(
+    "stream_live_refused_total",
+    "/api/live streams refused (503) at STREAM_LIVE_MAX_PER_CLIENT or STREAM_LIVE_MAX",
+    ["limit"],
+)
+LIVE_LIMITS = ("per_client", "total")
+for _limit in LIVE_LIMITS:
+    LIVE_REFUSED.labels(_limit)
 
 
 _LABELS = bucket_labels(b / 1000 for b in LATENESS_BOUNDS_MS)

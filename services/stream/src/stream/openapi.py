@@ -39,6 +39,46 @@ _UNAVAILABLE = {
 }
 
 
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+_CHALLENGE = {"WWW-Authenticate": {"description": "the schemes accepted", "schema": {"type": "string"}}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}
+_INGEST_401 = _error("no credential, or neither the ingest token nor a valid JWT; `errors.token`", _CHALLENGE)
+_INGEST_403 = _error(
+    "a signed-in user posted a business event (`errors.events[i].type`: `order_placed` and `payment` come "
+    "from the orders service) or another user's event (`errors.events[i].user_id`)"
+)
+_ADMIN_401 = _error("no credential; `errors.token`", _CHALLENGE)
+_ADMIN_403 = _error("not the admin token; `errors.token`")
+_SECURITY_SCHEMES = {
+    "ingest": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "STREAM_INGEST_TOKEN: a trusted producer; any event, any user",
+    },
+    "jwt": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "Token <jwt> or Bearer <jwt>: a signed-in user; their own page_view, click and "
+        "add_to_cart events only (each event's user_id must be the token's sub)",
+    },
+    "admin": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "STREAM_ADMIN_TOKEN: reads what names users (the risk alerts)",
+    },
+}
+
+
 def _get(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "get": {
@@ -51,6 +91,13 @@ def _get(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
             },
         }
     }
+
+
+def _admin(operation: dict[str, Any]) -> dict[str, Any]:
+    get = operation["get"]
+    get["security"] = [{"admin": []}]
+    get["responses"] |= {"401": _ADMIN_401, "403": _ADMIN_403}
+    return operation
 
 
 def openapi_document() -> dict[str, Any]:
@@ -73,6 +120,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/events": {
                 "post": {
                     "summary": f"Ingest up to {MAX_BATCH} events; any invalid one rejects the whole batch",
+                    "security": [{"ingest": []}, {"jwt": []}],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -93,8 +141,10 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "202": {"description": 'produced to Kafka: `{"accepted": n}`'},
+                        "401": _INGEST_401,
+                        "403": _INGEST_403,
                         "422": _ERRORS,
-                        "503": {"description": "Kafka did not accept the events in time"},
+                        "503": _error("Kafka did not accept the events in time; `errors.kafka`"),
                     },
                 }
             },
@@ -115,24 +165,32 @@ def openapi_document() -> dict[str, Any]:
                     _param("k", "how many", {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}),
                 ],
             ),
-            "/api/risk/alerts": _get(
-                "Newest risk alerts first",
-                [
-                    _param(
-                        "limit", "how many", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
-                    ),
-                    _param("rule", "only this rule", {"enum": list(RULES)}),
-                    _param("user_id", "only this user", {"type": "string"}),
-                ],
+            "/api/risk/alerts": _admin(
+                _get(
+                    "Newest risk alerts first (they name users: the admin token only)",
+                    [
+                        _param(
+                            "limit",
+                            "how many",
+                            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                        ),
+                        _param("rule", "only this rule", {"enum": list(RULES)}),
+                        _param("user_id", "only this user", {"type": "string"}),
+                    ],
+                )
             ),
             "/api/live": {
                 "get": {
                     "summary": "Server-Sent Events: one `aggregate` event per second",
                     "responses": {
-                        "200": {"description": "text/event-stream", "content": {"text/event-stream": {}}}
+                        "200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
+                        "503": _error(
+                            "too many streams open from this address or in all; `errors.request`",
+                            _RETRY_AFTER,
+                        ),
                     },
                 }
             },
         },
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
     }

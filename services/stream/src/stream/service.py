@@ -13,12 +13,12 @@ from aiohttp import web
 from asynccore.app import TASKS, CleanupCtx, create_app
 from asynccore.kafka import ensure_topics
 from asynccore.pools.redis import open_redis, redis_pool
-from stream import queries
-from stream.api import KEYS, LIVE, REDIS, add_api_routes
+from stream import client_errors, queries
+from stream.api import KEYS, LIVE, LIVE_LIMITS, REDIS, add_api_routes
 from stream.consumer import Consumer
 from stream.kafka import PRODUCER, kafka_producer
 from stream.keys import Keys
-from stream.live import LiveFeed
+from stream.live import LiveFeed, LiveLimits
 from stream.metrics import TOP_PRODUCTS
 from stream.outbox import OutboxRelay
 from stream.settings import StreamSettings
@@ -31,6 +31,7 @@ TOP_REFRESH_S = 5.0
 
 
 def build_app(settings: StreamSettings) -> web.Application:
+    client_errors.install()
     keys = Keys(settings.stream_redis_prefix)
     resources = [
         redis_pool(REDIS, settings.redis_url),
@@ -43,6 +44,7 @@ def build_app(settings: StreamSettings) -> web.Application:
     app = create_app("stream", settings, resources=resources)
     app[KEYS] = keys
     app[LIVE] = LiveFeed(lambda: queries.live_snapshot(app[REDIS], keys))
+    app[LIVE_LIMITS] = LiveLimits(settings.stream_live_max, settings.stream_live_max_per_client)
     add_api_routes(app)
     app.on_shutdown.append(_end_streams)
     return app
