@@ -169,9 +169,19 @@ class Stack:
         raise LookupError(f"nothing listens on {port}")
 
 
+STACK_OWN = {
+    "KAFKA_BOOTSTRAP",
+    "JWT_SECRET",
+    "ORDERS_ADMIN_TOKEN",
+    "STREAM_INGEST_TOKEN",
+    "STREAM_ADMIN_TOKEN",
+}
+
+
 def stack_env(run_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a test stack: free ports and the given isolation settings."""
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP"}
+    # The stack's own broker and secrets (it generates them in its run dir), not this process's.
+    env = {k: v for k, v in os.environ.items() if k not in STACK_OWN}
     env.update(zip(PORT_VARS, map(str, distinct_free_ports(len(PORT_VARS))), strict=True))
     env.update(ASYNCSTACK_RUN_DIR=str(run_dir), BLOG_DB_PATH=str(run_dir / "blog.db"), LOG_LEVEL="WARNING")
     env.update(extra)

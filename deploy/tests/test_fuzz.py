@@ -280,7 +280,19 @@ def test_orders_answers_as_documented(orders_report: FuzzReport) -> None:
 STREAM_CONFIG = """
 # /api/live is Server-Sent Events that never end: read one event and close.
 max-stream-events = 1
+
+# Producers post with the ingest token, users with their JWT, risk alerts take the admin token.
+[auth.openapi.ingest]
+bearer = "${FUZZ_INGEST}"
+
+[auth.openapi.jwt]
+api_key = "Token ${FUZZ_JWT}"
+
+[auth.openapi.admin]
+bearer = "${FUZZ_ADMIN}"
 """
+STREAM_INGEST_TOKEN = f"fuzz-ingest-{uuid.uuid4().hex}{uuid.uuid4().hex}"
+STREAM_ADMIN_TOKEN = f"fuzz-stream-admin-{uuid.uuid4().hex}{uuid.uuid4().hex}"
 
 
 @module_fixture
@@ -307,6 +319,8 @@ async def stream_report(tmp_path_factory: pytest.TempPathFactory) -> FuzzReport:
                 "REDIS_URL": REDIS_URL,
                 "STREAM_GROUP_ID": f"fuzz-{run_id}",
                 "STREAM_REDIS_PREFIX": prefix,
+                "STREAM_INGEST_TOKEN": STREAM_INGEST_TOKEN,
+                "STREAM_ADMIN_TOKEN": STREAM_ADMIN_TOKEN,
                 "SHUTDOWN_TIMEOUT_S": "5",
             },
         )
@@ -317,6 +331,11 @@ async def stream_report(tmp_path_factory: pytest.TempPathFactory) -> FuzzReport:
             f"http://127.0.0.1:{port}",
             workdir=tmp / "schemathesis",
             config=STREAM_CONFIG,
+            env={
+                "FUZZ_INGEST": STREAM_INGEST_TOKEN,
+                "FUZZ_JWT": issue_token(JWT_SECRET, "fuzz-user", "fuzzer", 3600),
+                "FUZZ_ADMIN": STREAM_ADMIN_TOKEN,
+            },
             timeout_s=FUZZ_TIMEOUT_S,
         )
         return await fuzz(proc, run)

@@ -53,7 +53,9 @@ def page_views(n: int, ts_ms: int) -> dict[str, object]:
 
 
 async def post(session: aiohttp.ClientSession, stack: Stack, body: dict[str, object]) -> None:
-    async with session.post(f"{stack.front}/api/events", json=body) as resp:
+    # A trusted producer's credential: the stack's ingest token from its run dir.
+    auth = {"Authorization": f"Bearer {stack.secret('STREAM_INGEST_TOKEN')}"}
+    async with session.post(f"{stack.front}/api/events", json=body, headers=auth) as resp:
         assert resp.status == 202, await resp.text()
 
 

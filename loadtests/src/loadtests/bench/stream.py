@@ -37,6 +37,7 @@ import math
 import os
 import random
 import re
+import secrets
 import statistics
 import sys
 import time
@@ -281,6 +282,9 @@ async def start_service(bootstrap: str, topic: str, partitions: int) -> Service:
         "STREAM_PORT": str(port),
         "STREAM_REDIS_PREFIX": prefix,
         "STREAM_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        # Required secrets; the benchmark feeds Kafka directly and never uses them.
+        "STREAM_INGEST_TOKEN": secrets.token_urlsafe(32),
+        "STREAM_ADMIN_TOKEN": secrets.token_urlsafe(32),
     }
     proc = ServiceProcess(
         [sys.executable, "-m", "stream"], env=env, health_url=f"http://127.0.0.1:{port}/readyz", name="stream"

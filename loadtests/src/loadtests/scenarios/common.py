@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 from locust.env import Environment
@@ -11,8 +13,23 @@ from locust.env import Environment
 from asynccore.auth import issue_token
 
 RUN_ID = uuid.uuid4().hex[:8]
-# The stack's own secret (``make run`` keeps it in its run dir's secrets.env): there is no default.
-SECRET = os.environ.get("JWT_SECRET", "")
+
+
+def stack_secret(name: str) -> str:
+    """The stack's secret ``name``: from the environment, else the secrets.env ``make run`` keeps in its
+    run dir (``ASYNCSTACK_RUN_DIR``, default /tmp/asyncstack); "" when neither has it (no default)."""
+    if value := os.environ.get(name):
+        return value
+    path = Path(os.environ.get("ASYNCSTACK_RUN_DIR", "/tmp/asyncstack")) / "secrets.env"
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == name:
+                return value
+    return ""
+
+
+SECRET = stack_secret("JWT_SECRET")
 
 
 def unique(prefix: str) -> str:
@@ -23,7 +40,7 @@ def member(prefix: str) -> tuple[str, str]:
     """A new signed-in user: its id and its JWT, minted as the blog would (asynccore.auth), signed with
     the stack's ``JWT_SECRET``: load, not sign-ups, is measured."""
     if not SECRET:
-        raise RuntimeError("JWT_SECRET is not set: give the scenario the stack's (see its secrets.env)")
+        raise RuntimeError("JWT_SECRET is not set and the run dir's secrets.env has none: give the stack's")
     user = unique(prefix)
     return user, issue_token(SECRET, user_id=user, username=user, ttl_s=3600)
 

@@ -15,10 +15,10 @@ import requests
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from loadtests.scenarios.common import env, fail_run, member_token, unique, unwrap
+from loadtests.scenarios.common import env, fail_run, member_token, stack_secret, unique, unwrap
 
 STOCK = int(env("FLASH_STOCK", "100"))
-ADMIN = {"Authorization": f"Bearer {env('ORDERS_ADMIN_TOKEN', 'dev-admin-token-change-me')}"}
+ADMIN = {"Authorization": f"Bearer {stack_secret('ORDERS_ADMIN_TOKEN')}"}
 
 sale: dict[str, Any] = {"product_id": None, "orders": {}, "replay_mismatches": 0}
 

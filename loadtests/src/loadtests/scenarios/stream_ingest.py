@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
@@ -18,7 +17,7 @@ from typing import Any
 from locust import FastHttpUser, between, task
 from locust.exception import StopUser
 
-from loadtests.scenarios.common import RUN_ID, fail_run, member
+from loadtests.scenarios.common import RUN_ID, fail_run, member, stack_secret
 
 BATCH = 100
 SHOPPER_BATCH = 10
@@ -59,7 +58,7 @@ class Ingestor(_Poster):
     weight = 3
 
     def on_start(self) -> None:
-        token = os.environ.get("STREAM_INGEST_TOKEN")
+        token = stack_secret("STREAM_INGEST_TOKEN")
         if not token:
             fail_run(
                 self.environment, "STREAM_INGEST_TOKEN is not set: the stream refuses producers without it"
