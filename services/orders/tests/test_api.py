@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from conftest import JWT_SECRET
 
+from asynccore.auth import issue_token
 from orders.app import build_app
 from orders.settings import OrdersSettings
 
 Client = TestClient[web.Request, web.Application]
 Headers = dict[str, str]
+MAX_USER_ID, MAX_USERNAME = 64, 200  # orders.user_id VARCHAR(64), orders.username VARCHAR(200)
 
 
 @pytest.fixture
@@ -179,3 +183,77 @@ async def test_metrics_and_readiness(client: Client, admin: Headers, user: Calla
     text = await (await client.get("/metrics")).text()
     assert "orders_stockouts_total" in text and "orders_outbox_backlog" in text
     assert (await client.get("/readyz")).status == 200
+
+
+async def test_keys_differing_only_in_case_are_two_orders(
+    client: Client, admin: Headers, user: Callable[[str], Headers]
+) -> None:
+    product = await _product(client, admin, stock=5)
+    body = {"items": [{"product_id": product["id"], "quantity": 1}]}
+    first = await client.post("/api/orders", json=body, headers={**user("1"), "Idempotency-Key": "key-abc"})
+    second = await client.post("/api/orders", json=body, headers={**user("1"), "Idempotency-Key": "Key-AbC"})
+    assert first.status == second.status == 201
+    assert "Idempotent-Replayed" not in second.headers
+    assert (await first.json())["id"] != (await second.json())["id"]
+
+
+def _token(user_id: str, username: str) -> Headers:
+    return {"Authorization": f"Token {issue_token(JWT_SECRET, user_id, username, 3600)}"}
+
+
+@pytest.mark.parametrize(
+    ("user_id", "username"),
+    [
+        ("u" * (MAX_USER_ID + 1), "ann"),
+        ("7", "a" * (MAX_USERNAME + 1)),
+        ("7", "\udcff-not-utf-8"),
+    ],
+)
+async def test_claims_the_schema_cannot_store_are_refused_not_truncated(
+    client: Client, admin: Headers, user_id: str, username: str
+) -> None:
+    product = await _product(client, admin)
+    headers = _token(user_id, username)
+    body = {"items": [{"product_id": product["id"], "quantity": 1}]}
+    for method, path, json in (("POST", "/api/orders", body), ("GET", "/api/orders", None)):
+        resp = await client.request(method, path, json=json, headers=headers)
+        assert resp.status == 401, await resp.text()
+        assert list((await resp.json())["errors"]) == ["token"]
+        assert resp.headers["WWW-Authenticate"] == "Token"
+    # Nothing was written under a truncated (someone else's) id.
+    owner = _token("u" * MAX_USER_ID, "ann")
+    assert (await (await client.get("/api/orders", headers=owner)).json())["orders"] == []
+    assert (await (await client.get(f"/api/products/{product['id']}")).json())["stock"] == 5
+
+
+async def test_claims_at_the_schema_limits_are_stored_whole(client: Client, admin: Headers) -> None:
+    product = await _product(client, admin)
+    user_id, username = "u" * MAX_USER_ID, "é" * MAX_USERNAME
+    body = {"items": [{"product_id": product["id"], "quantity": 1}]}
+    resp = await client.post("/api/orders", json=body, headers=_token(user_id, username))
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["user_id"] == user_id
+    listed = await (await client.get("/api/orders", headers=_token(user_id, username))).json()
+    assert [o["user_id"] for o in listed["orders"]] == [user_id]
+
+
+async def test_client_errors_log_no_traceback(
+    client: Client, admin: Headers, user: Callable[[str], Headers], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed request is the client's error: a 4xx, and nothing at ERROR or with a traceback."""
+    product = await _product(client, admin)
+    line = {"items": [{"product_id": product["id"], "quantity": 1}]}
+    caplog.clear()
+    sent = [
+        await client.post("/api/orders", data="{not json", headers=user("1")),
+        await client.post("/api/orders", json={"items": [{"product_id": "x"}]}, headers=user("1")),
+        await client.post("/api/orders", json=line, headers={"Authorization": "Token not.a.jwt"}),
+        await client.post("/api/orders", json=line, headers=_token("7", "\udcff")),
+        await client.post("/api/orders", json=line, headers={**user("1"), "Idempotency-Key": "k" * 201}),
+        await client.get("/api/orders", params={"limit": "many"}, headers=user("1")),
+        await client.get("/api/orders/123456789012345678901234567890", headers=user("1")),
+        await client.post("/api/orders", data=b"x" * (3 * 1024 * 1024), headers=user("1")),
+    ]
+    assert all(400 <= resp.status < 500 for resp in sent), [resp.status for resp in sent]
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert loud == [], [r.getMessage() for r in loud]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import sys
 import uuid
@@ -286,6 +287,94 @@ async def test_mariadb_cut_is_a_503_that_writes_nothing_and_service_resumes(stac
         assert state.holds and state.held == 2, state
     finally:
         await proxy.close()
+
+
+async def test_cancels_racing_charges_with_a_flaky_provider_and_a_killed_worker_keep_money_and_state_agreed(
+    stack: Stack, smtp_sink: Sink
+) -> None:
+    """Issue 16, item 2. Orders are cancelled by their owners at moments spread over the payment (before
+    the charge, while it is in flight, after it was paid), others expire while their charge is retried,
+    the provider fails half its calls, and the worker is SIGKILLed with charges in flight. In the end
+    each order's captured minus refunded money is what it owes (its total if paid, else 0), no charge
+    was refunded twice, and every customer who got money back was told."""
+    await stack.sandbox_config(latency_ms=300, failure_rate=0.5)
+    worker = stack.worker(refund_retry_max_s="0.5")
+    await asyncio.gather(stack.api(order_expiry_s="4").start(), worker.start())
+    product = await stack.product(stock=100)
+    placed = await asyncio.gather(*(stack.order(buyer, product) for buyer in range(30)))
+    assert [status for status, _ in placed] == [201] * 30
+    ids = {buyer: body["id"] for buyer, (_, body) in enumerate(placed)}
+    state = stack.sandbox.state
+
+    async def cancel(buyer: int) -> int:
+        await asyncio.sleep(random.uniform(0, 3))
+        url = f"{stack.api_urls[0]}/api/orders/{ids[buyer]}/cancel"
+        async with stack.http.post(url, headers=stack.user(str(buyer))) as resp:
+            return resp.status
+
+    cancels = asyncio.gather(*(cancel(buyer) for buyer in ids if buyer % 3))
+    await wait_until(
+        lambda: (
+            state.requests >= 15 and any(state.in_flight(f"order-{order_id}") for order_id in ids.values())
+        ),
+        timeout=10,
+        message="charges in flight",
+    )
+    worker.kill(signal.SIGKILL)
+    await worker.wait()
+    await stack.worker(refund_retry_max_s="0.5").start()
+    assert set(await cancels) <= {200, 409}  # 409: it had expired first
+
+    async def owed() -> dict[int, int]:
+        """Per order, what it owes minus what the provider kept; all 0 once settled."""
+        statuses = await stack.statuses()
+        gaps = {}
+        for order_id, status in statuses.items():
+            charge = state.charges.get(f"order-{order_id}", {"amount_cents": 0, "refunded_cents": 0})
+            kept = charge["amount_cents"] - charge.get("refunded_cents", 0)
+            owes = 1000 if status in ("paid", "fulfilled") else 0
+            gaps[order_id] = owes - kept if status != "pending" else -1
+        return gaps
+
+    async def agreed() -> bool:
+        return not any((await owed()).values())
+
+    try:
+        await wait_until(agreed, timeout=60, message="money and state agree for every order")
+    except AssertionError as exc:
+        gaps = {order_id: gap for order_id, gap in (await owed()).items() if gap}
+        raise AssertionError(f"{exc}; orders whose money disagrees (-1: still pending): {gaps}") from None
+
+    async def refunds_recorded() -> bool:
+        """Every refund asked for was answered by the provider and recorded (a void included)."""
+        pending = "SELECT COUNT(*) FROM orders WHERE refund_requested_at IS NOT NULL AND refunded_at IS NULL"
+        return await stack.count(pending) == 0
+
+    await wait_until(refunds_recorded, timeout=30, message="every refund recorded")
+    await asyncio.sleep(1.0)  # nothing lands late: still agreed
+    assert not any((await owed()).values()), await owed()
+
+    assert state.double_refunds == 0
+    statuses = await stack.statuses()
+    assert "cancelled" in statuses.values()
+    async with transaction(stack.pool) as cur:
+        await cur.execute(
+            "SELECT id, refund_requested_at IS NOT NULL, refunded_cents FROM orders ORDER BY id"
+        )
+        rows = await cur.fetchall()
+    for order_id, requested, refunded in rows:
+        charge = state.charges.get(f"order-{order_id}", {"refunded_cents": 0})
+        if requested:  # recorded as the provider has it
+            assert refunded is not None and refunded == charge["refunded_cents"], (order_id, refunded, charge)
+        elif statuses[order_id] == "cancelled":  # cancelled before the worker set out to charge it
+            assert f"order-{order_id}" not in state.charges, order_id
+        else:  # paid, and kept
+            assert statuses[order_id] == "paid" and charge["refunded_cents"] == 0, order_id
+        if refunded:
+            message_id = f"<order-{order_id}-refund@orders.asyncstack.test>"
+            await wait_until(lambda m=message_id: smtp_sink.mailbox.by_message_id[m] >= 1, timeout=10)
+    (stock,) = await audit(stack.pool, [product])
+    assert stock.holds, stock
 
 
 async def _placed(stack: Stack, buyer: int, product: int) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 
 import aiomysql
 import orjson
@@ -10,12 +12,15 @@ import pytest
 
 from asynccore.auth import Caller
 from asynccore.errors import ApiError
+from asynccore.migrations import apply_migrations
+from asynccore.pools.mysql import close_mysql, open_mysql
 from orders.db import transaction
 from orders.inventory import audit
-from orders.lifecycle import REFUND_EVENT, expire_unpaid, move
+from orders.lifecycle import REFUND_EVENT, expire_unpaid, move, start_payment
 from orders.models import NewOrder, NewProduct, OrderLine
 from orders.placement import place_order
 from orders.products import create_product
+from orders.resources import MIGRATIONS
 from orders.states import ALLOWED, IllegalTransition, Status, check_transition
 
 ALICE = Caller("alice-id", "alice", "")
@@ -120,3 +125,74 @@ async def test_unpaid_orders_expire_and_release_stock(pool: aiomysql.Pool) -> No
     assert statuses == {pending: "cancelled", failed: "cancelled", paid: "paid"}
     (state,) = await audit(pool, [pid])
     assert state.stock == 6 and state.held == 4 and state.holds
+
+
+async def _refund_requested(pool: aiomysql.Pool, order_id: int) -> bool:
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT refund_requested_at IS NOT NULL FROM orders WHERE id = %s", (order_id,))
+        return bool((await cur.fetchone())[0])
+
+
+async def test_an_order_never_charged_is_cancelled_without_a_refund(pool: aiomysql.Pool) -> None:
+    order_id, _ = await _placed(pool)
+    await move(pool, order_id, Status.CANCELLED, owner=ALICE.user_id)
+    assert await _events(pool) == ["order.created", "order.cancelled"]
+    assert not await _refund_requested(pool, order_id)
+    assert not await start_payment(pool, order_id)  # and the worker will not charge it now
+
+
+@pytest.mark.parametrize("how", ["cancel", "expiry"])
+async def test_cancelling_an_order_whose_charge_is_under_way_requests_its_refund(
+    pool: aiomysql.Pool, how: str
+) -> None:
+    """The worker set out to charge it: the charge may land after the cancel, so it must be undone."""
+    order_id, pid = await _placed(pool)
+    assert await start_payment(pool, order_id)
+    if how == "cancel":
+        await move(pool, order_id, Status.CANCELLED, owner=ALICE.user_id)
+    else:
+        assert await expire_unpaid(pool, older_than_s=0) == 1
+    assert await _events(pool) == ["order.created", "order.cancelled", REFUND_EVENT]
+    assert await _refund_requested(pool, order_id)
+    (state,) = await audit(pool, [pid])
+    assert state.stock == 10 and state.holds
+
+
+async def test_a_failed_payment_requests_its_refund_once(pool: aiomysql.Pool) -> None:
+    """Giving up on a payment voids it (a timed-out charge may still land); expiring it later does not
+    ask again."""
+    order_id, _ = await _placed(pool)
+    assert await start_payment(pool, order_id)
+    await move(pool, order_id, Status.PAYMENT_FAILED)
+    assert await expire_unpaid(pool, older_than_s=0) == 1
+    assert await _events(pool) == ["order.created", "order.payment_failed", REFUND_EVENT, "order.cancelled"]
+
+
+async def test_paid_orders_cancelled_before_refunds_existed_get_their_refund_queued(
+    mysql_url: str, tmp_path: Path
+) -> None:
+    """Migration 0007: the order.refund_requested events queued before anything consumed them were
+    dropped by the broker; those orders get theirs again, through the outbox."""
+    for migration in sorted(MIGRATIONS.glob("*.sql")):
+        if migration.name < "0007":
+            shutil.copy(migration, tmp_path)
+    pool = await open_mysql(mysql_url, maxsize=2)  # creates the database
+    try:
+        await apply_migrations(mysql_url, tmp_path)
+        async with transaction(pool) as cur:  # as the code before 0007 left them
+            await cur.execute(
+                "INSERT INTO orders (id, user_id, username, status, total_cents, payment_ref) VALUES "
+                "(1, 'u', 'ann', 'cancelled', 700, 'ch_old'), (2, 'u', 'ann', 'cancelled', 300, NULL), "
+                "(3, 'u', 'ann', 'paid', 500, 'ch_kept')"
+            )
+        await apply_migrations(mysql_url, MIGRATIONS)
+        async with transaction(pool) as cur:
+            await cur.execute("SELECT routing_key, payload, sent_at FROM outbox")
+            ((key, payload, sent_at),) = await cur.fetchall()
+            await cur.execute("SELECT id FROM orders WHERE refund_requested_at IS NOT NULL")
+            requested = [row[0] for row in await cur.fetchall()]
+        event = orjson.loads(payload)
+        assert (key, sent_at, event["order_id"], event["payment_ref"]) == (REFUND_EVENT, None, 1, "ch_old")
+        assert requested == [1]
+    finally:
+        await close_mysql(pool)

@@ -18,7 +18,7 @@ from orders.models import NewOrder, NewProduct, OrderLine
 from orders.placement import Strategy, Wanted, commit_orders, place_order
 from orders.products import create_product
 from orders.sightings import Sightings
-from orders.store import Order
+from orders.store import Order, list_orders
 
 ALICE = Caller("alice-id", "alice", "")
 BOB = Caller("bob-id", "bob", "")
@@ -69,6 +69,32 @@ async def test_keys_belong_to_their_user(pool: aiomysql.Pool) -> None:
     mine = await place_order(pool, ALICE, order((pid, 1)), "shared-key")
     theirs = await place_order(pool, BOB, order((pid, 2)), "shared-key")
     assert not theirs.replayed and theirs.order.id != mine.order.id
+
+
+@pytest.mark.parametrize(("first", "second"), [("key-abc", "Key-AbC"), ("key", "key "), ("clé", "cle")])
+async def test_keys_differing_in_case_accents_or_trailing_space_are_two_orders(
+    pool: aiomysql.Pool, first: str, second: str
+) -> None:
+    """Keys are compared byte for byte: ``Key-AbC`` never replays ``key-abc``'s order (issue 16, 9)."""
+    pid = await product(pool)
+    one = await place_order(pool, ALICE, order((pid, 1)), first)
+    other = await place_order(pool, ALICE, order((pid, 2)), second)  # a different body: no 422 either
+    assert not other.replayed and other.order.id != one.order.id
+    assert (await place_order(pool, ALICE, order((pid, 2)), second)).order.id == other.order.id
+    (state,) = await audit(pool, [pid])
+    assert state.held == 3 and state.holds
+
+
+async def test_user_ids_differing_in_case_or_trailing_space_are_other_users(pool: aiomysql.Pool) -> None:
+    """``Alice-ID`` neither replays nor lists ``alice-id``'s orders (the id is compared exactly)."""
+    pid = await product(pool)
+    mine = await place_order(pool, ALICE, order((pid, 1)), "k")
+    for impostor in (Caller("ALICE-ID", "alice", ""), Caller("alice-id ", "alice", "")):
+        theirs = await place_order(pool, impostor, order((pid, 1)), "k")
+        assert not theirs.replayed and theirs.order.id != mine.order.id
+        listed = await list_orders(pool, impostor.user_id, limit=10, before=None)
+        assert [o.id for o in listed] == [theirs.order.id]
+    assert [o.id for o in await list_orders(pool, ALICE.user_id, limit=10, before=None)] == [mine.order.id]
 
 
 async def test_concurrent_requests_with_one_key_make_one_order(pool: aiomysql.Pool) -> None:

@@ -39,7 +39,12 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _caller(request: web.Request) -> Caller:
-    return require_caller(request, request.app[CONFIG].jwt_secret.get_secret_value())
+    """The verified caller, refused (401) when the token names an identity orders cannot store whole."""
+    caller = require_caller(request, request.app[CONFIG].jwt_secret.get_secret_value())
+    problem = store.unstorable_claim(caller.user_id, caller.username)
+    if problem is not None:
+        raise ApiError(401, "token", problem, headers={"WWW-Authenticate": "Token"})
+    return caller
 
 
 def _require_admin(request: web.Request) -> None:

@@ -1,4 +1,12 @@
-"""Moving orders through the state machine: status, outbox event and stock change in one transaction."""
+"""Moving orders through the state machine: status, outbox event and stock change in one transaction.
+
+Money follows the status. An order that leaves a status where money may have been taken (``paid``, or
+``pending`` once the worker set out to charge it: ``payment_attempts`` > 0) for one that owes nothing
+(``cancelled``, ``payment_failed``) queues :data:`REFUND_EVENT` in the same transaction, once per
+order (``refund_requested_at``). The worker then asks the provider to refund whatever was captured for
+the order, or to void the payment if nothing was yet, so that a charge still in flight can no longer
+be captured (``orders.refunds``).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +23,26 @@ from orders.metrics import TRANSITIONS
 from orders.states import Status, check_transition
 from orders.store import Order, fetch_orders, load_order
 
-__all__ = ["REFUND_EVENT", "expire_unpaid", "move", "transition"]
+__all__ = [
+    "OWES_NOTHING",
+    "REFUNDED_EVENT",
+    "REFUND_EVENT",
+    "expire_unpaid",
+    "move",
+    "record_refund",
+    "refund_owed",
+    "start_payment",
+    "transition",
+]
 
-REFUND_EVENT = "order.refund_requested"  # a paid order was cancelled: its payment must be returned
+REFUND_EVENT = "order.refund_requested"  # the order owes nothing now: whatever was captured goes back
+REFUNDED_EVENT = "order.refunded"  # the provider gave the money back (or voided the payment)
+OWES_NOTHING = frozenset({Status.CANCELLED, Status.PAYMENT_FAILED})
+
+
+def refund_owed(order: Order, to: Status) -> bool:
+    """Whether moving ``order`` to ``to`` must queue its refund (not yet queued, money may be taken)."""
+    return to in OWES_NOTHING and order.payment_may_exist and not order.refund_requested
 
 
 async def transition(
@@ -30,7 +55,8 @@ async def transition(
 ) -> Order:
     """Lock the order row, check the move is legal, apply it; 404 when missing or not ``owner``'s.
 
-    Cancelling a paid order also queues :data:`REFUND_EVENT` (the order with its ``payment_ref``).
+    Entering a status that owes nothing from one where money may have been taken also queues
+    :data:`REFUND_EVENT` (the order with its ``payment_ref``, if known), see :func:`refund_owed`.
 
     Raises :class:`IllegalTransition` (the caller decides whether that is a 409 or "already done").
     """
@@ -38,19 +64,26 @@ async def transition(
     if order is None or (owner is not None and order.user_id != owner):
         raise ApiError(404, "order", f"order {order_id} not found")
     check_transition(order.status, to)
+    refund = refund_owed(order, to)
     await cur.execute(
         "UPDATE orders SET status = %s, payment_ref = COALESCE(%s, payment_ref), "
+        "refund_requested_at = IF(%s, UTC_TIMESTAMP(6), refund_requested_at), "
         "updated_at = UTC_TIMESTAMP(6) WHERE id = %s",
-        (to.value, payment_ref, order_id),
+        (to.value, payment_ref, refund, order_id),
     )
     events = [(f"order.{to.value}", order.event(to))]
-    if to is Status.CANCELLED and order.status is Status.PAID:
-        # The customer paid: whoever settles payments must refund it, so say so in this transaction.
+    if refund:
+        # Money may have been taken: whoever settles payments must give it back, so say so here.
         events.append((REFUND_EVENT, {**order.event(to), "payment_ref": order.payment_ref}))
     await outbox.add(cur, events)
     if to is Status.CANCELLED:
         await release_stock(cur, {item.product_id: item.quantity for item in order.items})
-    return dataclasses.replace(order, status=to, payment_ref=payment_ref or order.payment_ref)
+    return dataclasses.replace(
+        order,
+        status=to,
+        payment_ref=payment_ref or order.payment_ref,
+        refund_requested=order.refund_requested or refund,
+    )
 
 
 async def move(
@@ -76,6 +109,9 @@ async def move(
 async def expire_unpaid(pool: aiomysql.Pool, *, older_than_s: float, batch: int = 100) -> int:
     """Cancel unpaid orders (pending or payment_failed) older than ``older_than_s``; release their stock.
 
+    A pending order the worker set out to charge queues its refund too (:func:`refund_owed`): its
+    charge may land after it expired.
+
     ``SKIP LOCKED`` lets every replica run this at once: each claims rows no other holds (an order being
     cancelled by its owner right now is skipped, and seen again next run). Stock for the whole batch is
     released in ascending product id order, like every other stock change.
@@ -95,12 +131,26 @@ async def expire_unpaid(pool: aiomysql.Pool, *, older_than_s: float, batch: int 
         for order in orders:
             check_transition(order.status, Status.CANCELLED)
         ids = [order.id for order in orders]
+        refunds = {order.id for order in orders if refund_owed(order, Status.CANCELLED)}
         await cur.execute(
             "UPDATE orders SET status = 'cancelled', updated_at = UTC_TIMESTAMP(6) "  # noqa: S608
             f"WHERE id IN ({placeholders(len(ids))})",
             ids,
         )
-        await outbox.add(cur, [("order.cancelled", order.event(Status.CANCELLED)) for order in orders])
+        if refunds:
+            await cur.execute(
+                "UPDATE orders SET refund_requested_at = UTC_TIMESTAMP(6) "  # noqa: S608
+                f"WHERE id IN ({placeholders(len(refunds))})",
+                sorted(refunds),
+            )
+        events = []
+        for order in orders:
+            events.append(("order.cancelled", order.event(Status.CANCELLED)))
+            if order.id in refunds:
+                events.append(
+                    (REFUND_EVENT, {**order.event(Status.CANCELLED), "payment_ref": order.payment_ref})
+                )
+        await outbox.add(cur, events)
         released: Counter[int] = Counter()
         for order in orders:
             for item in order.items:
@@ -108,3 +158,54 @@ async def expire_unpaid(pool: aiomysql.Pool, *, older_than_s: float, batch: int 
         await release_stock(cur, dict(released))
     TRANSITIONS.labels(Status.CANCELLED.value).inc(len(orders))
     return len(orders)
+
+
+async def start_payment(pool: aiomysql.Pool, order_id: int, *, lock_attempts: int = 3) -> bool:
+    """Note that the worker is about to charge ``order_id``; ``False`` (charge nothing) unless pending.
+
+    Under the order's row lock, so a cancel or an expiry either comes first (and the order is not
+    charged) or sees ``payment_attempts`` > 0 (and queues the refund): no charge goes unnoticed.
+    """
+
+    async def run() -> bool:
+        async with transaction(pool) as cur:
+            changed = await cur.execute(
+                "UPDATE orders SET payment_attempts = payment_attempts + 1 "
+                "WHERE id = %s AND status = 'pending'",
+                (order_id,),
+            )
+        return bool(changed)
+
+    return await with_lock_retry(run, attempts=lock_attempts)
+
+
+async def record_refund(
+    pool: aiomysql.Pool, order_id: int, refund_ref: str, amount_cents: int, *, lock_attempts: int = 3
+) -> tuple[Order, bool]:
+    """Record the provider's refund (``amount_cents`` 0: a void) and queue ``order.refunded``, once.
+
+    Returns the order and whether this call recorded it (``False``: an earlier delivery did).
+    """
+
+    async def run() -> tuple[Order, bool]:
+        async with transaction(pool) as cur:
+            order = await load_order(cur, order_id, for_update=True)
+            if order is None:
+                raise ApiError(404, "order", f"order {order_id} not found")
+            if order.refunded_cents is not None:
+                return order, False
+            await cur.execute(
+                "UPDATE orders SET refund_ref = %s, refunded_cents = %s, refunded_at = UTC_TIMESTAMP(6), "
+                "refund_requested_at = COALESCE(refund_requested_at, UTC_TIMESTAMP(6)) WHERE id = %s",
+                (refund_ref, amount_cents, order_id),
+            )
+            event = {**order.event(order.status), "refund_ref": refund_ref, "refunded_cents": amount_cents}
+            await outbox.add(cur, [(REFUNDED_EVENT, event)])
+        return (
+            dataclasses.replace(
+                order, refund_requested=True, refund_ref=refund_ref, refunded_cents=amount_cents
+            ),
+            True,
+        )
+
+    return await with_lock_retry(run, attempts=lock_attempts)

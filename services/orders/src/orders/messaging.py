@@ -6,6 +6,13 @@ Topology (every name carries ``AMQP_PREFIX``, so tests get their own)::
          ▲                                            │ failed attempt                      │
          └─────────────── TTL expires ◀── <p>orders.payments.retry ◀┘              <p>orders.payments.dlq
 
+    <p>orders ──order.refund_requested──▶ <p>orders.refunds ──rejected──▶ <p>orders.refunds.dlx (fanout)
+         ▲                                     │ failed attempt                          │
+         └──────────── TTL expires ◀── <p>orders.refunds.retry ◀┘                 <p>orders.refunds.dlq
+
+Each kind of work is a :class:`Lane`: its queue, the retry queue that feeds it again, and its own
+dead letters (a dead-lettered refund is money owed to a customer: it must not hide among payments).
+
 Every message is persistent and every publish waits for the broker's confirm, so "published" means
 "on disk in a durable queue" (or dropped by design when no queue is bound to its routing key).
 """
@@ -13,8 +20,9 @@ Every message is persistent and every publish waits for the broker's confirm, so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +39,27 @@ from aio_pika.abc import (
 from orders.outbox import Event
 from orders.settings import OrdersSettings
 
-__all__ = ["Broker", "Names", "delete_topology"]
+__all__ = ["Broker", "Lane", "Names", "delete_topology"]
 
 log = logging.getLogger("orders.messaging")
 
 ATTEMPT_HEADER = "x-attempt"
+WAITS_HEADER = "x-outage-waits"  # times a message waited for the provider without an attempt
 REQUEST_ID_HEADER = "x-request-id"
 
 Unsubscribe = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One kind of work: the events (``routing_key``) its queue receives, where failed attempts wait
+    (``retry``, then back to ``queue``), and where messages go that cannot be handled."""
+
+    routing_key: str
+    queue: str
+    retry: str
+    dead_letters: str
+    dead_letter_exchange: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +69,10 @@ class Names:
     retry: str
     dead_letters: str
     dead_letter_exchange: str
+    refunds: str
+    refunds_retry: str
+    refunds_dead_letters: str
+    refunds_dead_letter_exchange: str
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Names:
@@ -57,7 +82,29 @@ class Names:
             retry=f"{prefix}orders.payments.retry",
             dead_letters=f"{prefix}orders.payments.dlq",
             dead_letter_exchange=f"{prefix}orders.dlx",
+            refunds=f"{prefix}orders.refunds",
+            refunds_retry=f"{prefix}orders.refunds.retry",
+            refunds_dead_letters=f"{prefix}orders.refunds.dlq",
+            refunds_dead_letter_exchange=f"{prefix}orders.refunds.dlx",
         )
+
+    @property
+    def payment_lane(self) -> Lane:
+        return Lane("order.created", self.payments, self.retry, self.dead_letters, self.dead_letter_exchange)
+
+    @property
+    def refund_lane(self) -> Lane:
+        return Lane(
+            "order.refund_requested",
+            self.refunds,
+            self.refunds_retry,
+            self.refunds_dead_letters,
+            self.refunds_dead_letter_exchange,
+        )
+
+    @property
+    def lanes(self) -> tuple[Lane, Lane]:
+        return self.payment_lane, self.refund_lane
 
 
 async def delete_topology(amqp_url: str, names: Names) -> None:
@@ -65,10 +112,11 @@ async def delete_topology(amqp_url: str, names: Names) -> None:
     connection = await aio_pika.connect(amqp_url, timeout=5)
     try:
         channel = await connection.channel()
-        for queue in (names.payments, names.retry, names.dead_letters):
-            await channel.queue_delete(queue)
-        for exchange in (names.exchange, names.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+        for lane in names.lanes:
+            for queue in (lane.queue, lane.retry, lane.dead_letters):
+                await channel.queue_delete(queue)
+            await channel.exchange_delete(lane.dead_letter_exchange)
+        await channel.exchange_delete(names.exchange)
     finally:
         await connection.close()
 
@@ -104,7 +152,7 @@ class Broker:
         self.prefetch = prefetch
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._payments: AbstractRobustQueue | None = None
+        self._queues: dict[str, AbstractRobustQueue] = {}
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -143,34 +191,47 @@ class Broker:
         return connection is not None and not connection.is_closed and connection.connected.is_set()
 
     async def _declare(self, channel: AbstractRobustChannel) -> None:
-        names = self.names
-        exchange = await channel.declare_exchange(names.exchange, ExchangeType.TOPIC, durable=True)
-        dlx = await channel.declare_exchange(names.dead_letter_exchange, ExchangeType.FANOUT, durable=True)
-        payments = await channel.declare_queue(
-            names.payments, durable=True, arguments={"x-dead-letter-exchange": names.dead_letter_exchange}
-        )
-        await payments.bind(exchange, "order.created")
-        self._payments = payments
-        # Expired retries go back to the payments queue through the default exchange.
-        await channel.declare_queue(
-            names.retry,
-            durable=True,
-            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": names.payments},
-        )
-        dead = await channel.declare_queue(names.dead_letters, durable=True)
-        await dead.bind(dlx)
+        """Every lane's queues, whoever connects first (the relay too: an event published before its
+        queue exists would be dropped)."""
+        exchange = await channel.declare_exchange(self.names.exchange, ExchangeType.TOPIC, durable=True)
+        for lane in self.names.lanes:
+            dlx = await channel.declare_exchange(lane.dead_letter_exchange, ExchangeType.FANOUT, durable=True)
+            queue = await channel.declare_queue(
+                lane.queue, durable=True, arguments={"x-dead-letter-exchange": lane.dead_letter_exchange}
+            )
+            await queue.bind(exchange, lane.routing_key)
+            self._queues[lane.queue] = queue
+            # Expired retries go back to the lane's queue through the default exchange.
+            await channel.declare_queue(
+                lane.retry,
+                durable=True,
+                arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": lane.queue},
+            )
+            dead = await channel.declare_queue(lane.dead_letters, durable=True)
+            await dead.bind(dlx)
 
-    async def consume(self, callback: Callable[[AbstractIncomingMessage], Awaitable[Any]]) -> Unsubscribe:
-        """Consume the payments queue; returns how to stop. aio-pika re-subscribes after a reconnect
-        because the consumer sits on the queue object the robust channel declared (and restores)."""
+    async def consume(
+        self, callbacks: Mapping[str, Callable[[AbstractIncomingMessage], Awaitable[Any]]]
+    ) -> Unsubscribe:
+        """Consume each queue named in ``callbacks`` (all or none); returns how to stop. aio-pika
+        re-subscribes after a reconnect because the consumers sit on the queue objects the robust
+        channel declared (and restores)."""
         await self.channel()
-        queue = self._payments
-        assert queue is not None
-        tag = await queue.consume(callback)
+        tags: list[tuple[AbstractRobustQueue, str]] = []
 
         async def cancel() -> None:
-            await queue.cancel(tag)
+            for queue, tag in tags:
+                await queue.cancel(tag)
 
+        try:
+            for name, callback in callbacks.items():
+                queue = self._queues[name]
+                tags.append((queue, await queue.consume(callback)))
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that brought us here is the one to raise
+                async with asyncio.timeout(self.timeout_s):
+                    await cancel()
+            raise
         return cancel
 
     async def publish(self, events: Sequence[Event]) -> None:
@@ -188,8 +249,20 @@ class Broker:
                     )
                 )
 
-    async def retry_later(self, failed: AbstractIncomingMessage, *, attempt: int, delay_s: float) -> None:
-        """Park a failed message's copy in the retry queue, back in the payments queue after ``delay_s``."""
+    async def retry_later(
+        self,
+        failed: AbstractIncomingMessage,
+        *,
+        lane: Lane,
+        attempt: int,
+        delay_s: float,
+        waits: int | None = None,
+    ) -> None:
+        """Park a failed message's copy in the lane's retry queue, back in its queue after ``delay_s``;
+        ``waits`` (when given) is recorded in :data:`WAITS_HEADER`."""
+        headers = {**(failed.headers or {}), ATTEMPT_HEADER: attempt}
+        if waits is not None:
+            headers[WAITS_HEADER] = waits
         channel = await self.channel()
         retry = aio_pika.Message(
             failed.body,
@@ -197,11 +270,11 @@ class Broker:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=failed.message_id,
             type=failed.type,
-            headers={**(failed.headers or {}), ATTEMPT_HEADER: attempt},
+            headers=headers,
             expiration=delay_s,
         )
         async with asyncio.timeout(self.timeout_s):
-            await channel.default_exchange.publish(retry, routing_key=self.names.retry, mandatory=False)
+            await channel.default_exchange.publish(retry, routing_key=lane.retry, mandatory=False)
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

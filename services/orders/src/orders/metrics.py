@@ -16,6 +16,7 @@ __all__ = [
     "OUTBOX_OLDEST_AGE",
     "PAYMENT_DURATION",
     "PAYMENT_ERRORS",
+    "REFUNDS",
     "STOCKOUTS",
     "TRANSITIONS",
 ]
@@ -40,9 +41,17 @@ PAYMENT_DURATION = Histogram(
 )
 PAYMENT_ERRORS = Counter("orders_payment_errors_total", "Failed payment provider calls")
 DLQ_MESSAGES = Counter("orders_dlq_messages_total", "Messages dead-lettered after their last attempt")
+REFUNDS = Counter(
+    "orders_refunds_total",
+    "Refunds the worker settled: refunded (money back), not_charged (nothing had been captured: the "
+    "payment was voided), dead_lettered (gave up: money may still be owed, act on it)",
+    ["outcome"],
+)
 
 # Every label value exists from start-up at 0, so rates and panels read 0 rather than "no data".
 for _status in Status:
     TRANSITIONS.labels(_status.value)
 for _reason in ("deadlock", "lock_timeout"):
     LOCK_RETRIES.labels(_reason)
+for _outcome in ("refunded", "not_charged", "dead_lettered"):
+    REFUNDS.labels(_outcome)

@@ -25,7 +25,8 @@ def _ok(name: str, description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
-        401: "missing or invalid credentials",
+        401: "missing or invalid credentials (also: a token whose user id or username is longer "
+        "than orders stores, 64 and 200 characters)",
         403: "not an admin token",
         404: "not found (also: another user's order)",
         409: "conflict: out of stock (names the item), illegal status change, or SKU taken",
@@ -149,7 +150,8 @@ def document() -> dict[str, Any]:
             },
             "/api/orders/{id}/cancel": {
                 "post": {
-                    "summary": "Cancel the caller's order unless fulfilled; its stock is released once",
+                    "summary": "Cancel the caller's order unless fulfilled; its stock is released once, "
+                    "and whatever was charged for it is refunded once (even a charge still in flight)",
                     "security": _USER,
                     "parameters": [_ID],
                     "responses": {"200": _ok("Order", "cancelled"), **_errors(401, 404, 409, 503)},
@@ -206,6 +208,7 @@ def document() -> dict[str, Any]:
                         "user_id",
                         "items",
                         "total_cents",
+                        "refund",
                         "created_at",
                         "updated_at",
                     ],
@@ -225,6 +228,23 @@ def document() -> dict[str, Any]:
                             },
                         },
                         "total_cents": {"type": "integer"},
+                        "refund": {
+                            "description": "null while no money is to go back; a cancelled (or "
+                            "payment_failed) order whose payment was under way is refunded: "
+                            "requested, then refunded (amount_cents) or not_charged (nothing had "
+                            "been captured; the payment was voided)",
+                            "oneOf": [
+                                {"type": "null"},
+                                {
+                                    "type": "object",
+                                    "required": ["status"],
+                                    "properties": {
+                                        "status": {"enum": ["requested", "refunded", "not_charged"]},
+                                        "amount_cents": {"type": "integer"},
+                                    },
+                                },
+                            ],
+                        },
                         "created_at": {"type": "string", "format": "date-time"},
                         "updated_at": {"type": "string", "format": "date-time"},
                     },

@@ -55,6 +55,11 @@ class OrdersSettings(ServiceSettings):
     worker_retry_delay_s: float = Field(default=2.0, gt=0)
     worker_prefetch: int = Field(default=16, gt=0)
     worker_message_timeout_s: float = Field(default=60.0, gt=0)
+    # A refund is money owed to a customer: more deliveries than a payment before it is dead-lettered
+    # (and alerted on), each failed one waiting twice as long as the one before, from
+    # WORKER_RETRY_DELAY_S up to REFUND_RETRY_MAX_S (with the defaults: about 14 minutes in all).
+    refund_attempts: int = Field(default=10, gt=0)
+    refund_retry_max_s: float = Field(default=300.0, gt=0)
     kafka_bootstrap: str | None = None
     kafka_topic: str = "events"
     # Partitions of ``kafka_topic`` if orders is the first to use it and creates it: the same default as

@@ -5,6 +5,9 @@
     pending → payment_failed → cancelled
 
 Entering ``cancelled`` releases the order's stock; since ``cancelled`` is final, that happens once.
+Entering ``cancelled`` or ``payment_failed`` while money may have been taken (``paid``, or a charge
+under way) also queues the order's refund, once (``lifecycle.refund_owed``): a status that owes nothing
+never keeps the customer's money.
 """
 
 from __future__ import annotations

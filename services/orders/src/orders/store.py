@@ -13,9 +13,25 @@ import aiomysql
 from orders.db import placeholders, transaction
 from orders.states import Status
 
-__all__ = ["Item", "Order", "fetch_orders", "list_orders", "load_order"]
+__all__ = [
+    "MAX_USERNAME",
+    "MAX_USER_ID",
+    "Item",
+    "Order",
+    "fetch_orders",
+    "list_orders",
+    "load_order",
+    "unstorable_claim",
+]
 
-_COLUMNS = "id, user_id, username, status, total_cents, payment_ref, email_sent_at, created_at, updated_at"
+# What the orders table stores (characters): orders.user_id VARCHAR(64), orders.username VARCHAR(200).
+MAX_USER_ID = 64
+MAX_USERNAME = 200
+
+_COLUMNS = (
+    "id, user_id, username, status, total_cents, payment_ref, email_sent_at, created_at, updated_at, "
+    "payment_attempts, refund_requested_at, refund_ref, refunded_cents, refund_email_sent_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +56,17 @@ class Order:
     email_sent: bool
     created_at: datetime
     updated_at: datetime
+    # Money going back (migration 0007); a new order has none of it.
+    payment_attempts: int = 0  # > 0: a charge may exist at the provider
+    refund_requested: bool = False
+    refund_ref: str | None = None
+    refunded_cents: int | None = None  # recorded: > 0 refunded, 0 nothing had been captured
+    refund_email_sent: bool = False
+
+    @property
+    def payment_may_exist(self) -> bool:
+        """Money may have been taken: the order is paid, or the worker set out to charge it."""
+        return self.status in (Status.PAID, Status.FULFILLED) or self.payment_attempts > 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,9 +75,18 @@ class Order:
             "user_id": self.user_id,
             "items": [item.to_json() for item in self.items],
             "total_cents": self.total_cents,
+            "refund": self.refund_json(),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }
+
+    def refund_json(self) -> dict[str, Any] | None:
+        """``None`` (no money to give back), then ``requested``, then ``refunded`` or ``not_charged``."""
+        if self.refunded_cents is not None:
+            if self.refunded_cents > 0:
+                return {"status": "refunded", "amount_cents": self.refunded_cents}
+            return {"status": "not_charged", "amount_cents": 0}
+        return {"status": "requested"} if self.refund_requested else None
 
     def event(self, status: Status) -> dict[str, Any]:
         """The outbox payload for this order entering ``status``.
@@ -66,6 +102,25 @@ class Order:
             "items": [item.to_json() for item in self.items],
             "ts": int(time.time() * 1000),
         }
+
+
+def unstorable_claim(user_id: str, username: str) -> str | None:
+    """Why a token's identity cannot be stored as it is, or ``None``.
+
+    The placing procedure reads its arguments through ``JSON_TABLE``, which truncates a long value with
+    a warning instead of failing: a 65-character id would be stored as its 64-character prefix, which
+    is someone else's id. So the caller is refused instead; so is text that is not valid UTF-8.
+    """
+    if not 0 < len(user_id) <= MAX_USER_ID:
+        return f"user id (sub) must be 1-{MAX_USER_ID} characters"
+    if len(username) > MAX_USERNAME:
+        return f"username must be at most {MAX_USERNAME} characters"
+    try:
+        user_id.encode()
+        username.encode()
+    except UnicodeEncodeError:
+        return "user id and username must be valid UTF-8"
+    return None
 
 
 def _iso(value: datetime) -> str:
@@ -84,6 +139,11 @@ def _order(row: tuple[Any, ...], items: tuple[Item, ...]) -> Order:
         email_sent=row[6] is not None,
         created_at=row[7],
         updated_at=row[8],
+        payment_attempts=row[9],
+        refund_requested=row[10] is not None,
+        refund_ref=row[11],
+        refunded_cents=None if row[12] is None else int(row[12]),
+        refund_email_sent=row[13] is not None,
     )
 
 
