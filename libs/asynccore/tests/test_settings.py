@@ -91,7 +91,9 @@ def test_environment_and_overrides_are_typed(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.jwt_secret.get_secret_value() not in repr(settings)
 
 
-@pytest.mark.parametrize("value", [None, "", "published-default-secret", "x" * 31])
+@pytest.mark.parametrize(
+    "value", [None, "", "published-default-secret", "x" * 31, "change-me-to-32-random-bytes-or-more-jwt"]
+)
 def test_a_missing_or_short_jwt_secret_stops_start_up_naming_it(
     value: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,7 +26,8 @@ AMQP_URL = server_url("AMQP") + "/"
 JWT_SECRET = "orders-test-secret-of-at-least-32-bytes"
 # Processes the tests start read it from the environment (services have no default secret).
 os.environ.setdefault("JWT_SECRET", JWT_SECRET)
-ADMIN_TOKEN = "orders-test-admin-token"
+ADMIN_TOKEN = "orders-test-admin-token-of-at-least-32-bytes"
+os.environ.setdefault("ORDERS_ADMIN_TOKEN", ADMIN_TOKEN)
 
 
 Headers = dict[str, str]

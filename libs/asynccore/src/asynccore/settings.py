@@ -47,7 +47,10 @@ MIN_SECRET_BYTES = 32
 
 
 def strong_secret(value: SecretStr) -> SecretStr:
-    """A secret of at least 32 bytes (a field validator for every token and key a service is given)."""
+    """A secret of at least 32 bytes that is not a published placeholder (a field validator for every
+    token and key a service is given)."""
+    if "change-me" in value.get_secret_value().lower():
+        raise ValueError("is still the .env.example placeholder: replace it with a random value")
     if len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
         hint = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (e.g. {hint})")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from asynccore.settings import ServiceSettings
+from asynccore.settings import ServiceSettings, strong_secret
 
 __all__ = ["OrdersSettings"]
 
@@ -42,7 +42,9 @@ class OrdersSettings(ServiceSettings):
     smtp_port: int = Field(default=2525, gt=0, lt=65536)
     smtp_timeout_s: float = Field(default=5.0, gt=0)
     mail_from: str = "orders@asyncstack.test"
-    orders_admin_token: SecretStr = SecretStr("dev-admin-token-change-me")
+    # Bearer token of the admin endpoints (catalogue, restock): required, 32 bytes at least, no default.
+    orders_admin_token: SecretStr
+
     # Unpaid orders (pending, or payment_failed) are cancelled after this long and release their stock.
     order_expiry_s: float = Field(default=900.0, gt=0)
     expiry_interval_s: float = Field(default=5.0, gt=0)
@@ -65,3 +67,8 @@ class OrdersSettings(ServiceSettings):
     # Partitions of ``kafka_topic`` if orders is the first to use it and creates it: the same default as
     # the stream service's STREAM_PARTITIONS (whichever service starts first creates the topic).
     kafka_topic_partitions: int = Field(default=16, gt=0)
+
+    @field_validator("orders_admin_token")
+    @classmethod
+    def _admin_token_strong(cls, value: SecretStr) -> SecretStr:
+        return strong_secret(value)
