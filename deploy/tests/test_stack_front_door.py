@@ -1,4 +1,5 @@
-"""nginx as the front door: routing per the contract table, request ids, write limits, JSON errors.
+"""nginx as the front door: routing per the contract table, request ids, write limits, JSON errors;
+and the one door: the services behind it listen on loopback only (limits: test_stack_limits.py).
 
 Routing is read back from nginx's own JSON access log (``upstream_addr`` of the request with our
 X-Request-ID), so it is checked for every contract path whether or not that service exists yet.
@@ -7,11 +8,13 @@ X-Request-ID), so it is checked for every contract path whether or not that serv
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import subprocess
 
 import aiohttp
+import psutil
 import pytest
-from conftest import HEX_ID, Stack
+from conftest import HEX_ID, PROCESS_PORTS, Stack
 
 from asynccore.testing import wait_until
 
@@ -213,3 +216,31 @@ def test_nginx_accepts_the_generated_config(stack: Stack) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert "test is successful" in checked.stderr
+
+
+# The stack's Python services: asynccore's run() binds BIND_HOST, which the runner sets to loopback.
+SERVICE_PROCESSES = [
+    "blog1",
+    "blog2",
+    "orders1",
+    "orders2",
+    "orders-worker",
+    "payment-sandbox",
+    "smtp-sink",
+    "stream1",
+    "stream2",
+]
+
+
+@pytest.mark.parametrize("process", SERVICE_PROCESSES)
+def test_a_service_listens_on_loopback_only(stack: Stack, process: str) -> None:
+    if process not in stack.processes:
+        pytest.skip(f"{process} is not part of this stack")
+    pid = stack.listener_pid(stack.port(PROCESS_PORTS[process]))
+    addresses = {
+        conn.laddr.ip
+        for conn in psutil.Process(pid).net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+    assert addresses
+    assert all(ipaddress.ip_address(ip).is_loopback for ip in addresses), addresses

@@ -4,8 +4,9 @@
 in-flight count — which :func:`add_routes` wraps around every route handler as it is registered;
 it adds ``/healthz``, ``/readyz`` and ``/metrics``, and registers resources as ``cleanup_ctx``
 generators in the order given (open top to bottom, close bottom to top). ``run`` installs uvloop and
-serves until SIGTERM/SIGINT, then drains in-flight requests and supervised tasks within
-``shutdown_timeout_s``.
+serves on ``bind_host`` until SIGTERM/SIGINT, then drains in-flight requests and supervised tasks
+within ``shutdown_timeout_s`` (one bound for both), closes the resources and exits; repeated signals
+change nothing, and a close that hangs is cut off :data:`STOP_GRACE_S` after the drain bound.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import functools
 import gc
 import inspect
 import logging
+import os
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from time import perf_counter
 
@@ -39,10 +44,13 @@ __all__ = [
     "READINESS",
     "SERVICE",
     "SETTINGS",
+    "SHUTDOWN",
+    "STOP_GRACE_S",
     "TASKS",
     "CleanupCtx",
     "Edge",
     "ReadinessCheck",
+    "Shutdown",
     "add_readiness_check",
     "add_routes",
     "create_app",
@@ -64,6 +72,39 @@ READINESS = web.AppKey("readiness", dict[str, ReadinessCheck])
 READINESS_TIMEOUT_S = 2.0
 # aiohttp's default of 128 overflows when a flash crowd opens a thousand connections at once.
 LISTEN_BACKLOG = 2048
+# Idle keepalive connections: nginx closes its own (60 s) before the service would (75 s).
+KEEPALIVE_TIMEOUT_S = 75.0
+# After the drain bound (shutdown_timeout_s), the time resources get to close - and cancelled
+# background tasks to unwind - before the process is ended whatever still runs.
+STOP_GRACE_S = 3.0
+# Cancelled background tasks get at least this long to unwind, even when requests used up the drain.
+TASK_UNWIND_MIN_S = 0.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Shutdown:
+    """The app's stop: when it began, so in-flight requests and background tasks share one bound."""
+
+    def __init__(self, drain_s: float) -> None:
+        self.drain_s = drain_s
+        self.deadline: float | None = None  # time.monotonic() by which the drain must be over
+
+    @property
+    def begun(self) -> bool:
+        return self.deadline is not None
+
+    def begin(self) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.drain_s
+
+    def remaining_s(self) -> float:
+        """What is left of the drain bound (all of it while no stop has begun, as under a test client)."""
+        if self.deadline is None:
+            return self.drain_s
+        return max(self.deadline - time.monotonic(), 0.0)
+
+
+SHUTDOWN = web.AppKey("shutdown", Shutdown)
 
 
 def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) -> None:
@@ -268,16 +309,16 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-def _drain_tasks_ctx(drain_timeout_s: float) -> CleanupCtx:
+def _drain_tasks_ctx(shutdown: Shutdown) -> CleanupCtx:
     """Registered last, so it is torn down first: tasks drain while the resources they use are open.
 
     aiohttp tears ``cleanup_ctx`` down only after in-flight requests finished, so a task a handler
-    spawned just before shutdown is drained too.
+    spawned just before shutdown is drained too - within what the requests left of the drain bound.
     """
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         yield
-        await app[TASKS].close(drain_timeout_s)
+        await app[TASKS].close(max(shutdown.remaining_s(), TASK_UNWIND_MIN_S))
 
     return ctx
 
@@ -299,6 +340,7 @@ def create_app(
     app[SETTINGS] = settings
     app[READINESS] = {}
     app[TASKS] = Supervisor(service)
+    app[SHUTDOWN] = Shutdown(settings.shutdown_timeout_s)
     health = [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_handler)]
     add_routes(app, health)
     app.on_startup.append(_seal_routes)
@@ -306,7 +348,7 @@ def create_app(
         [
             loop_lag_ctx(service, warn_after_s=settings.slow_callback_s),
             *resources,
-            _drain_tasks_ctx(settings.shutdown_timeout_s),
+            _drain_tasks_ctx(app[SHUTDOWN]),
         ]
     )
     return app
@@ -323,19 +365,118 @@ async def _freeze_startup_heap(app: web.Application) -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def run(app: web.Application, port: int, host: str = "0.0.0.0") -> None:
-    """Serve ``app`` on uvloop (``EVENT_LOOP=asyncio``: the stdlib loop) until SIGTERM/SIGINT, then drain."""
+def run(app: web.Application, port: int, host: str | None = None) -> None:
+    """Serve ``app`` on ``host`` (default: the ``bind_host`` setting) on uvloop (``EVENT_LOOP=asyncio``:
+    the stdlib loop) until SIGTERM/SIGINT, then drain, close and return.
+
+    A process's main: once a stop has begun the process has ``shutdown_timeout_s`` +
+    :data:`STOP_GRACE_S` to be gone, or it is ended (exit status 1) with a log line naming the threads
+    still running.
+    """
     settings = app[SETTINGS]
     configure_logging(app[SERVICE], settings.log_level, json=settings.log_json)
     app.on_startup.append(_freeze_startup_heap)
+    loop = uvloop.new_event_loop() if settings.event_loop == "uvloop" else asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve(app, settings.bind_host if host is None else host, port))
+    finally:
+        try:
+            _cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()  # restores the signals' default action (the end of the process) ...
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)  # ... which one more signal must not take now
 
-    web.run_app(
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    """Start, serve until a stop signal, then drain and close: the one place a service stops.
+
+    The first SIGTERM/SIGINT begins the stop; any later one is only logged. aiohttp's own handler
+    would raise again out of the loop while ``cleanup_ctx`` closes, cutting the close short (the
+    blog's aiosqlite threads then kept the process alive forever). A signal during start-up cancels
+    the start-up, and what had opened is closed.
+    """
+    loop = asyncio.get_running_loop()
+    service, shutdown = app[SERVICE], app[SHUTDOWN]
+    runner = web.AppRunner(
         app,
-        host=host,
-        port=port,
-        shutdown_timeout=settings.shutdown_timeout_s,
+        handle_signals=False,
         access_log=None,  # no text access log: nginx writes one, and the edge records RED
-        backlog=LISTEN_BACKLOG,
-        loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else asyncio.new_event_loop(),
-        print=lambda *_: log.info("%s listening on %s:%d", app[SERVICE], host, port),
+        shutdown_timeout=shutdown.drain_s,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
     )
+    starting = loop.create_task(runner.setup(), name=f"{service}-start-up")
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.info("%s again: already stopping", sig.name)
+            return
+        log.info("%s: stopping (drain within %gs)", sig.name, shutdown.drain_s)
+        _begin_stop(service, shutdown)
+        stop.set()
+        starting.cancel()  # nothing once start-up is over
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        try:
+            await starting
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            log.info("%s stopped during start-up", service)
+            return
+        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+        await site.start()
+        log.info("%s listening on %s:%d", service, host, port)
+        await stop.wait()
+    finally:
+        _begin_stop(service, shutdown)  # also when start-up or serving failed: close what opened
+        await runner.cleanup()
+
+
+def _begin_stop(service: str, shutdown: Shutdown) -> None:
+    """Start the drain's clock and a watchdog that ends the process if stopping outlasts it."""
+    if shutdown.begun:
+        return
+    shutdown.begin()
+    bound_s = shutdown.drain_s + STOP_GRACE_S
+
+    def give_up() -> None:
+        running = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+        log.error(
+            "%s still running %gs after the stop began (threads: %s): exiting anyway",
+            service,
+            bound_s,
+            ", ".join(running),
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    # A daemon: it never keeps the process alive itself, and it fires even while the interpreter's
+    # exit waits for a thread that will never end.
+    watchdog = threading.Timer(bound_s, give_up)
+    watchdog.name = "stop-watchdog"
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel tasks nobody owned (the app's own were drained) and wait for them, as asyncio.run does."""
+    leftovers = asyncio.all_tasks(loop)
+    if not leftovers:
+        return
+    for task in leftovers:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+    for task in leftovers:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {"message": "unhandled exception at shutdown", "exception": task.exception(), "task": task}
+            )
