@@ -144,14 +144,14 @@ def python_services() -> dict[str, str]:
     }
 
 
-def settings_class(script: str) -> type[ServiceSettings]:
+def settings_class(script: str) -> type[BaseSettings]:
     found = written_settings_class(script)
     if found is None:
         pytest.skip(f"{script}: module {console_scripts()[script][1]} is not written yet")
     return found
 
 
-def written_settings_class(script: str) -> type[ServiceSettings] | None:
+def written_settings_class(script: str) -> type[BaseSettings] | None:
     """The settings class the script's module uses; None while that module is not written."""
     module_name = console_scripts()[script][1].split(":")[0]
     try:
@@ -173,7 +173,7 @@ def written_settings_class(script: str) -> type[ServiceSettings] | None:
     return found.pop()
 
 
-def env_vars(cls: type[ServiceSettings]) -> dict[str, Any]:
+def env_vars(cls: type[BaseSettings]) -> dict[str, Any]:
     """Environment variable -> field info, as pydantic-settings reads them."""
     prefix = cls.model_config.get("env_prefix", "")
     return {

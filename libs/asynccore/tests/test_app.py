@@ -87,7 +87,8 @@ async def test_readyz_is_503_naming_the_dependency_nothing_listens_on(listener: 
         body = await resp.json()
         assert body["status"] == "unavailable"
         assert list(body["failing"]) == ["payments"]
-        assert "ConnectionRefusedError" in body["failing"]["payments"]
+        # The dependency is named; the driver's error text (addresses, versions) stays in the log.
+        assert body["failing"]["payments"] == "unavailable"
 
 
 async def test_readyz_follows_a_real_redis_through_a_cut_and_a_restore() -> None:
@@ -129,7 +130,7 @@ async def test_readyz_bounds_a_hanging_check(listener: int) -> None:
         started = time.monotonic()
         resp = await client.get("/readyz")
         assert resp.status == 503
-        assert (await resp.json())["failing"] == {"slowdb": "TimeoutError"}
+        assert (await resp.json())["failing"] == {"slowdb": "timed out"}
         assert time.monotonic() - started < 4
 
 

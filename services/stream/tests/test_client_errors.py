@@ -51,11 +51,6 @@ async def test_malformed_requests_are_client_errors_logged_in_one_line(
     assert len(bad) >= 4 and all("\n" not in r.getMessage() for r in bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asynccore's /readyz puts the driver's error text in its public body (a change to asynccore.app "
-    "readyz, proposed in the stream's issue-16 report); remove this marker once it lands",
-)
 async def test_readyz_names_the_failing_dependency_without_the_driver_text(
     kafka: KafkaBroker, topics: Topics, prefix: str
 ) -> None:

@@ -27,6 +27,7 @@ import orjson
 import uvloop
 from aiohttp import web
 
+from asynccore import client_errors
 from asynccore.errors import ApiError, error_response
 from asynccore.limits import DeadlineSweeper
 from asynccore.logs import (
@@ -70,6 +71,7 @@ TASKS = web.AppKey("tasks", Supervisor)
 READINESS = web.AppKey("readiness", dict[str, ReadinessCheck])
 
 READINESS_TIMEOUT_S = 2.0
+READINESS_LOG_EVERY_S = 10.0
 # aiohttp's default of 128 overflows when a flash crowd opens a thousand connections at once.
 LISTEN_BACKLOG = 2048
 # Idle keepalive connections: nginx closes its own (60 s) before the service would (75 s).
@@ -105,6 +107,7 @@ class Shutdown:
 
 
 SHUTDOWN = web.AppKey("shutdown", Shutdown)
+_READINESS_LOGGED = web.AppKey("readiness_logged", dict[str, float])  # dependency -> last WARNING
 
 
 def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) -> None:
@@ -289,21 +292,30 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200, or 503 naming each failing dependency - ``"unavailable"`` or ``"timed out"``, never the
+    driver's error text (addresses, versions, paths), which goes to the log instead: a WARNING per
+    dependency at most every :data:`READINESS_LOG_EVERY_S`, without a traceback."""
     checks = request.app[READINESS]
+    logged = request.app[_READINESS_LOGGED]
 
-    async def probe(check: ReadinessCheck) -> str | None:
+    async def probe(name: str, check: ReadinessCheck) -> str | None:
         try:
             async with asyncio.timeout(READINESS_TIMEOUT_S):
                 await check()
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            now = time.monotonic()
+            if now - logged.get(name, -READINESS_LOG_EVERY_S) >= READINESS_LOG_EVERY_S:
+                logged[name] = now
+                log.warning("not ready: %s: %s: %s", name, type(exc).__name__, exc)
+            return "timed out" if isinstance(exc, TimeoutError) else "unavailable"
         return None
 
-    results = await asyncio.gather(*(probe(check) for check in checks.values()))
+    results = await asyncio.gather(*(probe(name, check) for name, check in checks.items()))
     failing = {name: err for name, err in zip(checks, results, strict=True) if err is not None}
-    body = {"status": "unavailable" if failing else "ready", "service": request.app[SERVICE]}
+    body: dict[str, object] = {"status": "unavailable" if failing else "ready"}
+    body["service"] = request.app[SERVICE]
     if failing:
-        body["failing"] = failing  # type: ignore[assignment]
+        body["failing"] = failing
     return web.Response(
         status=503 if failing else 200, body=orjson.dumps(body), content_type="application/json"
     )
@@ -334,11 +346,13 @@ def create_app(
     Give every resource that background tasks use through ``resources``: they open in order, and
     close (in reverse) only after supervised tasks have drained.
     """
+    client_errors.install()  # a request aiohttp cannot parse is logged as the client's error
     app = web.Application(client_max_size=settings.client_max_size)
     app[EDGE] = Edge(service, settings.request_timeout_s)
     app[SERVICE] = service
     app[SETTINGS] = settings
     app[READINESS] = {}
+    app[_READINESS_LOGGED] = {}
     app[TASKS] = Supervisor(service)
     app[SHUTDOWN] = Shutdown(settings.shutdown_timeout_s)
     health = [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_handler)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from asynccore.app import create_app
-from blog import client_errors
 from blog.api import add_api_routes
 from blog.cors import enable_cors
 from blog.resources import BLOG, resources
@@ -16,7 +15,6 @@ __all__ = ["build_app"]
 
 
 def build_app(settings: BlogSettings) -> web.Application:
-    client_errors.install()
     app = create_app("blog", settings, resources=resources(settings))
     app[BLOG] = settings
     add_api_routes(app)

@@ -13,7 +13,7 @@ from aiohttp import web
 from asynccore.app import TASKS, CleanupCtx, create_app
 from asynccore.kafka import ensure_topics
 from asynccore.pools.redis import open_redis, redis_pool
-from stream import client_errors, queries
+from stream import queries
 from stream.api import KEYS, LIVE, LIVE_LIMITS, REDIS, add_api_routes
 from stream.consumer import Consumer
 from stream.kafka import PRODUCER, kafka_producer
@@ -31,7 +31,6 @@ TOP_REFRESH_S = 5.0
 
 
 def build_app(settings: StreamSettings) -> web.Application:
-    client_errors.install()
     keys = Keys(settings.stream_redis_prefix)
     resources = [
         redis_pool(REDIS, settings.redis_url),

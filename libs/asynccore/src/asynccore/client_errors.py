@@ -6,8 +6,7 @@ chunk) with a 400 by itself, before any handler or the shared edge sees it, and 
 reads like a server fault, and as many lines as a scanner cares to send. This filter turns each into one
 INFO line naming the status and the parser's reason (printable, cut short); anything else aiohttp logs
 is left as it is. (The edge answers the 4xx a handler raises without logging: RED counts them.)
-
-The blog has the same filter (``blog.client_errors``): it belongs in asynccore, for every service.
+:func:`asynccore.app.create_app` installs it for every service.
 """
 
 from __future__ import annotations
