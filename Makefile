@@ -6,15 +6,28 @@ UV := uv
 PKGS := libs/asynccore services/blog services/orders services/stream loadtests deploy
 SCENARIO ?= blog
 
-.PHONY: help bootstrap uv sync services run test test-unit test-stack lint bench load up down warm \
+.PHONY: help bootstrap uv sync services run logs test test-unit test-stack lint bench load up down warm \
 	bench-asynccore bench-blog bench-orders bench-stream bench-async-vs-sync bench-report dashboards
 
 help:
-	@echo "make run     the whole stack in the foreground (Ctrl-C stops it)"
-	@echo "make test    everything the project checks (what CI runs)"
-	@echo "make lint    ruff + mypy"
-	@echo "make bench   every benchmark; make load SCENARIO=blog one locust scenario"
-	@echo "make up/down the stack on a docker host"
+	@echo "make run              the whole stack in the foreground (Ctrl-C stops it); DEMO=0 starts it empty"
+	@echo "make logs             follow every process's log of the running stack (ASYNCSTACK_RUN_DIR)"
+	@echo "make test             everything the project checks (what CI runs)"
+	@echo "make test-unit        the tests that need no local stack"
+	@echo "make test-stack       only the stack tests (deploy/tests and others marked stack)"
+	@echo "make lint             ruff + mypy"
+	@echo "make services         install and start Redis, MariaDB, RabbitMQ; fetch the Kafka jars"
+	@echo "make bench            every benchmark, then the report (BENCHMARKS.md) and the dashboards"
+	@echo "make bench-asynccore  RED metrics and the shared stack against bare aiohttp"
+	@echo "make bench-blog       cache hits vs ceiling, uncached, churn, cold-key burst"
+	@echo "make bench-orders     flash sale vs a naive locking baseline"
+	@echo "make bench-stream     events/s vs a plain aiokafka loop, freshness, the broker's CPU share"
+	@echo "make bench-async-vs-sync  the blog against a gunicorn/Flask baseline"
+	@echo "make bench-report     every benchmark into BENCHMARKS.md (QUICK=1 for a short run)"
+	@echo "make load SCENARIO=x  one locust scenario against the running stack (blog|flash_sale|stream_ingest|shop_day)"
+	@echo "make warm             crawl the running site: warm the blog cache, fail on a broken link"
+	@echo "make dashboards       regenerate the Grafana dashboards"
+	@echo "make up / make down   the stack on a docker host (cp .env.example .env first)"
 
 uv:
 	@command -v uv >/dev/null || python3 -m pip install --quiet --user uv==0.13.9 || python3 -m pip install --quiet uv==0.13.9
@@ -60,7 +73,13 @@ test-stack: bootstrap
 run: bootstrap
 	@bash deploy/local/run
 
-bench: bench-asynccore bench-blog bench-orders bench-stream bench-async-vs-sync bench-report dashboards
+# Every process of the running stack logs to $(ASYNCSTACK_RUN_DIR)/logs/<process>.log (JSON for the services).
+logs:
+	@dir=$${ASYNCSTACK_RUN_DIR:-/tmp/asyncstack}/logs; test -d $$dir || { echo "no $$dir: is make run up?"; exit 1; }; \
+		exec tail -n 20 -F $$dir/*.log
+
+# The report runs every benchmark itself (and writes BENCHMARKS.md), then the dashboards are regenerated.
+bench: bench-report dashboards
 
 bench-asynccore: bootstrap
 	$(UV) run python -m loadtests.bench.asynccore_red
@@ -73,6 +92,13 @@ bench-orders: bootstrap
 
 bench-stream: bootstrap
 	$(UV) run python -m loadtests.bench.stream
+
+bench-async-vs-sync: bootstrap
+	$(UV) run python -m loadtests.bench.async_vs_sync
+
+# Every benchmark in one go, rewriting BENCHMARKS.md; QUICK=1 for a shorter run.
+bench-report: bootstrap
+	$(UV) run python -m loadtests.bench.report $(if $(QUICK),--quick)
 
 # Crawl the running site through nginx: warms the blog cache and fails on any broken link.
 warm: sync
