@@ -6,7 +6,7 @@ UV := uv
 PKGS := libs/asynccore services/blog services/orders services/stream loadtests deploy
 SCENARIO ?= blog
 
-.PHONY: help bootstrap uv sync services run logs test test-unit test-stack lint bench load up down warm \
+.PHONY: help bootstrap uv sync services browser run logs test test-unit test-stack lint bench load up down warm \
 	bench-asynccore bench-blog bench-orders bench-stream bench-async-vs-sync bench-report dashboards
 
 help:
@@ -40,13 +40,19 @@ sync: uv
 services:
 	@bash deploy/local/ensure-services
 
-bootstrap: sync services
+# playwright-core for the blog's browser tests (Chromium itself is Debian's, from ensure-services);
+# the stamp keeps a second run from installing again.
+browser:
+	@cd services/blog/browser && { [ node_modules/.stamp -nt package-lock.json ] || \
+		{ npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.stamp; }; }
+
+bootstrap: sync services browser
 
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src \
-		deploy/local/nginx_exporter.py deploy/tests deploy/grafana/generate.py
+		deploy/tests deploy/grafana/generate.py
 
 # One pytest per package (each has its own conftest), in asyncio debug mode so a forgotten await fails;
 # exit 5 = "no tests collected" is not a failure.

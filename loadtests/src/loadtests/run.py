@@ -75,7 +75,13 @@ def run(name: str, *, smoke: bool, host: str | None) -> int:
         print(f"{name}: locust did not stop within {budget}s", file=sys.stderr)
         return 3
     stats = slo.read_stats(out / f"{name}_stats.csv")
-    breaches = slo.check(stats, config.get("slo", {}))
+    objectives = dict(config.get("slo", {}))
+    if smoke:
+        # A few users for seconds give a few dozen samples per endpoint on a shared machine: their p95
+        # is printed, not judged (performance is measured by `make load` and the benchmarks). A smoke
+        # run still fails on errors, and on an endpoint that was never requested.
+        objectives["endpoints"] = {key: {} for key in objectives.get("endpoints", {})}
+    breaches = slo.check(stats, objectives)
     for row in stats.values():
         latency = f"p95={row.p95_ms:g}ms p99={row.p99_ms:g}ms"
         print(f"  {row.key:<40} n={row.requests:<7} fail={row.failures:<5} {latency}")
@@ -84,7 +90,13 @@ def run(name: str, *, smoke: bool, host: str | None) -> int:
     if locust.returncode != 0:
         print(f"{name}: scenario checks failed (locust exit {locust.returncode})", file=sys.stderr)
     ok = not breaches and locust.returncode == 0
-    print(f"{name}: {'SLOs met' if ok else 'FAILED'}; report {out / 'report.html'}")
+    verdict = f"{name}: {'SLOs met' if ok else 'FAILED'}; report {out / 'report.html'}"
+    print(verdict)
+    # The verdict beside locust's HTML and CSV, so a report folder says whether the run passed.
+    lines = [verdict, *(str(breach) for breach in breaches)]
+    if locust.returncode != 0:
+        lines.append(f"scenario checks failed (locust exit {locust.returncode})")
+    (out / "verdict.txt").write_text("\n".join(lines) + "\n")
     return 0 if ok else 1
 
 
