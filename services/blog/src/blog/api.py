@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from asynccore.apidocs import add_docs_routes
 from asynccore.app import add_routes
 from asynccore.auth import optional_caller, require_caller
 from asynccore.errors import ApiError
@@ -24,6 +25,7 @@ from blog.inputs import (
     article_filters,
     read_body,
 )
+from blog.pages import SITE_NAME
 from blog.resources import BLOG, CACHE, DB, PASSWORDS
 from blog.responses import JSON, Shape, send_cached
 
@@ -257,3 +259,4 @@ def add_api_routes(app: web.Application) -> None:
             web.get("/api/openapi.json", openapi),
         ],
     )
+    add_docs_routes(app, "/api/openapi.json", title=f"{SITE_NAME} (blog) API")  # /api/docs

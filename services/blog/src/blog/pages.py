@@ -7,6 +7,7 @@ miss only, and its ETag lets browsers and crawlers revalidate with a 304 instead
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "Site",
     "article_key",
     "article_page",
+    "below_title",
     "home_page",
     "not_found_page",
     "profile_page",
@@ -43,6 +45,8 @@ PAGE = "page"  # the cache family of rendered pages
 # carries its ETag, so browsers may keep it long and still see a new one at once.
 _CSS = (Path(__file__).parent / "static" / "site.css").read_bytes()
 STYLESHEET = Entry(_CSS, etag_of(_CSS), (), 0.0)
+# A heading tag, opening or closing, in sanitised HTML.
+_HEADING = re.compile(r"<(/?)h([1-6])\b")
 
 
 def _text_only(value: Any) -> Any:
@@ -136,6 +140,14 @@ async def profile_page(site: Site, username: str, page: int) -> Entry:
     return await site.cache.get(PAGE, f"profile:{page}:{username}", _listing_deps(), load)
 
 
+def below_title(body_html: Markup) -> Markup:
+    """An article's rendered body with every heading one level down (``#`` is an ``h2``; an ``h6``
+    stays one), so the title is the page's only ``h1`` and the outline stays in order. The body is
+    sanitised HTML, where text carries ``<`` escaped: only tags match (an ``<h1`` inside an attribute
+    value would be renamed too, which changes that text and nothing else)."""
+    return Markup(_HEADING.sub(lambda m: f"<{m[1]}h{min(int(m[2]) + 1, 6)}", body_html))
+
+
 def article_key(slug: str) -> str:
     return "article:" + slug
 
@@ -147,7 +159,7 @@ async def article_page(site: Site, slug: str) -> Entry:
         return site.render(
             "article.html",
             article=article,
-            body_html=render_markdown(article["body"]),
+            body_html=below_title(render_markdown(article["body"])),
             comments=thread,
             canonical=f"/article/{quote(slug, safe='')}",
         )

@@ -1,4 +1,12 @@
-"""The server-rendered site (``/``, ``/article/…``, ``/tag/…``, ``/profile/…``, sitemap, feed)."""
+"""The server-rendered site (``/``, ``/article/…``, ``/tag/…``, ``/profile/…``, sitemap, feed).
+
+A page that does not exist is the site's HTML 404 page: a missing article, tag, profile or page
+number, and any path a person types that nothing serves (``/login``, ``/editor``, ``/register`` …).
+The rule is the path, not the ``Accept`` header: a GET or HEAD outside ``/api/`` is a page request,
+answered in HTML; everything under ``/api/`` is API and its unknowns stay JSON (whatever a client
+accepts), and so does a write to a path that does not exist. A known path asked with the wrong
+method is still a JSON 405 naming the methods it allows.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ from aiohttp import web
 
 from asynccore.app import EDGE, add_routes
 from asynccore.errors import ApiError
+from asynccore.metrics import UNMATCHED
 from blog import feeds, pages
 from blog.cache import Entry
 from blog.inputs import page_param
@@ -36,21 +45,26 @@ BROWSER_HEADERS = {
 STATIC_MAX_AGE_S = 7 * 24 * 3600  # its URL changes with its content (?v=<etag>)
 # How pages of each content type are sent (the cache policy comes from the settings): built once.
 SHAPES = web.AppKey("blog_page_shapes", dict[str, Shape])
+# Any path outside /api/ (and /api itself, which is no API either): the pages' catch-all.
+NOT_API = r"/{path:(?!api/).*}"
+PAGE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _not_found(request: web.Request) -> web.Response:
+    body = pages.not_found_page(request.app[SITE])
+    return web.Response(status=404, body=body, content_type="text/html", headers=BROWSER_HEADERS)
 
 
 async def _send(
     request: web.Request, produce: Callable[[], Awaitable[Entry]], content_type: str = HTML
 ) -> web.Response:
     """The page ``produce`` makes, with ETag/304 and Cache-Control; a missing one is an HTML 404."""
-    site = request.app[SITE]
     try:
         entry = await produce()
     except ApiError as exc:
         if exc.status not in (404, 422):  # 422: a malformed ?page= names no page either
             raise
-        return web.Response(
-            status=404, body=pages.not_found_page(site), content_type="text/html", headers=BROWSER_HEADERS
-        )
+        return _not_found(request)
     return send_cached(request, entry, request.app[SHAPES][content_type])
 
 
@@ -95,6 +109,23 @@ async def stylesheet(request: web.Request) -> web.Response:
     return send_cached(request, pages.STYLESHEET, request.app[SHAPES][CSS])
 
 
+async def no_such_page(request: web.Request) -> web.Response:
+    """The catch-all outside ``/api/``: the HTML 404 page for a page request; otherwise what the shared
+    edge answers any unmatched request (a JSON 405 naming the allowed methods, or a JSON 404)."""
+    own = request.match_info.route.resource
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not own:
+            match, methods = await resource.resolve(request)
+            if match is None:  # the path is known, the method is not
+                allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    if request.method in PAGE_METHODS:
+        return _not_found(request)
+    raise web.HTTPNotFound()
+
+
 def add_site_routes(app: web.Application) -> None:
     policy = f"public, max-age={app[BLOG].blog_page_max_age_s}"
     app[SHAPES] = {
@@ -116,3 +147,6 @@ def add_site_routes(app: web.Application) -> None:
             web.get("/static/site.css", stylesheet),
         ],
     )
+    # Last of the blog's routes, so it only takes what no other route does (routes added after it
+    # under "/" would never be reached). Counted as unmatched in RED, like the edge's own catch-all.
+    app.router.add_route("*", NOT_API, app[EDGE].wrap(no_such_page, route=UNMATCHED))

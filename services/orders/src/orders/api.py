@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from asynccore.apidocs import add_docs_routes
 from asynccore.app import add_routes
 from asynccore.auth import Caller, require_caller
 from asynccore.errors import ApiError
@@ -183,3 +184,4 @@ def routes(app: web.Application) -> None:
             web.post(r"/api/orders/{id:\d+}/fulfil", fulfil_order),
         ],
     )
+    add_docs_routes(app, "/api/orders/openapi.json")  # /api/orders/docs

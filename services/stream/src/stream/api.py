@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
+from asynccore.apidocs import add_docs_routes
 from asynccore.app import SETTINGS, add_routes, no_deadline
 from asynccore.errors import ApiError
 from asynccore.params import int_param
@@ -132,3 +133,4 @@ def add_api_routes(app: web.Application) -> None:
             web.get("/api/live", get_live),
         ],
     )
+    add_docs_routes(app, "/api/analytics/openapi.json")  # /api/analytics/docs
