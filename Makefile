@@ -52,7 +52,7 @@ lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src \
-		deploy/tests deploy/grafana/generate.py
+		deploy/tests deploy/grafana/generate.py deploy/local/seed.py
 
 # One pytest per package (each has its own conftest), in asyncio debug mode so a forgotten await fails;
 # exit 5 = "no tests collected" is not a failure.

@@ -306,14 +306,44 @@ OVERVIEW_RESILIENCE = [
 ]
 
 
+# The front door as nginx itself counts it (stub_status through the NGINX Prometheus exporter, job
+# nginx): every request, including those nginx answers without a service (limits, static errors).
+OVERVIEW_NGINX = [
+    timeseries(
+        "nginx connections",
+        Q("sum(nginx_connections_active)", "active"),
+        Q("sum(nginx_connections_reading)", "reading"),
+        Q("sum(nginx_connections_writing)", "writing"),
+        Q("sum(nginx_connections_waiting)", "waiting (keep-alive)"),
+        description="Client connections open at nginx: reading a request, writing a response (open "
+        "/api/live streams stay here), or idle between requests.",
+    ),
+    timeseries(
+        "nginx requests/s and connections/s",
+        Q(per_s("nginx_http_requests_total"), "requests"),
+        Q(per_s("nginx_connections_accepted"), "connections accepted"),
+        Q(
+            f"{per_s('nginx_connections_accepted')} - {per_s('nginx_connections_handled')}",
+            "connections dropped",
+        ),
+        unit="reqps",
+        description="Everything nginx served, the services' and its own answers (429, 503 from the "
+        "limits) alike. Dropped connections (accepted, not handled) mean nginx ran out of "
+        "worker_connections.",
+    ),
+]
+
+
 def overview() -> dict[str, Any]:
     return dashboard(
         "asyncstack-overview",
         "asyncstack / Overview",
-        "Is the stack healthy? RED per service, instances up, event-loop lag, latency-SLO burn.",
+        "Is the stack healthy? RED per service, instances up, event-loop lag, latency-SLO burn, the front "
+        "door.",
         [
             ("Instances", OVERVIEW_INSTANCES),
             ("Rate · Errors · Duration", OVERVIEW_RED),
+            ("Front door (nginx)", OVERVIEW_NGINX),
             ("Event loop and background work", OVERVIEW_LOOP),
             ("Resilience", OVERVIEW_RESILIENCE),
         ],
@@ -351,14 +381,54 @@ BLOG_CACHE = [
 ]
 
 
+# The Redis server itself (its INFO through redis_exporter, job redis). It holds the blog's cache and
+# also the stream's aggregates and offsets, so these are server-wide numbers.
+REDIS_SERVER = [
+    timeseries(
+        "Redis memory",
+        Q("max(redis_memory_used_bytes)", "used"),
+        Q("max(redis_memory_max_bytes)", "maxmemory (0: no limit)"),
+        unit="bytes",
+        description="Memory Redis holds for data. Near maxmemory, writes fail under noeviction (the "
+        "docker-compose setting) and the blog serves from SQLite.",
+    ),
+    timeseries(
+        "Redis commands/s",
+        Q(per_s("redis_commands_processed_total"), "commands"),
+        unit="ops",
+        description="Every command the server ran: cache reads and fills, invalidations, the stream's "
+        "flushes.",
+    ),
+    timeseries(
+        "Redis keyspace hit ratio",
+        Q(
+            f"{per_s('redis_keyspace_hits_total')} / ({per_s('redis_keyspace_hits_total')}"
+            f" + {per_s('redis_keyspace_misses_total')})",
+            "hits / lookups",
+        ),
+        unit="percentunit",
+        description="Key lookups that found their key, server-wide (every client of this Redis). The "
+        "blog's own view per cache family is the 'Cache hit ratio by family' panel above.",
+    ),
+    timeseries(
+        "Redis connected clients",
+        Q("sum(redis_connected_clients)", "clients"),
+        description="Open client connections: each replica's pool, the stream's, the exporter's own. "
+        "A steady climb means connections leak.",
+    ),
+]
+
+
 def blog() -> dict[str, Any]:
     return dashboard(
         "asyncstack-blog",
         "asyncstack / Blog",
-        "Is the blog's cache doing its job? Hit ratio, stampede protection, Redis fallbacks, SQLite load.",
+        "Is the blog's cache doing its job? Hit ratio, stampede protection, Redis fallbacks, SQLite load, "
+        "the Redis server.",
         [
             ("Traffic", red_by_route("blog")),
             ("Cache", BLOG_CACHE),
+            ("Redis server", REDIS_SERVER),
             (
                 "Storage",
                 [
@@ -448,17 +518,58 @@ ORDERS_RABBITMQ = [
 ]
 
 
+# The MariaDB server itself (SHOW GLOBAL STATUS and VARIABLES through mysqld_exporter, job mariadb):
+# server-wide, every database on it.
+MARIADB_SERVER = [
+    timeseries(
+        "MariaDB connections",
+        Q("max(mysql_global_status_threads_connected)", "connected"),
+        Q("max(mysql_global_status_threads_running)", "running a query"),
+        Q("max(mysql_global_variables_max_connections)", "max_connections"),
+        description="Connections open and those executing right now. Pool size x replicas must stay "
+        "well under max_connections.",
+    ),
+    timeseries(
+        "MariaDB queries/s",
+        Q(per_s("mysql_global_status_queries"), "all statements"),
+        Q(
+            per_s(
+                'mysql_global_status_commands_total{command=~"select|insert|update|delete|call_procedure"}',
+                "command",
+            ),
+            "{{command}}",
+        ),
+        unit="ops",
+    ),
+    timeseries(
+        "MariaDB slow queries/s",
+        Q(per_s("mysql_global_status_slow_queries"), "slower than long_query_time"),
+        unit="ops",
+        description="Statements that took longer than the server's long_query_time (10 s unless set); "
+        "their text is in the slow query log when it is enabled.",
+    ),
+    timeseries(
+        "InnoDB row lock waits",
+        Q(per_s("mysql_global_status_innodb_row_lock_waits"), "waits/s"),
+        Q("max(mysql_global_status_innodb_row_lock_current_waits)", "waiting now"),
+        description="Statements that had to wait for a row lock another transaction held: the hot-row "
+        "contention of stock updates (compare 'Lock retries/s by reason').",
+    ),
+]
+
+
 def orders() -> dict[str, Any]:
     return dashboard(
         "asyncstack-orders",
         "asyncstack / Orders",
         "Are orders flowing? Status transitions, stock-outs, lock contention, outbox, payment, dead letters, "
-        "RabbitMQ queues.",
+        "RabbitMQ queues, the MariaDB server.",
         [
             ("Traffic", red_by_route("orders")),
             ("Orders", ORDERS_FLOW),
             ("Outbox and fulfilment", ORDERS_OUTBOX),
             ("RabbitMQ", ORDERS_RABBITMQ),
+            ("MariaDB server", MARIADB_SERVER),
             ("Pools", pools("orders")),
         ],
     )

@@ -42,6 +42,9 @@ PORT_VARS = (
     "NGINX_STATUS_PORT",
     "NGINX_EXPORTER_PORT",
     "PROMETHEUS_PORT",
+    "ALERTMANAGER_PORT",
+    "REDIS_EXPORTER_PORT",
+    "MYSQLD_EXPORTER_PORT",
     "BLOG_PORT",
     "BLOG_PORT_2",
     "ORDERS_PORT",
@@ -63,6 +66,9 @@ PROCESS_PORTS = {
     "nginx": "NGINX_PORT",
     "nginx-exporter": "NGINX_EXPORTER_PORT",
     "prometheus": "PROMETHEUS_PORT",
+    "alertmanager": "ALERTMANAGER_PORT",
+    "redis-exporter": "REDIS_EXPORTER_PORT",
+    "mysqld-exporter": "MYSQLD_EXPORTER_PORT",
     "blog1": "BLOG_PORT",
     "blog2": "BLOG_PORT_2",
     "orders1": "ORDERS_PORT",
@@ -184,6 +190,8 @@ def stack_env(run_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in STACK_OWN}
     env.update(zip(PORT_VARS, map(str, distinct_free_ports(len(PORT_VARS))), strict=True))
     env.update(ASYNCSTACK_RUN_DIR=str(run_dir), BLOG_DB_PATH=str(run_dir / "blog.db"), LOG_LEVEL="WARNING")
+    # No demo data unless a test asks for it (the tour does): the tests own what their stack holds.
+    env.update(DEMO="0")
     env.update(extra)
     return env
 

@@ -47,8 +47,19 @@ EXPECTED_SERVICES = {
     "blog1", "blog2", "orders1", "orders2", "orders-worker", "stream1", "stream2", "stream-loadgen",
     "payment-sandbox", "smtp-sink",
     "mariadb", "redis", "rabbitmq", "kafka",
-    "prometheus", "grafana",
+    "redis-exporter", "mysqld-exporter",
+    "prometheus", "alertmanager", "grafana",
 }  # fmt: skip
+# The servers' exporters: compose service -> (the server it reads, its port, the Prometheus job).
+EXPORTERS = {
+    "nginx-exporter": ("nginx", 9113, "nginx"),
+    "redis-exporter": ("redis", 9121, "redis"),
+    "mysqld-exporter": ("mariadb", 9104, "mariadb"),
+}
+# Containers whose image has nothing to probe them with (FROM scratch: no shell, no HTTP client), and so
+# no healthcheck: Prometheus's up for their job is their health, and no container waits for them.
+NO_HEALTHCHECK = {"nginx-exporter"}
+ALERTMANAGER_YML = ROOT / "deploy" / "prometheus" / "alertmanager.yml"
 # The replicas behind nginx: compose service -> the service it runs.
 REPLICAS = {
     "blog1": "blog", "blog2": "blog",
@@ -277,7 +288,9 @@ def test_every_container_is_long_running_with_a_healthcheck() -> None:
         for name, svc in services().items()
         if not (svc.get("healthcheck", {}).get("test") and not svc["healthcheck"].get("disable"))
     ]
-    assert not unchecked, f"containers without a healthcheck: {unchecked}"
+    assert sorted(unchecked) == sorted(NO_HEALTHCHECK), f"containers without a healthcheck: {unchecked}"
+    waited_for = {dep for svc in services().values() for dep in svc.get("depends_on", {})}
+    assert not waited_for & NO_HEALTHCHECK, "a container waits for one that has no healthcheck"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES))
@@ -303,6 +316,7 @@ def test_state_lives_in_named_volumes() -> None:
     assert declared == used, f"declared but unused volumes: {declared - used}"
     for store, path in [("mariadb", "/var/lib/mysql"), ("redis", "/data"), ("rabbitmq", "/var/lib/rabbitmq"),
                         ("kafka", "/var/lib/kafka/data"), ("prometheus", "/prometheus"),
+                        ("alertmanager", "/alertmanager"),
                         ("grafana", "/var/lib/grafana"), ("blog1", "/data"), ("blog2", "/data")]:  # fmt: skip
         targets = {v.split(":")[1] for v in services()[store].get("volumes", []) if not v.startswith(".")}
         assert path in targets, f"{store} keeps its state in {path}, which is not a named volume"
@@ -352,7 +366,7 @@ def test_front_door_and_consoles_are_published_and_nothing_else() -> None:
     published = {name: svc["ports"] for name, svc in services().items() if svc.get("ports")}
     assert interpolate(published.pop("nginx")[0]) == "8080:8080"
     assert resolved_env("nginx")["NGINX_LISTEN"] == "8080"
-    for name, port in [("prometheus", 9090), ("grafana", 3000), ("rabbitmq", 15672)]:
+    for name, port in [("prometheus", 9090), ("alertmanager", 9093), ("grafana", 3000), ("rabbitmq", 15672)]:
         assert published.pop(name) == [f"127.0.0.1:{port}:{port}"], f"{name}: publish on loopback only"
     assert not published, f"unexpected published ports: {published}"
 
@@ -593,6 +607,53 @@ def test_rabbitmq_serves_prometheus_metrics_and_is_scraped() -> None:
     assert ("/metrics/detailed", "rabbitmq:15692") in scraped, "per-queue metrics are not scraped"
 
 
+def scrape_targets() -> dict[str, set[str]]:
+    """Prometheus job -> its targets, from prometheus.yml."""
+    jobs = YAML(typ="safe").load(PROMETHEUS_YML.read_text())["scrape_configs"]
+    return {
+        job["job_name"]: {target for config in job.get("static_configs", []) for target in config["targets"]}
+        for job in jobs
+    }
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTERS))
+def test_each_server_has_a_pinned_exporter_that_prometheus_scrapes(name: str) -> None:
+    server, port, job = EXPORTERS[name]
+    image = services()[name]["image"]
+    tag = image.partition(":")[2]
+    assert re.fullmatch(r"v?\d+\.\d+\.\d+(-\w+)?", tag), f"{name}: {image} is not pinned to a release"
+    assert scrape_targets().get(job) == {f"{name}:{port}"}, f"job {job} does not scrape {name}:{port}"
+    assert services()[name]["depends_on"] == {server: {"condition": "service_healthy"}}
+    # The address of the server it reads, and never a password on its command line (ps shows those).
+    text = " ".join(command(name)) + " " + " ".join(resolved_env(name).values())
+    assert re.search(rf"\b{server}:\d+", text), f"{name} does not read {server}"
+    assert not re.search(r"pass(word)?=", " ".join(command(name)), re.IGNORECASE)
+    if name not in NO_HEALTHCHECK:
+        assert f"127.0.0.1:{port}/" in healthcheck_text(name)
+
+
+def test_prometheus_alerts_the_alertmanager_that_reads_the_repos_config() -> None:
+    alerting = YAML(typ="safe").load(PROMETHEUS_YML.read_text())["alerting"]
+    targets = {t for am in alerting["alertmanagers"] for c in am["static_configs"] for t in c["targets"]}
+    assert targets == {"alertmanager:9093"}
+    assert scrape_targets().get("alertmanager") == {"alertmanager:9093"}
+    alertmanager = services()["alertmanager"]
+    assert re.fullmatch(r"prom/alertmanager:v\d+\.\d+\.\d+", alertmanager["image"])
+    assert (
+        "./deploy/prometheus/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro"
+        in alertmanager["volumes"]
+    )
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in command("alertmanager")
+    assert "--cluster.listen-address=" in command("alertmanager"), "one node: no gossip port"
+    assert "127.0.0.1:9093/-/ready" in healthcheck_text("alertmanager")
+    if shutil.which("amtool") is None:
+        pytest.fail("amtool is not installed (Debian package 'prometheus-alertmanager'; `make bootstrap`)")
+    checked = subprocess.run(
+        ["amtool", "check-config", str(ALERTMANAGER_YML)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_no_mock_broker_is_left() -> None:
     for path in (COMPOSE_FILE, ENV_EXAMPLE, DOCKERFILE, PROMETHEUS_YML):
         assert "mock" not in path.read_text().lower(), f"{path.name} still mentions a mock broker"
@@ -621,7 +682,7 @@ def test_every_python_service_runs_a_script_the_image_installs() -> None:
             f"{name} runs {script}, not installed by the Dockerfile"
         )
     built = {n for n, s in services().items() if "build" in s}
-    assert set(python_services()) | {"nginx-exporter", "kafka"} == built
+    assert set(python_services()) | {"kafka"} == built
     for name in built - {"kafka"}:
         assert services()[name]["build"].get("target") == "runtime", f"{name}: build target runtime"
 

@@ -96,6 +96,31 @@ BROKER_METRICS = {
     "rabbitmq_detailed_queue_messages_ready",
     "rabbitmq_detailed_queue_messages_unacked",
 }
+# What the servers' exporters export (the names are theirs): the NGINX Prometheus exporter (job nginx),
+# redis_exporter (job redis) and mysqld_exporter (job mariadb).
+EXPORTER_METRICS = {
+    "nginx_connections_active",
+    "nginx_connections_reading",
+    "nginx_connections_writing",
+    "nginx_connections_waiting",
+    "nginx_connections_accepted",
+    "nginx_connections_handled",
+    "nginx_http_requests_total",
+    "redis_memory_used_bytes",
+    "redis_memory_max_bytes",
+    "redis_commands_processed_total",
+    "redis_keyspace_hits_total",
+    "redis_keyspace_misses_total",
+    "redis_connected_clients",
+    "mysql_global_status_threads_connected",
+    "mysql_global_status_threads_running",
+    "mysql_global_variables_max_connections",
+    "mysql_global_status_queries",
+    "mysql_global_status_commands_total",
+    "mysql_global_status_slow_queries",
+    "mysql_global_status_innodb_row_lock_waits",
+    "mysql_global_status_innodb_row_lock_current_waits",
+}
 HISTOGRAMS = {
     "http_request_duration_seconds",
     "event_loop_lag_observed_seconds",
@@ -108,6 +133,7 @@ HISTOGRAMS = {
 CONTRACT = (
     COUNTERS_AND_GAUGES
     | BROKER_METRICS
+    | EXPORTER_METRICS
     | {f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")}
 )
 

@@ -1,13 +1,16 @@
-"""Prometheus in the local stack: every process that serves metrics is a target, and every target is up."""
+"""Prometheus in the local stack: every process that serves metrics is a target, and every target is up;
+the exporters reach their servers; the infrastructure listens on loopback only."""
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
-from conftest import ROOT, Stack
+from conftest import PROCESS_PORTS, ROOT, Stack
 
 from asynccore.testing import wait_until
 
@@ -18,7 +21,10 @@ TIMEOUT = aiohttp.ClientTimeout(total=5)
 # Procfile process -> (Prometheus job, port variable); processes not listed here are not scraped.
 SCRAPED = {
     "prometheus": ("prometheus", "PROMETHEUS_PORT"),
+    "alertmanager": ("alertmanager", "ALERTMANAGER_PORT"),
     "nginx-exporter": ("nginx", "NGINX_EXPORTER_PORT"),
+    "redis-exporter": ("redis", "REDIS_EXPORTER_PORT"),
+    "mysqld-exporter": ("mariadb", "MYSQLD_EXPORTER_PORT"),
     "blog1": ("blog", "BLOG_PORT"),
     "blog2": ("blog", "BLOG_PORT_2"),
     "orders1": ("orders", "ORDERS_PORT"),
@@ -95,6 +101,50 @@ async def test_nginx_metrics_reach_prometheus_through_the_exporter(stack: Stack)
         async with session.get(f"{stack.front}/api/nothing-here") as resp:
             assert resp.status == 404
         assert await requests_total(session) > before
+
+
+# Each exporter's own verdict on its server (1: it answered the last scrape's questions).
+SERVER_UP = {"nginx": "nginx_up", "redis": "redis_up", "mariadb": "mysql_up"}
+
+
+@pytest.mark.parametrize("job", sorted(SERVER_UP))
+async def test_the_exporter_reaches_its_server(stack: Stack, job: str) -> None:
+    query = f'{SERVER_UP[job]}{{job="{job}"}}'
+    seen: list[Any] = []
+
+    async def server_up() -> bool:
+        seen[:] = (await api(stack, "query", query=query))["result"]
+        return bool(seen) and all(sample["value"][1] == "1" for sample in seen)
+
+    try:
+        await wait_until(server_up, timeout=30, interval=0.5, message=f"{query} == 1")
+    except AssertionError:
+        pytest.fail(f"{query}: {seen}")
+
+
+INFRASTRUCTURE = ["prometheus", "alertmanager", "nginx-exporter", "redis-exporter", "mysqld-exporter"]
+
+
+@pytest.mark.parametrize("process", INFRASTRUCTURE)
+def test_the_observability_processes_listen_on_loopback_only(stack: Stack, process: str) -> None:
+    pid = stack.listener_pid(stack.port(PROCESS_PORTS[process]))
+    listening = [
+        conn.laddr
+        for conn in psutil.Process(pid).net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    ]
+    assert listening
+    assert all(ipaddress.ip_address(addr.ip).is_loopback for addr in listening), listening
+    # One port each: Alertmanager runs as one node, without its cluster (gossip) listener.
+    assert {addr.port for addr in listening} == {stack.port(PROCESS_PORTS[process])}, listening
+
+
+def test_the_mysqld_exporters_login_is_readable_by_its_owner_only(stack: Stack) -> None:
+    cnf = stack.run_dir / "mysqld-exporter.cnf"
+    assert cnf.stat().st_mode & 0o777 == 0o600
+    assert "password=" in cnf.read_text()
+    exporter = psutil.Process(stack.listener_pid(stack.port("MYSQLD_EXPORTER_PORT")))
+    assert not [arg for arg in exporter.cmdline() if "password" in arg.lower()]
 
 
 def test_promtool_accepts_the_generated_local_config(stack: Stack) -> None:
