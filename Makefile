@@ -24,7 +24,7 @@ help:
 	@echo "make bench-stream     events/s vs a plain aiokafka loop, freshness, the broker's CPU share"
 	@echo "make bench-async-vs-sync  the blog against a gunicorn/Flask baseline"
 	@echo "make bench-report     every benchmark into BENCHMARKS.md (QUICK=1 for a short run)"
-	@echo "make load SCENARIO=x  one locust scenario against the running stack (blog|flash_sale|stream_ingest|shop_day)"
+	@echo "make load SCENARIO=x  one locust scenario against the running stack (blog|flash_sale|stream_ingest|shop_day); SMOKE=1 a short one"
 	@echo "make warm             crawl the running site: warm the blog cache, fail on a broken link"
 	@echo "make dashboards       regenerate the Grafana dashboards"
 	@echo "make up / make down   the stack on a docker host (cp .env.example .env first)"
@@ -110,8 +110,9 @@ bench-report: bootstrap
 warm: sync
 	$(UV) run python -m blog.warm --base-url $(or $(BASE_URL),http://127.0.0.1:8080)
 
+# SMOKE=1: the scenario's [smoke] size (a few users for seconds), as the stack tests run it.
 load: bootstrap
-	$(UV) run python -m loadtests.run $(SCENARIO)
+	$(UV) run python -m loadtests.run $(SCENARIO) $(if $(SMOKE),--smoke)
 
 dashboards: sync
 	$(UV) run python deploy/grafana/generate.py

@@ -21,11 +21,8 @@ from loadtests.bench import stream as bench
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(metrics_port=free_port())
-    try:
+    with KafkaBroker(metrics_port=free_port()) as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 async def test_backlog_is_read_whole_by_the_plain_loop_with_the_brokers_cpu(broker: KafkaBroker) -> None:

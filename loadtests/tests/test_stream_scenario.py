@@ -25,11 +25,8 @@ SMOKE_BUDGET_S = 90
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[KafkaBroker]:
-    broker = KafkaBroker()
-    try:
+    with KafkaBroker() as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 async def test_stream_ingest_smoke_run_meets_its_slos_with_the_services_credentials(

@@ -71,9 +71,8 @@ def test_stream_events_follow_the_stream_schema() -> None:
 @pytest.fixture(scope="module")
 def broker() -> Iterator[KafkaBroker]:
     """A private Apache Kafka broker for this module's tests, each on a topic of its own."""
-    broker = KafkaBroker()
-    yield broker
-    broker.close()
+    with KafkaBroker() as broker:
+        yield broker
 
 
 @pytest.fixture

@@ -25,11 +25,8 @@ os.environ.setdefault("STREAM_ADMIN_TOKEN", secrets.token_urlsafe(32))
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaBroker]:
-    broker = KafkaBroker()
-    try:
+    with KafkaBroker() as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 @pytest.fixture

@@ -38,11 +38,8 @@ from asynccore.testing import ServiceProcess, TcpProxy, free_port, metric_value,
 @pytest.fixture(scope="module")
 def own_kafka() -> Iterator[KafkaBroker]:
     """A broker for the tests that kill it (the session's is shared); each finds it running."""
-    broker = KafkaBroker()
-    try:
+    with KafkaBroker() as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 @pytest.fixture

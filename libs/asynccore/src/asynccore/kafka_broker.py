@@ -4,7 +4,7 @@ One broker per test session (its own temp data dir and free ports), topics per t
 real KRaft node from the jars deploy/kafka/pom.xml pins; it can be killed (SIGKILL: a crash) and
 started again on the same ports and data, which is what the outage tests need.
 
-    broker = KafkaBroker()          # started and answering metadata requests
+    broker = KafkaBroker()          # started and answering metadata requests (also a context manager)
     broker.create_topic("events-1", partitions=8)
     broker.kill(); broker.start()   # a crash and a restart, data kept
     broker.close()                  # stopped, data dir removed
@@ -164,6 +164,12 @@ class KafkaBroker:
         self.stop()
         if self._owned_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> KafkaBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def main() -> None:
