@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
 # The images of docker-compose.yml (BuildKit, the default builder since Docker 23):
 # - target runtime (the last stage, the default): one image for every Python process of the stack
-#   (blog, orders, orders-worker, stream, the sandboxes); compose picks the console script with
-#   `command:`. The builder resolves the committed uv.lock into a virtualenv; the runtime copies only
-#   that venv onto a slim Python.
+#   (blog, orders, orders-worker, stream, and libs/devservers' payment sandbox and SMTP sink); compose
+#   picks the console script with `command:`. The builder resolves the committed uv.lock into a
+#   virtualenv; the runtime copies only that venv onto a slim Python.
 # - target kafka: the Apache Kafka broker, built only when that target is asked for.
 
 ARG PYTHON_VERSION=3.11
@@ -39,21 +39,27 @@ WORKDIR /src
 # until uv.lock or a pyproject.toml changes, not on every source edit.
 COPY pyproject.toml uv.lock ./
 COPY libs/asynccore/pyproject.toml libs/asynccore/
+COPY libs/contracts/pyproject.toml libs/contracts/
+COPY libs/crawler/pyproject.toml libs/crawler/
+COPY libs/devservers/pyproject.toml libs/devservers/
 COPY services/blog/pyproject.toml services/blog/
 COPY services/orders/pyproject.toml services/orders/
 COPY services/stream/pyproject.toml services/stream/
 COPY loadtests/pyproject.toml loadtests/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace --package blog --package orders --package stream
+    uv sync --frozen --no-dev --no-install-workspace --package blog --package orders --package stream --package devservers
 
 # Then the workspace's own packages, installed as real wheels (not editable links to /src) so the
 # runtime stage needs nothing but the venv. loadtests is a workspace member but not a service.
 COPY libs/asynccore libs/asynccore
+COPY libs/contracts libs/contracts
+COPY libs/crawler libs/crawler
+COPY libs/devservers libs/devservers
 COPY services/blog services/blog
 COPY services/orders services/orders
 COPY services/stream services/stream
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package blog --package orders --package stream
+    uv sync --frozen --no-dev --no-editable --package blog --package orders --package stream --package devservers
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 app \

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv
-PKGS := libs/asynccore services/blog services/orders services/stream loadtests deploy
+PKGS := libs/asynccore libs/contracts libs/crawler libs/devservers services/blog services/orders services/stream loadtests deploy
 SCENARIO ?= blog
 
 .PHONY: help bootstrap uv sync services browser run logs test test-unit test-stack lint bench load up down warm \
@@ -15,7 +15,7 @@ help:
 	@echo "make test             everything the project checks (what CI runs)"
 	@echo "make test-unit        the tests that need no local stack"
 	@echo "make test-stack       only the stack tests (deploy/tests and others marked stack)"
-	@echo "make lint             ruff + mypy"
+	@echo "make lint             ruff + mypy + import contracts"
 	@echo "make services         install and start Redis, MariaDB, RabbitMQ; fetch the Kafka jars"
 	@echo "make bench            every benchmark, then the report (BENCHMARKS.md) and the dashboards"
 	@echo "make bench-asynccore  RED metrics and the shared stack against bare aiohttp"
@@ -48,11 +48,15 @@ browser:
 
 bootstrap: sync services browser
 
+# ruff (with complexity, size and docstring gates for libs/ and services/: pyproject.toml), mypy (no
+# `type: ignore` without an error code, none unused), and the import contracts of .importlinter.
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy libs/asynccore/src services/blog/src services/orders/src services/stream/src loadtests/src \
+	$(UV) run mypy libs/asynccore/src libs/contracts/src libs/crawler/src libs/devservers/src \
+		services/blog/src services/orders/src services/stream/src loadtests/src \
 		deploy/tests deploy/grafana/generate.py deploy/local/seed.py
+	$(UV) run lint-imports
 
 # One pytest per package (each has its own conftest), in asyncio debug mode so a forgotten await fails;
 # exit 5 = "no tests collected" is not a failure.

@@ -86,9 +86,23 @@ UPSTREAM_PORTS = {
 }
 
 
-def package_written(package: str) -> bool:
-    """Whether a service exists yet (the runner lists it only then)."""
-    return (ROOT / "services" / package / "src" / package / "__main__.py").is_file()
+# What each service runs in a stack, and the stand-ins the whole stack runs for outside services.
+# deploy/local/run lists a process only when its console script's module exists, so a service whose
+# entry point is broken or gone would silently be left out: start_stack fails instead.
+SERVICE_PROCESSES = {
+    "blog": ("blog1", "blog2"),
+    "orders": ("orders1", "orders2", "orders-worker"),
+    "stream": ("stream1", "stream2"),
+}
+STAND_IN_PROCESSES = ("payment-sandbox", "smtp-sink")
+
+
+def expected_processes(env: dict[str, str]) -> list[str]:
+    """The service processes a stack with this environment must run (``ASYNCSTACK_SERVICES`` picks)."""
+    picked = env.get("ASYNCSTACK_SERVICES", "").split()
+    if not picked:
+        return [*(p for processes in SERVICE_PROCESSES.values() for p in processes), *STAND_IN_PROCESSES]
+    return [p for service in picked for p in SERVICE_PROCESSES.get(service, ())]
 
 
 def answers(port: int) -> bool:
@@ -151,10 +165,6 @@ class Stack:
             if key == name:
                 return value
         raise KeyError(f"{name} is not in {self.run_dir / 'secrets.env'}")
-
-    def running(self, service: str) -> bool:
-        """Whether the service's replicas are part of this stack (its package exists)."""
-        return f"{service}1" in self.processes
 
     def upstream_addrs(self, service: str) -> set[str]:
         return {f"127.0.0.1:{self.port(var)}" for var in UPSTREAM_PORTS[service]}
@@ -227,6 +237,14 @@ def start_stack(run_dir: Path, env: dict[str, str]) -> Stack:
         stack.processes = [
             line.split(":", 1)[0] for line in (run_dir / "Procfile").read_text().splitlines() if line
         ]
+        missing = [p for p in expected_processes(env) if p not in stack.processes]
+        if missing:
+            raise AssertionError(
+                f"the stack does not run {', '.join(missing)}: deploy/local/run lists a process only when "
+                "it finds its console script ([project.scripts] of a package it reads) and the script's "
+                "module exists, so that entry point is broken, gone, or in a package the runner does not "
+                f"read. Procfile: {', '.join(stack.processes)}"
+            )
     except BaseException:
         stop_stack(stack)
         raise

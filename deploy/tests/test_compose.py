@@ -2,11 +2,11 @@
 
 No docker engine runs here, so the file is proven offline: against the Compose specification's JSON
 schema (check-jsonschema's vendored copy), by ``docker-compose config`` (Debian's docker-compose, which
-`make bootstrap` installs), and by comparing it with DESIGN.md's contract table, the services' settings
-classes (an unknown variable would be silently ignored: ``extra="ignore"``), the nginx template and the
-Prometheus targets. The Kafka broker is held to what the local stack and the tests run: the release
-``deploy/kafka/pom.xml`` pins (same major version), KRaft, no topic created on first use, and its metrics
-through the same JMX exporter agent and rules.
+`make bootstrap` installs), and by comparing it with the contract table (docs/architecture.md), the
+services' settings classes (an unknown variable would be silently ignored: ``extra="ignore"``), the
+nginx template and the Prometheus targets. The Kafka broker is held to what the local stack and the
+tests run: the release ``deploy/kafka/pom.xml`` pins (same major version), KRaft, no topic created on
+first use, and its metrics through the same JMX exporter agent and rules.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from asynccore.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-# The contract table (from DESIGN.md), as the README states it.
+# The contract table (docs/architecture.md), as the README states it.
 DESIGN = ROOT / "README.md"
 DOCKERFILE = ROOT / "Dockerfile"
 PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -156,21 +156,15 @@ def python_services() -> dict[str, str]:
 
 
 def settings_class(script: str) -> type[BaseSettings]:
-    found = written_settings_class(script)
-    if found is None:
-        pytest.skip(f"{script}: module {console_scripts()[script][1]} is not written yet")
-    return found
-
-
-def written_settings_class(script: str) -> type[BaseSettings] | None:
-    """The settings class the script's module uses; None while that module is not written."""
-    module_name = console_scripts()[script][1].split(":")[0]
+    """The settings class the script's function uses, from the module that defines the function (a
+    package may re-export its ``main``); a script whose module or function is missing fails here."""
+    module_name, _, function = console_scripts()[script][1].partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None
-        raise
+        entry = getattr(importlib.import_module(module_name), function)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise AssertionError(f"{script}: {module_name}:{function} cannot be imported: {exc}") from exc
+    module_name = entry.__module__
+    module = importlib.import_module(module_name)
     found = {
         obj
         for obj in vars(module).values()
@@ -194,7 +188,7 @@ def env_vars(cls: type[BaseSettings]) -> dict[str, Any]:
 
 
 def design_ports() -> dict[str, tuple[str, int]]:
-    """From DESIGN.md's contract table: service -> (port variable, port)."""
+    """From the contract table: service -> (port variable, port)."""
     row = next(
         line for line in DESIGN.read_text().splitlines() if line.startswith("| blog / orders / stream |")
     )
@@ -227,7 +221,7 @@ def compose_cli() -> list[str]:
     )
     if has_plugin and has_plugin.returncode == 0:
         return ["docker", "compose"]
-    pytest.skip(
+    pytest.fail(
         "neither docker-compose nor the docker compose plugin is installed (make bootstrap installs it)"
     )
 
@@ -537,9 +531,9 @@ def topic_partitions() -> dict[str, dict[str, int]]:
     compose's values where it sets them."""
     found: dict[str, dict[str, int]] = {}
     for name, script in python_services().items():
-        cls = written_settings_class(script)
-        if cls is None or "KAFKA_BOOTSTRAP" not in environment(name):
+        if "KAFKA_BOOTSTRAP" not in environment(name):
             continue
+        cls = settings_class(script)
         fields, env = env_vars(cls), resolved_env(name)
         for variable, field in fields.items():
             if not variable.endswith("_TOPIC"):
@@ -553,8 +547,7 @@ def topic_partitions() -> dict[str, dict[str, int]]:
 
 def test_services_that_create_a_topic_agree_on_its_partitions() -> None:
     found = topic_partitions()
-    if not found:
-        pytest.skip("no service names the partitions of the topics it creates (X_PARTITIONS) yet")
+    assert found, "no service names the partitions of the topics it creates (X_PARTITIONS)"
     for topic, counts in found.items():
         assert len(set(counts.values())) == 1, f"{topic}: created with different partition counts {counts}"
     replicas = sum(1 for service in REPLICAS.values() if service == "stream")

@@ -25,9 +25,9 @@ from fuzzing import Failure, FuzzReport, run_schemathesis
 from redis.asyncio import Redis
 
 from asynccore.auth import issue_token
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.pools.mysql import drop_database
 from asynccore.testing import ServiceProcess, free_port, server_url
+from devservers.kafka_broker import KafkaBroker
 from orders.messaging import Names, delete_topology
 
 ROOT = Path(__file__).resolve().parents[2]

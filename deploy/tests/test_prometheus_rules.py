@@ -40,6 +40,8 @@ COUNTERS_AND_GAUGES = {
     "bulkhead_rejected_total",
     "bulkhead_waiting",
     "retry_attempts_total",
+    "auth_revocation_unpublished_total",
+    "auth_revocation_unchecked_total",
     "blog_cache_hits_total",
     "blog_cache_misses_total",
     "blog_cache_singleflight_joins_total",

@@ -8,7 +8,7 @@ import signal
 
 import aiohttp
 import pytest
-from conftest import Stack, answers, package_written
+from conftest import Stack, answers
 
 from asynccore.testing import wait_until
 
@@ -17,17 +17,11 @@ pytestmark = pytest.mark.stack
 CLIENTS = 8
 
 
-def needs(package: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        not package_written(package), reason=f"the {package} package has no __main__.py yet"
-    )
-
-
 @pytest.mark.parametrize(
     ("port_var", "paths"),
     [
-        pytest.param("BLOG_PORT", ("/api/tags", "/api/articles", "/"), marks=needs("blog"), id="blog"),
-        pytest.param("ORDERS_PORT", ("/api/products",), marks=needs("orders"), id="orders"),
+        pytest.param("BLOG_PORT", ("/api/tags", "/api/articles", "/"), id="blog"),
+        pytest.param("ORDERS_PORT", ("/api/products",), id="orders"),
     ],
 )
 async def test_killing_a_replica_mid_load_loses_no_get(

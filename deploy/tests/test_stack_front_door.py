@@ -83,9 +83,6 @@ async def test_contract_paths_reach_their_service(
     assert tried(entry), f"{path} was not proxied (status {resp.status})"
     # While every replica is marked failed, nginx logs the upstream's name instead of an address.
     assert tried(entry) <= stack.upstream_addrs(service) | {service}
-    if not stack.running(service):
-        assert resp.status == 502
-        assert resp.content_type == "application/json"
 
 
 @pytest.mark.parametrize("path", ["/api/nothing-here", "/api/articlesX", "/metrics", "/healthz", "/readyz"])
@@ -102,8 +99,6 @@ async def test_unknown_apis_and_service_internals_are_not_proxied(
 async def test_a_running_service_answers_its_health_check_through_the_front_door(
     stack: Stack, service: str
 ) -> None:
-    if not stack.running(service):
-        pytest.skip(f"the {service} package has no __main__.py yet")
     async with (
         aiohttp.ClientSession(timeout=TIMEOUT) as session,
         session.get(f"{stack.front}/_/{service}/healthz") as resp,
@@ -139,8 +134,6 @@ async def test_an_unsafe_request_id_is_replaced(stack: Stack, unsafe: str) -> No
 
 
 async def test_json_is_gzipped_for_clients_that_accept_it(stack: Stack) -> None:
-    if not stack.running("blog"):
-        pytest.skip("the blog package has no __main__.py yet")
     async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
         async with session.get(
             f"{stack.front}/api/openapi.json", headers={"Accept-Encoding": "gzip"}
@@ -156,8 +149,6 @@ async def test_json_is_gzipped_for_clients_that_accept_it(stack: Stack) -> None:
 
 
 async def test_live_events_pass_through_unbuffered(stack: Stack) -> None:
-    if not stack.running("stream"):
-        pytest.skip("the stream package has no __main__.py yet")
     loop = asyncio.get_running_loop()
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session,
@@ -234,8 +225,6 @@ SERVICE_PROCESSES = [
 
 @pytest.mark.parametrize("process", SERVICE_PROCESSES)
 def test_a_service_listens_on_loopback_only(stack: Stack, process: str) -> None:
-    if process not in stack.processes:
-        pytest.skip(f"{process} is not part of this stack")
     pid = stack.listener_pid(stack.port(PROCESS_PORTS[process]))
     addresses = {
         conn.laddr.ip

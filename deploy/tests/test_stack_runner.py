@@ -16,7 +16,6 @@ from conftest import (
     PrivateRedis,
     answers,
     launch,
-    package_written,
     stack_env,
     start_stack,
     stop_stack,
@@ -33,7 +32,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 
 def test_ctrl_c_stops_every_process_it_started(tmp_path: Path, private_redis: PrivateRedis) -> None:
-    # Only the blog (when it exists): enough to include supervised replicas, light enough to start twice.
+    # Only the blog: enough to include supervised replicas, light enough to start twice.
     env = stack_env(tmp_path, ASYNCSTACK_SERVICES="blog", REDIS_URL=private_redis.url)
     stack = start_stack(tmp_path, env)
     expected = {"nginx", "nginx-exporter", "prometheus", "kafka"}
@@ -48,7 +47,6 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path, private_redis: Pr
     assert [port for port in ports if answers(port)] == []
 
 
-@pytest.mark.skipif(not package_written("blog"), reason="the blog package has no __main__.py yet")
 def test_a_configuration_error_stops_the_stack_with_its_message(tmp_path: Path) -> None:
     # A replica that crashes is restarted; one that cannot start (exit 2) must not loop forever.
     stack = launch(tmp_path, stack_env(tmp_path, ASYNCSTACK_SERVICES="blog", BLOG_DB_READERS="0"))

@@ -72,13 +72,10 @@ def exit_reported(stack: Stack, name: str, since: int) -> int | None:
 
 
 def test_a_service_signalled_twice_exits_cleanly_within_the_drain_bound(stack: Stack) -> None:
-    processes = [name for name in PROCESSES if name in stack.processes]
-    if not processes:
-        pytest.skip("no service is part of this stack")
     signalled: list[str] = []
     try:
         for first, second in SIGNAL_PAIRS:
-            for name in processes:
+            for name in PROCESSES:
                 proc = settled_listener(stack, stack.port(PROCESS_PORTS[name]))
                 signalled.append(name)
                 since = len(stack.output)

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import free_port
+from devservers.kafka_broker import KafkaBroker
 from loadtests.bench import stream as bench
+from loadtests.bench.harness import spread
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,8 @@ def test_broker_cpu_is_cores_busy_and_a_share_of_the_box() -> None:
 
 
 def test_spread_is_the_median_then_min_max() -> None:
-    assert bench._spread([3.0, 1.0, 2.0]) == "2 (1-3)"
-    assert bench._spread([5.0]) == "5"
+    assert spread([3.0, 1.0, 2.0]) == "2 (1-3)"
+    assert spread([5.0]) == "5"
     assert bench._pcts([0.2, 0.1, 0.4]) == "20 % (10 %-40 %)"
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import ServiceProcess, free_port, server_url
+from devservers.kafka_broker import KafkaBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = server_url("REDIS") + "/0"

@@ -37,6 +37,8 @@ def blog_settings(db_path: Path, prefix: str, **overrides: Any) -> BlogSettings:
         "blog_db_path": db_path,
         "blog_cache_prefix": prefix,
         "redis_url": REDIS_URL,
+        "revocation_url": REDIS_URL,
+        "revocation_prefix": f"{prefix}:auth:",  # under the test's prefix: deleted with it
         "blog_argon2_time_cost": 1,
         "blog_argon2_memory_kib": 1024,
         "blog_argon2_parallelism": 1,

@@ -38,7 +38,7 @@ def listed(body: bytes) -> tuple[list[str], int]:
 
 
 async def titles(cache: Cache, db: SQLiteDB, **filters: Any) -> tuple[list[str], int]:
-    return listed((await articles.list_cached(cache, db, ArticleFilters(**filters))).body)
+    return listed((await articles.list_cached(db, cache, ArticleFilters(**filters))).body)
 
 
 async def test_lists_filter_by_tag_author_and_favorited_newest_first(
@@ -64,8 +64,8 @@ async def test_list_items_carry_no_body_but_the_article_does(
     db: SQLiteDB, cache: Cache, passwords: Passwords
 ) -> None:
     slug = await write(db, cache, await account(db, passwords), "bodies", ["b", "a"])
-    item = orjson.loads((await articles.list_cached(cache, db, ArticleFilters())).body)["articles"][0]
-    article = orjson.loads((await articles.read_cached(cache, db, slug)).body)["article"]
+    item = orjson.loads((await articles.list_cached(db, cache, ArticleFilters())).body)["articles"][0]
+    article = orjson.loads((await articles.article_cached(db, cache, slug)).body)["article"]
     assert "body" not in item and article["body"] == "b"
     assert item["tagList"] == article["tagList"] == ["a", "b"]
     assert list(article) == [
@@ -88,21 +88,23 @@ async def test_no_stale_read_after_update_and_delete(
     author = await account(db, passwords)
     slug = await write(db, cache, author, "Before")
     assert await titles(cache, db) == (["Before"], 1)
-    await articles.read_cached(cache, db, slug)  # both cached now
+    await articles.article_cached(db, cache, slug)  # both cached now
 
     changes = UpdateArticle.model_validate({"title": "After", "body": "new body"})
     updated = orjson.loads(await articles.update(db, cache, author.id, slug, changes))["article"]
     assert updated["slug"] == "after" and updated["body"] == "new body"
     assert await titles(cache, db) == (["After"], 1)
-    assert orjson.loads((await articles.read_cached(cache, db, "after")).body)["article"]["title"] == "After"
+    assert (
+        orjson.loads((await articles.article_cached(db, cache, "after")).body)["article"]["title"] == "After"
+    )
     with pytest.raises(ApiError) as gone:
-        await articles.read_cached(cache, db, slug)  # the old slug is no more
+        await articles.article_cached(db, cache, slug)  # the old slug is no more
     assert gone.value.status == 404
 
     await articles.delete(db, cache, author.id, "after")
     assert await titles(cache, db) == ([], 0)
     with pytest.raises(ApiError):
-        await articles.read_cached(cache, db, "after")
+        await articles.article_cached(db, cache, "after")
 
 
 async def test_only_the_author_may_change_an_article(
@@ -143,9 +145,9 @@ async def test_favorites_count_and_personal_flags(db: SQLiteDB, cache: Cache, pa
     assert (liked["favorited"], liked["favoritesCount"], again["favoritesCount"]) == (True, 1, 1)
     assert liked["author"]["following"] is True
 
-    shared = orjson.loads((await articles.read_cached(cache, db, slug)).body)["article"]
+    shared = orjson.loads((await articles.article_cached(db, cache, slug)).body)["article"]
     assert (shared["favorited"], shared["author"]["following"], shared["favoritesCount"]) == (False, False, 1)
-    mine = orjson.loads(await articles.list_for(cache, db, ArticleFilters(), reader.id))["articles"][0]
+    mine = orjson.loads(await articles.list_for(db, cache, reader.id, ArticleFilters()))["articles"][0]
     assert (mine["favorited"], mine["author"]["following"]) == (True, True)
 
     unliked = orjson.loads(await articles.unfavorite(db, cache, reader.id, slug))["article"]
@@ -156,9 +158,9 @@ async def test_feed_lists_followed_authors_only(db: SQLiteDB, cache: Cache, pass
     followed, ignored, reader = [await account(db, passwords) for _ in range(3)]
     await write(db, cache, followed, "followed")
     await write(db, cache, ignored, "ignored")
-    assert listed(await articles.feed(db, reader.id, ArticleFilters())) == ([], 0)
+    assert listed(await articles.feed_for(db, reader.id, ArticleFilters())) == ([], 0)
     await profiles.follow(db, reader.id, followed.username)
-    feed = orjson.loads(await articles.feed(db, reader.id, ArticleFilters()))
+    feed = orjson.loads(await articles.feed_for(db, reader.id, ArticleFilters()))
     assert [a["title"] for a in feed["articles"]] == ["followed"]
     assert feed["articles"][0]["author"]["following"] is True
 
@@ -168,9 +170,9 @@ async def test_a_profile_change_shows_in_cached_articles(
 ) -> None:
     author = await account(db, passwords)
     slug = await write(db, cache, author, "Bio")
-    await articles.read_cached(cache, db, slug)
+    await articles.article_cached(db, cache, slug)
     await users.update(db, cache, passwords, author.id, UpdateUser.model_validate({"bio": "I write"}))
-    article = orjson.loads((await articles.read_cached(cache, db, slug)).body)["article"]
+    article = orjson.loads((await articles.article_cached(db, cache, slug)).body)["article"]
     assert article["author"]["bio"] == "I write"
 
 
@@ -178,14 +180,14 @@ async def test_tags_follow_articles(db: SQLiteDB, cache: Cache, passwords: Passw
     author = await account(db, passwords)
     slug = await write(db, cache, author, "Tagged", ["popular", "rare"])
     await write(db, cache, author, "Also", ["popular"])
-    assert orjson.loads((await tags.tags_cached(cache, db)).body) == {"tags": ["popular", "rare"]}
+    assert orjson.loads((await tags.tags_cached(db, cache)).body) == {"tags": ["popular", "rare"]}
     await articles.delete(db, cache, author.id, slug)
-    assert orjson.loads((await tags.tags_cached(cache, db)).body) == {"tags": ["popular"]}
+    assert orjson.loads((await tags.tags_cached(db, cache)).body) == {"tags": ["popular"]}
     changes = UpdateArticle.model_validate({"tagList": []})
     assert (
         orjson.loads(await articles.update(db, cache, author.id, "also", changes))["article"]["tagList"] == []
     )
-    assert orjson.loads((await tags.tags_cached(cache, db)).body) == {"tags": []}
+    assert orjson.loads((await tags.tags_cached(db, cache)).body) == {"tags": []}
 
 
 async def test_comments_only_their_author_deletes(db: SQLiteDB, cache: Cache, passwords: Passwords) -> None:
@@ -194,13 +196,13 @@ async def test_comments_only_their_author_deletes(db: SQLiteDB, cache: Cache, pa
     added = orjson.loads(await comments.add(db, cache, commenter.id, slug, NewComment(body="first!")))[
         "comment"
     ]
-    listed_comments = orjson.loads(await comments.list_json(db, slug, None))["comments"]
+    listed_comments = orjson.loads(await comments.comments_for(db, None, slug))["comments"]
     assert [c["body"] for c in listed_comments] == ["first!"]
     with pytest.raises(ApiError) as refused:
         await comments.delete(db, cache, author.id, slug, added["id"])
     assert refused.value.status == 403
     await comments.delete(db, cache, commenter.id, slug, added["id"])
-    assert orjson.loads(await comments.list_json(db, slug, None)) == {"comments": []}
+    assert orjson.loads(await comments.comments_for(db, None, slug)) == {"comments": []}
     with pytest.raises(ApiError) as missing:
         await comments.delete(db, cache, commenter.id, slug, added["id"])
     assert missing.value.status == 404

@@ -161,7 +161,7 @@ async def test_cold_key_under_200_readers_costs_one_sqlite_query(db: SQLiteDB, c
     slug = await an_article(db, cache)
     await cache.invalidate(articles.article_version(slug))  # the key is cold again
     before = queries("article_by_slug")
-    entries = await asyncio.gather(*(articles.read_cached(cache, db, slug) for _ in range(200)))
+    entries = await asyncio.gather(*(articles.article_cached(db, cache, slug) for _ in range(200)))
     assert queries("article_by_slug") - before == 1
     assert len({entry.body for entry in entries}) == 1
     assert cache_metric("blog_cache_singleflight_joins_total", "article") >= 199
@@ -175,7 +175,7 @@ async def test_cold_key_across_two_replicas_costs_one_sqlite_query(
     await a.invalidate(articles.article_version(slug))
     await wait_until(lambda: b.versions.local(("a:" + slug,)) is None, timeout=1)
     before = queries("article_by_slug")
-    readers = [articles.read_cached(cache, db, slug) for cache in (a, b) for _ in range(100)]
+    readers = [articles.article_cached(db, cache, slug) for cache in (a, b) for _ in range(100)]
     entries = await asyncio.gather(*readers)
     # One replica held the Redis fill lock and loaded; the other waited for its value.
     assert queries("article_by_slug") - before == 1
@@ -190,7 +190,7 @@ async def test_a_replica_waits_for_the_one_holding_the_fill_lock(
     lock_key, value_key = f"{prefix}:lock:t:k@{stamp}", f"{prefix}:c:t:k@{stamp}"
     await redis.set(lock_key, "another replica", px=5000)
     reader = asyncio.create_task(cache.get("t", "k", ("x",), load))
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: cache.fill_lock.waiting == 1, timeout=5, message="the reader waits for the lock")
     assert not reader.done() and load.calls == 0  # waiting, not loading
     await redis.set(value_key, b"theirs", px=60_000)
     await redis.delete(lock_key)
@@ -234,7 +234,7 @@ async def test_a_reader_giving_up_does_not_cancel_the_others(cache: Cache) -> No
     load = Loader(delay_s=0.2)
     impatient = asyncio.create_task(cache.get("t", "slow", ("x",), load))
     patient = asyncio.create_task(cache.get("t", "slow", ("x",), load))
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: load.calls == 1, timeout=5, message="the shared load started")
     impatient.cancel()
     assert (await patient).body == b"v1"
     assert load.calls == 1
@@ -270,8 +270,8 @@ async def test_process_memory_tier_is_bounded_in_bytes(make_cache: MakeCache) ->
     cache = await make_cache(local_max_bytes=budget)
     for i in range(10):
         await cache.get("t", str(i), ("x",), Loader(bytes(300)))
-    assert cache._local_bytes <= budget
-    assert len(cache._local) == 3
+    assert cache.local.bytes <= budget
+    assert len(cache.local) == 3
 
 
 async def test_a_row_version_is_made_by_writes_and_by_reads_that_found_the_row(

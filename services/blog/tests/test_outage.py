@@ -64,7 +64,7 @@ async def article_by(
 
 
 async def body_of(cache: Cache, db: SQLiteDB, slug: str) -> str:
-    return str(orjson.loads((await articles.read_cached(cache, db, slug)).body)["article"]["body"])
+    return str(orjson.loads((await articles.article_cached(db, cache, slug)).body)["article"]["body"])
 
 
 async def test_reads_fall_back_to_sqlite_and_the_cache_resumes(

@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 from blog_testing import Client, auth, post_article, register
 from prometheus_client import REGISTRY
 
-from asynccore.crawl import crawl
 from blog.markup import render_markdown
+from crawler import crawl
 
 ATTACKS = [
     "<script>alert(1)</script>",

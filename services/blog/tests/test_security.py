@@ -23,7 +23,10 @@ from aiohttp.test_utils import make_mocked_request
 from blog_testing import Client, MakeCache, MakeClient, auth, post_article, register
 from redis.asyncio import Redis
 
+from asynccore.auth import verify_token
+from asynccore.errors import ApiError
 from asynccore.migrations import apply_migrations
+from asynccore.revocation import TokenRevocations
 from asynccore.testing import wait_until
 from blog.api import SHARED
 from blog.db import MIGRATIONS
@@ -58,7 +61,7 @@ async def test_reads_of_rows_that_do_not_exist_write_nothing_shared(
         assert (await client.get(path)).status == 200  # what exists is cached as usual
     cache = client.app[CACHE]
     before_keys = await keys_under(redis, prefix)
-    before_local = (set(cache._local), cache._local_bytes)
+    before_local = (set(cache.local.entries), cache.local.bytes)
     for _ in range(100):
         missing = secrets.token_hex(1024)  # 2 KB names, as the attack used 8 KB
         assert (await client.get(f"/api/articles/{missing}")).status == 404
@@ -68,7 +71,7 @@ async def test_reads_of_rows_that_do_not_exist_write_nothing_shared(
         assert resp.status == 200 and (await resp.json())["articlesCount"] == 0
     assert await keys_under(redis, prefix) == before_keys  # not one key, short-lived or not
     # Nor anything kept in the process: no entry, no version of a row that is not there.
-    assert (set(cache._local), cache._local_bytes) == before_local
+    assert (set(cache.local.entries), cache.local.bytes) == before_local
     assert {name for name in cache.versions._local if ":" in name} <= {f"a:{article['slug']}"}
     # And what exists is still served from the cache.
     assert (await client.get(f"/api/articles/{article['slug']}")).status == 200
@@ -152,7 +155,7 @@ async def test_process_memory_tier_holds_its_budget_in_real_bytes(make_cache: Ma
             await asyncio.gather(*(fill(i) for i in range(start, start + 100)))
         gc.collect()
         held = tracemalloc.get_traced_memory()[0]
-        cache._local.clear()
+        cache.local.clear()
         gc.collect()
         freed = held - tracemalloc.get_traced_memory()[0]
     finally:
@@ -212,6 +215,17 @@ async def test_a_password_change_revokes_every_older_token(
     await wait_until(refused_everywhere, timeout=2, message="old tokens refused on both replicas")
     for replica in (a, b):
         assert (await replica.get("/api/user", headers=auth(fresh))).status == 200
+    # Published for orders and stream, which check tokens through asynccore.revocation.
+    redis = Redis.from_url(settings.revocation_url)
+    try:
+        elsewhere = TokenRevocations(redis, settings.revocation_prefix, cache_s=0)
+        secret = settings.jwt_secret.get_secret_value()
+        for token in (first, second):
+            with pytest.raises(ApiError, match="401"):
+                await elsewhere.check(verify_token(secret, token))
+        await elsewhere.check(verify_token(secret, fresh))
+    finally:
+        await redis.aclose()
     resp = await b.post("/api/users/login", json={"user": {**login["user"], "password": "a-new-password"}})
     assert resp.status == 200
     # A change of anything else keeps the tokens.

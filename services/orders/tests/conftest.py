@@ -12,17 +12,22 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from asynccore.auth import issue_token
+from asynccore.auth import Caller, issue_token
 from asynccore.migrations import apply_migrations
 from asynccore.pools.mysql import close_mysql, drop_database, open_mysql
 from asynccore.testing import free_port, server_url
+from devservers import payment, smtp
+from orders.batching import Placer
 from orders.messaging import Names, delete_topology
+from orders.models import NewOrder
+from orders.placement import Placed
 from orders.resources import MIGRATIONS
-from orders.sandbox import payment, smtp
 from orders.settings import OrdersSettings
+from orders.sightings import Sightings
 
 MYSQL_SERVER = server_url("MYSQL")
 AMQP_URL = server_url("AMQP") + "/"
+REDIS_URL = server_url("REDIS") + "/0"
 JWT_SECRET = "orders-test-secret-of-at-least-32-bytes"
 # Processes the tests start read it from the environment (services have no default secret).
 os.environ.setdefault("JWT_SECRET", JWT_SECRET)
@@ -136,6 +141,8 @@ def settings(mysql_url: str, amqp_prefix: str, sandbox: Sandbox, smtp_sink: Sink
         mysql_url=mysql_url,
         amqp_url=AMQP_URL,
         amqp_prefix=amqp_prefix,
+        revocation_url=REDIS_URL,
+        revocation_prefix=f"{amqp_prefix}auth:",  # the test's own: a revocation touches nobody else
         payment_url=sandbox.url,
         smtp_port=smtp_sink.smtp_port,
         jwt_secret=SecretStr(JWT_SECRET),
@@ -156,3 +163,15 @@ def env_of(settings: OrdersSettings, **more: object) -> dict[str, str]:
         env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     env.update({name.upper(): str(value) for name, value in more.items()})
     return env
+
+
+async def place_order(
+    pool: aiomysql.Pool,
+    caller: Caller,
+    request: NewOrder,
+    key: str | None,
+    *,
+    sightings: Sightings | None = None,
+) -> Placed:
+    """Place one order as the API's entry does, each order in its own transaction (no batching)."""
+    return await Placer(pool, sightings or Sightings()).place_order(caller, request, key)

@@ -9,10 +9,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import JWT_SECRET
+from redis.asyncio import Redis
 
 from asynccore.auth import issue_token
+from asynccore.revocation import publish_token_version, version_key
+from asynccore.testing import wait_until
+from orders import errors
+from orders.api import ERRORS
 from orders.app import build_app
 from orders.settings import OrdersSettings
+from orders.states import IllegalTransition
 
 Client = TestClient[web.Request, web.Application]
 Headers = dict[str, str]
@@ -257,3 +263,37 @@ async def test_client_errors_log_no_traceback(
     assert all(400 <= resp.status < 500 for resp in sent), [resp.status for resp in sent]
     loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert loud == [], [r.getMessage() for r in loud]
+
+
+def test_every_domain_error_has_its_http_answer() -> None:
+    """``api.ERRORS`` is looked up by exact type: a domain error missing there would be a 500."""
+    domain = {
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.OrdersError) and cls is not errors.OrdersError
+    }
+    assert set(ERRORS) == domain | {IllegalTransition}
+
+
+async def test_a_token_revoked_by_a_password_change_is_a_401(
+    client: Client, settings: OrdersSettings
+) -> None:
+    """The blog publishes the account's token version when the password changes (asynccore.revocation);
+    orders refuses every older token from then on, within the second it remembers a version for."""
+    old = {"Authorization": f"Token {issue_token(JWT_SECRET, 'rev-1', 'ann', 600)}"}
+    new = {"Authorization": f"Token {issue_token(JWT_SECRET, 'rev-1', 'ann', 600, version=1)}"}
+    assert (await client.get("/api/orders", headers=old)).status == 200
+    redis = Redis.from_url(settings.revocation_url)
+    try:
+        assert await publish_token_version(redis, settings.revocation_prefix, "rev-1", 1, ttl_s=600)
+
+        async def refused() -> bool:
+            resp = await client.get("/api/orders", headers=old)
+            return resp.status == 401 and "revoked" in (await resp.json())["errors"]["token"][0]
+
+        await wait_until(refused, timeout=3, message="the revoked token still answers 200")
+        assert (await client.get("/api/orders", headers=new)).status == 200
+        assert (await client.post("/api/orders", json={"items": []}, headers=old)).status == 401
+    finally:
+        await redis.delete(version_key(settings.revocation_prefix, "rev-1"))
+        await redis.aclose()

@@ -12,13 +12,14 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from asynccore.auth import Caller
-from asynccore.errors import ApiError
 from asynccore.testing import metric_value, wait_until
+from orders.api import http_error
 from orders.batching import Batcher
 from orders.db import transaction
+from orders.errors import OrdersError
 from orders.inventory import audit
 from orders.models import NewOrder, NewProduct, OrderLine
-from orders.placement import Placed, place_order
+from orders.placement import Placed
 from orders.products import create_product
 from orders.sightings import Sightings
 
@@ -39,16 +40,9 @@ async def _buy(
 ) -> Placed | int:
     order = NewOrder(items=[OrderLine(product_id=product, quantity=quantity)])
     try:
-        return await place_order(
-            pool,
-            Caller(str(buyer), f"b{buyer}", ""),
-            order,
-            key,
-            sightings=batcher.sightings,
-            batcher=batcher,
-        )
-    except ApiError as exc:
-        return exc.status
+        return await batcher.place_order(Caller(str(buyer), f"b{buyer}", ""), order, key)
+    except OrdersError as exc:
+        return http_error(exc).status
 
 
 def _batches() -> tuple[float, float]:

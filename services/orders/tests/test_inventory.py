@@ -1,7 +1,8 @@
 """The core: never oversell, under 1,000 concurrent buyers, with single- and multi-item orders.
 
-Each runs three ways: ``locking`` (the naive baseline), ``conditional`` (an order per transaction) and
-``batched`` (conditional, concurrent orders coalesced by a :class:`Batcher`, as the API runs it).
+Each runs three ways: ``locking`` (the benchmark's naive baseline, ``loadtests.bench.orders_naive``),
+``conditional`` (an order per transaction, :class:`Placer`) and ``batched`` (conditional, concurrent
+orders coalesced by a :class:`Batcher`, as the API runs it).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import aiomysql
 import pytest
 
 from asynccore.auth import Caller
-from asynccore.errors import ApiError
-from orders.batching import Batcher
+from loadtests.bench.orders_naive import NaivePlacer
+from orders.api import http_error
+from orders.batching import Batcher, Placer
+from orders.errors import OrdersError
 from orders.inventory import audit
 from orders.lifecycle import move
 from orders.models import NewOrder, NewProduct, OrderLine
-from orders.placement import place_order
 from orders.products import create_product, restock
 from orders.sightings import Sightings
 from orders.states import Status
@@ -39,28 +41,24 @@ async def _placing(
 ) -> AsyncIterator[Callable[[int, NewOrder], Awaitable[int]]]:
     """``buy(buyer, order)`` → the HTTP status placing it would answer, in ``mode``."""
     shared = Sightings()  # as in the API: buyers queued behind a sold-out read are answered from it
-    batcher = Batcher(pool, shared, max_batch=50, in_flight=4, max_waiting=10_000)
+    placer = {
+        "locking": lambda: NaivePlacer(pool, shared),
+        "conditional": lambda: Placer(pool, shared),
+        "batched": lambda: Batcher(pool, shared, max_batch=50, in_flight=4, max_waiting=10_000),
+    }[mode]()
 
     async def buy(buyer: int, order: NewOrder) -> int:
         caller = Caller(str(buyer), f"buyer{buyer}", "")
         try:
-            await place_order(
-                pool,
-                caller,
-                order,
-                None,
-                strategy="locking" if mode == "locking" else "conditional",
-                sightings=shared,
-                batcher=batcher if mode == "batched" else None,
-            )
-        except ApiError as exc:
-            return exc.status
+            await placer.place_order(caller, order, None)
+        except OrdersError as exc:
+            return http_error(exc).status
         return 201
 
     try:
         yield buy
     finally:
-        await batcher.close()
+        await placer.close()
 
 
 def _order(lines: list[tuple[int, int]]) -> NewOrder:

@@ -9,16 +9,17 @@ from pathlib import Path
 import aiomysql
 import orjson
 import pytest
+from conftest import place_order
 
 from asynccore.auth import Caller
-from asynccore.errors import ApiError
 from asynccore.migrations import apply_migrations
 from asynccore.pools.mysql import close_mysql, open_mysql
+from orders.api import http_error
 from orders.db import transaction
+from orders.errors import NotFound
 from orders.inventory import audit
 from orders.lifecycle import REFUND_EVENT, expire_unpaid, move, start_payment
 from orders.models import NewOrder, NewProduct, OrderLine
-from orders.placement import place_order
 from orders.products import create_product
 from orders.resources import MIGRATIONS
 from orders.states import ALLOWED, IllegalTransition, Status, check_transition
@@ -88,9 +89,9 @@ async def test_cancelling_a_paid_order_requests_its_refund(pool: aiomysql.Pool) 
 
 async def test_only_the_owner_can_cancel(pool: aiomysql.Pool) -> None:
     order_id, _ = await _placed(pool)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(NotFound) as err:
         await move(pool, order_id, Status.CANCELLED, owner="mallory")
-    assert err.value.status == 404
+    assert http_error(err.value).status == 404
 
 
 async def test_fulfilled_orders_cannot_be_cancelled(pool: aiomysql.Pool) -> None:

@@ -9,15 +9,15 @@ import aio_pika
 import aiomysql
 import orjson
 import pytest
+from conftest import place_order
 
 from asynccore.auth import Caller
-from asynccore.errors import ApiError
 from orders import outbox
 from orders.db import transaction
+from orders.errors import OutOfStock
 from orders.messaging import Broker, Names
 from orders.models import NewOrder, NewProduct, OrderLine
 from orders.outbox import Event
-from orders.placement import place_order
 from orders.products import create_product
 
 
@@ -69,7 +69,7 @@ async def _orders(pool: aiomysql.Pool, count: int) -> int:
 
 async def test_a_rolled_back_order_leaves_no_event(pool: aiomysql.Pool) -> None:
     pid = await _orders(pool, 1)  # sold out after this one
-    with pytest.raises(ApiError):
+    with pytest.raises(OutOfStock):
         await place_order(
             pool, Caller("x", "x", ""), NewOrder(items=[OrderLine(product_id=pid, quantity=1)]), None
         )

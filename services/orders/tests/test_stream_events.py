@@ -1,4 +1,4 @@
-"""Order events for the stream service, through a real Apache Kafka broker (asynccore.kafka_broker).
+"""Order events for the stream service, through a real Apache Kafka broker (devservers.kafka_broker).
 
 The broker does not create topics on first use: the relay creates the one it streams to if absent.
 """
@@ -11,22 +11,23 @@ from collections.abc import Callable, Iterator
 
 import aiomysql
 import confluent_kafka
-import orjson
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka.admin import AdminClient
+from conftest import place_order
 
 from asynccore.auth import Caller
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import TcpProxy, wait_until
+from contracts import events as wire
+from devservers.kafka_broker import KafkaBroker
 from orders import outbox
 from orders.app import build_app
 from orders.db import transaction
 from orders.lifecycle import move
 from orders.models import NewOrder, NewProduct, OrderLine
 from orders.outbox import Event
-from orders.placement import place_order
 from orders.products import create_product
 from orders.settings import OrdersSettings
 from orders.states import Status
@@ -35,7 +36,12 @@ from orders.stream_events import KafkaEvents, stream_events
 Headers = dict[str, str]
 
 
-def test_stream_events_follow_the_stream_schema() -> None:
+def emitted(event: Event) -> list[dict[str, object]]:
+    """What the relay sends to the topic for ``event``, decoded by the topic's schema (the stream's)."""
+    return [msgspec.structs.asdict(wire.decode(wire.encode(e))) for e in stream_events(event)]
+
+
+def test_stream_events_decode_through_the_topic_schema() -> None:
     payload = {
         "order_id": 7,
         "user_id": "u1",
@@ -45,7 +51,7 @@ def test_stream_events_follow_the_stream_schema() -> None:
             {"product_id": 9, "quantity": 1, "price_cents": 99},
         ],
     }
-    placed = stream_events(Event("abc", "order.created", payload))
+    placed = emitted(Event("abc", "order.created", payload))
     assert placed == [
         {
             "event_id": "abc-3",
@@ -64,8 +70,8 @@ def test_stream_events_follow_the_stream_schema() -> None:
             "ts": 1_700_000_000_000,
         },
     ]
-    assert [e["type"] for e in stream_events(Event("d", "order.paid", payload))] == ["payment", "payment"]
-    assert stream_events(Event("e", "order.cancelled", payload)) == []
+    assert [e["type"] for e in emitted(Event("d", "order.paid", payload))] == ["payment", "payment"]
+    assert emitted(Event("e", "order.cancelled", payload)) == []
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +112,11 @@ async def _consume(bootstrap: str, topic: str, count: int) -> list[dict[str, obj
         async with asyncio.timeout(20):
             while len(got) < count:
                 batches = await consumer.getmany(timeout_ms=200)
-                got += [orjson.loads(record.value) for records in batches.values() for record in records]
+                got += [  # each value as the stream service decodes it
+                    msgspec.structs.asdict(wire.decode(record.value))
+                    for records in batches.values()
+                    for record in records
+                ]
     finally:
         await consumer.stop()
     return got

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import Sandbox, Sink
+from conftest import Sandbox, Sink, place_order
 from prometheus_client import REGISTRY, generate_latest
 
 from asynccore.auth import Caller
@@ -24,14 +24,13 @@ from orders.inventory import audit
 from orders.lifecycle import expire_unpaid, move
 from orders.messaging import Broker, Names
 from orders.models import NewOrder, NewProduct, OrderLine
-from orders.payments import PaymentDeclined
-from orders.placement import place_order
 from orders.products import create_product
 from orders.resources import DB
 from orders.settings import OrdersSettings
 from orders.states import Status
 from orders.store import load_order
 from orders.worker import WORKER, build_app
+from orders.worker.payments import PaymentDeclined
 
 Place = Callable[[], Awaitable[int]]
 REQUEST_ID = "req-placed-the-order"

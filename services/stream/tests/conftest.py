@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from stream_testkit import REDIS_URL, Topics, serve, settings_for
 
-from asynccore.kafka_broker import KafkaBroker
+from devservers.kafka_broker import KafkaBroker
 
 # Secrets have no default in code: the tests bring their own, set at import so that settings built in
 # this process and every service process the tests start (which inherit the environment) share them.
@@ -65,6 +65,8 @@ def stream_env(kafka: KafkaBroker, topics: Topics, prefix: str) -> dict[str, str
     return {
         "KAFKA_BOOTSTRAP": kafka.bootstrap,
         "REDIS_URL": REDIS_URL,
+        "REVOCATION_URL": REDIS_URL,
+        "REVOCATION_PREFIX": f"{prefix}auth:",
         "STREAM_TOPIC": topics.events,
         "STREAM_DLQ_TOPIC": topics.dlq,
         "STREAM_ALERTS_TOPIC": topics.alerts,

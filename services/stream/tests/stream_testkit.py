@@ -17,8 +17,8 @@ from confluent_kafka.admin import AdminClient
 from redis.asyncio import Redis
 
 from asynccore.auth import issue_token
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import free_port, server_url
+from devservers.kafka_broker import KafkaBroker
 from stream.keys import Keys
 from stream.service import build_app
 from stream.settings import StreamSettings
@@ -105,9 +105,9 @@ def admin_auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {os.environ['STREAM_ADMIN_TOKEN']}"}
 
 
-def member_auth(user_id: str, *, scheme: str = "Token", ttl_s: int = 600) -> dict[str, str]:
+def member_auth(user_id: str, *, scheme: str = "Token", ttl_s: int = 600, version: int = 0) -> dict[str, str]:
     """Headers of a signed-in user: a JWT as the blog issues them, signed with the tests' secret."""
-    token = issue_token(os.environ["JWT_SECRET"], user_id, f"name-{user_id}", ttl_s)
+    token = issue_token(os.environ["JWT_SECRET"], user_id, f"name-{user_id}", ttl_s, version=version)
     return {"Authorization": f"{scheme} {token}"}
 
 
@@ -158,6 +158,8 @@ def settings_for(kafka: KafkaBroker, topics: Topics, prefix: str, **overrides: o
         "stream_dlq_topic": topics.dlq,
         "stream_alerts_topic": topics.alerts,
         "stream_redis_prefix": prefix,
+        "revocation_url": REDIS_URL,
+        "revocation_prefix": f"{prefix}auth:",  # under the test's prefix: deleted with it
         "stream_group_id": f"group-{prefix}",
         "stream_session_timeout_ms": 6000,
         "stream_heartbeat_ms": 500,
@@ -184,7 +186,7 @@ async def serve(settings: StreamSettings, port: int | None = None) -> AsyncItera
 async def consumed(redis: Redis, prefix: str, topic: str, counts: dict[int, int]) -> bool:
     """Whether the stored offset of every partition has reached its end."""
     keys = Keys(prefix)
-    stored = await redis.mget([keys.offset(topic, p) for p in counts])
+    stored = await redis.mget([keys.checkpoint(topic, p) for p in counts])
     return all(
         v is not None and int(v.split(b":")[0]) >= counts[p] for p, v in zip(counts, stored, strict=True)
     )
@@ -193,7 +195,7 @@ async def consumed(redis: Redis, prefix: str, topic: str, counts: dict[int, int]
 async def stored_offsets(redis: Redis, prefix: str, topic: str, partitions: int) -> dict[int, int | None]:
     """The stored offset (the next one to process) of each partition; ``None`` if never processed."""
     keys = Keys(prefix)
-    stored = await redis.mget([keys.offset(topic, p) for p in range(partitions)])
+    stored = await redis.mget([keys.checkpoint(topic, p) for p in range(partitions)])
     return {p: int(v.split(b":")[0]) if v else None for p, v in enumerate(stored)}
 
 

@@ -14,10 +14,12 @@ import sys
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
+from redis.asyncio import Redis
 from stream_testkit import Topics, admin_auth, ingest_auth, member_auth, now_ms, topic_size
 
-from asynccore.kafka_broker import KafkaBroker
+from asynccore.revocation import publish_token_version
 from asynccore.settings import load_settings
+from devservers.kafka_broker import KafkaBroker
 from stream.settings import StreamSettings
 
 Body = dict[str, list[dict[str, object]]]
@@ -110,6 +112,18 @@ async def test_a_member_id_sent_as_a_number_is_the_same_id(api: aiohttp.ClientSe
     own = batch("page_view", user="42")
     own["events"][0]["user_id"] = 42
     status, _, _ = await answer(api, "POST", "/api/events", member_auth("42"), own)
+    assert status == 202
+
+
+async def test_a_member_token_revoked_by_a_password_change_is_a_401(
+    api: aiohttp.ClientSession, redis: Redis, prefix: str
+) -> None:
+    """The blog publishes the account's token version on a password change (asynccore.revocation)."""
+    await publish_token_version(redis, f"{prefix}auth:", "member-8", 1, ttl_s=600)
+    own = batch("page_view", user="member-8")
+    status, body, _ = await answer(api, "POST", "/api/events", member_auth("member-8"), own)
+    assert status == 401 and "revoked" in body["errors"]["token"][0], body  # type: ignore[index]
+    status, _, _ = await answer(api, "POST", "/api/events", member_auth("member-8", version=1), own)
     assert status == 202
 
 

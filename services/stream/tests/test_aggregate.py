@@ -3,6 +3,8 @@ it is cut into batches, and those totals are the independently computed ground t
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -11,15 +13,14 @@ import pytest
 from prometheus_client import REGISTRY
 from stream_truth import judge, scenario
 
-from stream.aggregate import Plan, aggregate, build_ops, plan
-from stream.batch import Progress, prepare
-from stream.events import Event
+from stream.aggregate import aggregate
+from stream.batch import Checkpoint, JudgedEvent, prepare
 from stream.keys import Keys
 from stream.metrics import LATENESS
 from stream.recommend import co_views
 from stream.settings import StreamSettings
-from stream.state import Ops, Reply
 from stream.windows import LATENESS_BOUNDS_MS, LATENESS_LABELS
+from stream.writes import Found, Plan, WriteSet, build_writes, plan
 
 KEYS = Keys("t:")
 SETTINGS = StreamSettings(stream_allowed_lateness_s=60)
@@ -53,10 +54,10 @@ def test_watermark_is_per_partition_and_lateness_is_allowed() -> None:
         0: [Rec(0, 0, ev("a", t)), Rec(0, 1, ev("b", t - 59_000)), Rec(0, 2, ev("c", t - 61_000))],
         1: [Rec(1, 0, ev("d", t - 3_600_000))],  # old, but partition 1 has seen nothing newer
     }
-    out = prepare(batch, {0: Progress(0), 1: Progress(0)}, now_ms=t, lateness_ms=60_000, max_future_ms=0)
+    out = prepare(batch, {0: Checkpoint(0), 1: Checkpoint(0)}, now_ms=t, lateness_ms=60_000, max_future_ms=0)
     assert [e.event_id for e in out.candidates] == ["a", "b", "d"]
     assert [(r.reason, r.offset) for r in out.rejected] == [("late", 2)]
-    assert out.progress == {0: Progress(3, t), 1: Progress(1, t - 3_600_000)}
+    assert out.checkpoints == {0: Checkpoint(3, t), 1: Checkpoint(1, t - 3_600_000)}
 
 
 def test_in_batch_duplicates_and_replayed_offsets_and_unassigned_partitions() -> None:
@@ -65,40 +66,42 @@ def test_in_batch_duplicates_and_replayed_offsets_and_unassigned_partitions() ->
         0: [Rec(0, 4, ev("old", t)), Rec(0, 5, ev("a", t)), Rec(0, 6, ev("a", t)), Rec(0, 7, b"{")],
         3: [Rec(3, 0, ev("x", t))],  # not assigned (revoked while in flight)
     }
-    out = prepare(batch, {0: Progress(5, t)}, now_ms=t, lateness_ms=60_000, max_future_ms=0)
+    out = prepare(batch, {0: Checkpoint(5, t)}, now_ms=t, lateness_ms=60_000, max_future_ms=0)
     assert [e.event_id for e in out.candidates] == ["a"]
     assert [e.event_id for e in out.duplicates] == ["a"]
     assert [r.reason for r in out.rejected] == ["bad_json"]
-    assert out.progress == {0: Progress(8, t)}
+    assert out.checkpoints == {0: Checkpoint(8, t)}
 
 
 class FakeStore:
-    """Just enough of what Redis holds between batches (seen ids, sessions) to drive build_ops."""
+    """Just enough of what Redis holds between batches (seen ids, sessions) to drive build_writes."""
 
     def __init__(self) -> None:
         self.sets: dict[str, set[str]] = {}
         self.hashes: dict[str, dict[str, str]] = {}
         self.counters: dict[str, Counter[str]] = {}
 
-    def reply(self, the_plan: Plan) -> Reply:
+    def read(self, the_plan: Plan) -> Found:
         seen = [
-            "".join("1" if i in self.sets.get(g[0], ()) else "0" for i in g[1:]) for g in the_plan.seen_groups
+            "".join("1" if i in self.sets.get(g.key, ()) else "0" for i in g.members) for g in the_plan.seen
         ]
         sessions: dict[str, str | None] = {}
-        for key, *users in the_plan.session_groups:
-            for user in users:
-                sessions[user] = sessions.get(user) or self.hashes.get(key, {}).get(user)
-        return Reply(seen, sessions)
+        for group in the_plan.sessions:
+            for user in group.members:
+                sessions[user] = sessions.get(user) or self.hashes.get(group.key, {}).get(user)
+        return Found(seen, sessions)
 
-    def apply(self, ops: Ops) -> None:
-        for key, _ttl, *flat in ops.h:
-            counts = self.counters.setdefault(key, Counter())
-            for name, n in zip(flat[::2], flat[1::2], strict=True):
+    def apply(self, writes: WriteSet) -> None:
+        for inc in writes.hashes:
+            counts = self.counters.setdefault(inc.key, Counter())
+            for name, n in zip(inc.deltas[::2], inc.deltas[1::2], strict=True):
+                assert isinstance(name, str) and isinstance(n, int)
                 counts[name] += n
-        for key, *members in ops.sa:
-            self.sets.setdefault(key, set()).update(members)
-        for key, _ttl, *flat in ops.hs:
-            self.hashes.setdefault(key, {}).update(zip(flat[::2], flat[1::2], strict=True))
+        for group in writes.seen:
+            self.sets.setdefault(group.key, set()).update(group.members)
+        for group in writes.sessions:
+            flat = group.members
+            self.hashes.setdefault(group.key, {}).update(zip(flat[::2], flat[1::2], strict=True))
 
     def minute_totals(self) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -113,7 +116,7 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
     now = 1_800_000_000_000
     parts = scenario(4, 400, t0=now - 3_600_000)
     truth = judge(parts, now)
-    store, progress = FakeStore(), {p: Progress(0) for p in parts}
+    store, progress = FakeStore(), {p: Checkpoint(0) for p in parts}
     lateness: Counter[int] = Counter()
     cursor = dict.fromkeys(parts, 0)
     while any(cursor[p] < len(v) for p, v in parts.items()):
@@ -125,10 +128,12 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
         prepared = prepare(batch, progress, now_ms=now, lateness_ms=60_000, max_future_ms=60_000)
         deltas = aggregate(prepared, SETTINGS.stream_dedup_horizon_s * 1000)
         the_plan = plan(deltas, KEYS, 1_800_000)
-        ops, totals = build_ops(prepared, deltas, the_plan, store.reply(the_plan), KEYS, "events", SETTINGS)
-        store.apply(ops)
+        writes, totals = build_writes(
+            prepared, deltas, the_plan, store.read(the_plan), KEYS, "events", SETTINGS
+        )
+        store.apply(writes)
         lateness.update(totals.lateness)
-        progress = prepared.progress
+        progress = prepared.checkpoints
     total = store.minute_totals()
     assert [lateness[i] for i in range(len(LATENESS_LABELS))] == [total[label] for label in LATENESS_LABELS]
     assert {t: total[t] for t in truth.counts} == truth.counts
@@ -141,8 +146,8 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
     assert sum(total[k] for k in total if k.startswith("le_") or k == "gt") == truth.total()
 
 
-def view(product: str, ts: int) -> Event:
-    return Event(event_id=f"{product}{ts}", type="page_view", user_id="u", ts=ts, product_id=product)
+def view(product: str, ts: int) -> JudgedEvent:
+    return JudgedEvent(f"{product}{ts}", "page_view", "u", ts, product, 0.0)
 
 
 def test_co_views_pair_once_per_session_and_keep_the_last_items() -> None:
@@ -173,3 +178,14 @@ def test_the_lateness_histogram_is_cumulative_by_class_with_the_sum_in_seconds()
     LATENESS.add({0: 3, 2: 1}, 4_500)  # three on time, one 4.5 s behind
     after = [sample("_bucket", le=le_1s), sample("_bucket", le=le_5s), sample("_count"), sample("_sum")]
     assert [a - b for a, b in zip(after, before, strict=True)] == [3, 4, 4, 4.5]
+
+
+def test_the_write_set_is_built_without_redis() -> None:
+    """The flush's pure half (judge, aggregate, plan, write set) imports neither redis nor the state
+    store's module: it runs, and is tested, with no I/O at all."""
+    code = (
+        "import sys, stream.batch, stream.aggregate, stream.writes; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis' or m == 'stream.state'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -9,8 +9,8 @@ import logging
 import pytest
 from stream_testkit import Topics, serve, settings_for
 
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import free_port
+from devservers.kafka_broker import KafkaBroker
 
 GARBAGE = [
     b"GARBAGE\r\n\r\n",

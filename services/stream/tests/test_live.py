@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import REGISTRY
 from stream_testkit import Topics, serve, settings_for
 
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import wait_until
+from devservers.kafka_broker import KafkaBroker
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ from stream_testkit import (
 )
 from stream_truth import judge, scenario
 
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import wait_until
+from devservers.kafka_broker import KafkaBroker
 from stream import queries
-from stream.batch import Progress
+from stream.batch import Checkpoint
 from stream.consumer import Consumer
 from stream.keys import Keys
 from stream.offsets import Policy, Resume, resume_at
@@ -35,19 +35,19 @@ from stream.offsets import Policy, Resume, resume_at
 @pytest.mark.parametrize(
     ("stored", "policy", "expected"),
     [
-        (None, "fail", Resume(Progress(10))),  # never read: from the log start, not a reset
-        (Progress(10, 5), "fail", Resume(Progress(10, 5))),
-        (Progress(50, 5), "fail", Resume(Progress(50, 5))),  # at the end: nothing new yet
-        (Progress(80, 5), "earliest", Resume(Progress(10, 5), "ahead_of_log_end", skipped=0)),
-        (Progress(80, 5), "latest", Resume(Progress(50, 5), "ahead_of_log_end", skipped=40)),
-        (Progress(80, 5), "fail", Resume(Progress(80, 5), "ahead_of_log_end", halted=True)),
-        (Progress(4, 5), "earliest", Resume(Progress(10, 5), "behind_log_start", skipped=6)),
-        (Progress(4, 5), "latest", Resume(Progress(50, 5), "behind_log_start", skipped=46)),
-        (Progress(4, 5), "fail", Resume(Progress(4, 5), "behind_log_start", halted=True)),
+        (None, "fail", Resume(Checkpoint(10))),  # never read: from the log start, not a reset
+        (Checkpoint(10, 5), "fail", Resume(Checkpoint(10, 5))),
+        (Checkpoint(50, 5), "fail", Resume(Checkpoint(50, 5))),  # at the end: nothing new yet
+        (Checkpoint(80, 5), "earliest", Resume(Checkpoint(10, 5), "ahead_of_log_end", skipped=0)),
+        (Checkpoint(80, 5), "latest", Resume(Checkpoint(50, 5), "ahead_of_log_end", skipped=40)),
+        (Checkpoint(80, 5), "fail", Resume(Checkpoint(80, 5), "ahead_of_log_end", halted=True)),
+        (Checkpoint(4, 5), "earliest", Resume(Checkpoint(10, 5), "behind_log_start", skipped=6)),
+        (Checkpoint(4, 5), "latest", Resume(Checkpoint(50, 5), "behind_log_start", skipped=46)),
+        (Checkpoint(4, 5), "fail", Resume(Checkpoint(4, 5), "behind_log_start", halted=True)),
     ],
 )
 def test_where_a_partition_resumes_in_a_log_from_10_to_50(
-    stored: Progress | None, policy: Policy, expected: Resume
+    stored: Checkpoint | None, policy: Policy, expected: Resume
 ) -> None:
     assert resume_at(stored, 10, 50, policy) == expected
 

@@ -23,15 +23,13 @@ from stream_testkit import (
 )
 from stream_truth import judge, scenario
 
-from asynccore.kafka_broker import KafkaBroker
 from asynccore.testing import wait_until
+from devservers.kafka_broker import KafkaBroker
 from stream import queries
 from stream.consumer import Consumer
 from stream.kafka import new_producer
 from stream.keys import Keys
 from stream.outbox import OutboxRelay
-from stream.recommend import top_co_viewed
-from stream.risk import list_alerts
 
 Run = Callable[[dict[int, list[bytes]]], Awaitable[None]]
 
@@ -127,11 +125,11 @@ async def test_windows_funnel_recommendations_and_risk_alerts(
     funnel = await queries.funnel(redis, keys, minute, minute + 60_000)
     assert funnel["stages"] == {"view": 1, "cart": 2, "order": 3}
 
-    recs = await top_co_viewed(redis, keys, "a", k=5, now_ms=minute, half_life_s=3600, horizon_h=24)
+    recs = await queries.top_co_viewed(redis, keys, "a", k=5, now_ms=minute, half_life_s=3600, horizon_h=24)
     # One session: a, b and c each co-viewed once with a (re-views add nothing).
     assert recs == [{"product_id": "b", "score": 1.0}, {"product_id": "c", "score": 1.0}]
 
-    alerts = await list_alerts(redis, keys, limit=10)
+    alerts = await queries.list_alerts(redis, keys, limit=10)
     assert sorted((a["rule"], a["user_id"], a["count"]) for a in alerts) == [
         ("cart_spree", "spree", 9),
         ("order_velocity", "bot", 7),

@@ -31,8 +31,8 @@ from stream_testkit import (
 )
 from stream_truth import Truth, judge, scenario
 
-from asynccore.kafka_broker import KafkaBroker, metadata_answers
 from asynccore.testing import ServiceProcess, TcpProxy, free_port, metric_value, wait_until
+from devservers.kafka_broker import KafkaBroker, metadata_answers
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from asynccore.logs import (
     set_request_id,
 )
 from asynccore.metrics import UNMATCHED, RouteRed, loop_lag_ctx, metrics_handler, red_recorder
-from asynccore.settings import ServiceSettings
+from asynccore.settings import ServiceSettings, settings_key
 from asynccore.tasks import Supervisor
 
 __all__ = [
@@ -351,6 +351,9 @@ def create_app(
     app[EDGE] = Edge(service, settings.request_timeout_s)
     app[SERVICE] = service
     app[SETTINGS] = settings
+    for cls in type(settings).__mro__:  # app[settings_key(BlogSettings)]: typed, no isinstance per request
+        if isinstance(cls, type) and issubclass(cls, ServiceSettings):
+            app[settings_key(cls)] = settings
     app[READINESS] = {}
     app[_READINESS_LOGGED] = {}
     app[TASKS] = Supervisor(service)

@@ -1,4 +1,4 @@
-"""JWTs of the DESIGN.md contract: HS256, claims ``sub`` (user id), ``username``, ``exp``.
+"""JWTs of the contract (docs/architecture.md): HS256, claims ``sub`` (user id), ``username``, ``exp``.
 
 The blog issues them; every service verifies them here. Verification is lazy and cached per request:
 a handler asks for the caller with :func:`optional_caller` or :func:`require_caller`, so endpoints that
@@ -15,9 +15,18 @@ from aiohttp import web
 
 from asynccore.errors import ApiError
 
-__all__ = ["Caller", "issue_token", "optional_caller", "require_caller", "verify_token"]
+__all__ = [
+    "VERSION_CLAIM",
+    "Caller",
+    "issue_token",
+    "optional_caller",
+    "require_caller",
+    "unauthorized",
+    "verify_token",
+]
 
 ALGORITHM = "HS256"
+VERSION_CLAIM = "ver"
 SCHEMES = ("Token", "Bearer")
 
 
@@ -26,14 +35,15 @@ class Caller:
     user_id: str
     username: str
     token: str
+    version: int = 0  # ``ver``: password changes before the token was issued (asynccore.revocation)
 
 
 _CACHE: web.RequestKey[Caller | None] = web.RequestKey("asynccore_caller")
 
 
-def issue_token(secret: str, user_id: str, username: str, ttl_s: int) -> str:
+def issue_token(secret: str, user_id: str, username: str, ttl_s: int, version: int = 0) -> str:
     now = int(time.time())
-    claims = {"sub": user_id, "username": username, "iat": now, "exp": now + ttl_s}
+    claims = {"sub": user_id, "username": username, "iat": now, "exp": now + ttl_s, VERSION_CLAIM: version}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -44,15 +54,19 @@ def verify_token(secret: str, token: str) -> Caller:
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "username"]}
         )
     except jwt.ExpiredSignatureError:
-        raise _unauthorized("token expired") from None
+        raise unauthorized("token expired") from None
     except jwt.InvalidTokenError as exc:
-        raise _unauthorized(f"invalid token: {exc}") from None
+        raise unauthorized(f"invalid token: {exc}") from None
     except UnicodeError:  # a header with non-ASCII bytes is a bad credential, not a server error
-        raise _unauthorized("invalid token: not ASCII") from None
-    return Caller(user_id=str(claims["sub"]), username=str(claims["username"]), token=token)
+        raise unauthorized("invalid token: not ASCII") from None
+    version = claims.get(VERSION_CLAIM, 0)
+    if type(version) is not int:
+        raise unauthorized(f"invalid token: {VERSION_CLAIM} must be an integer")
+    return Caller(user_id=str(claims["sub"]), username=str(claims["username"]), token=token, version=version)
 
 
-def _unauthorized(message: str) -> ApiError:
+def unauthorized(message: str) -> ApiError:
+    """asynccore's 401 for a bad credential (``errors.token``, with a ``WWW-Authenticate`` challenge)."""
     return ApiError(401, "token", message, headers={"WWW-Authenticate": "Token"})
 
 
@@ -63,7 +77,7 @@ def bearer_token(request: web.Request) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     if scheme not in SCHEMES or not token.strip():
-        raise _unauthorized("Authorization must be 'Token <jwt>' or 'Bearer <jwt>'")
+        raise unauthorized("Authorization must be 'Token <jwt>' or 'Bearer <jwt>'")
     return token.strip()
 
 
@@ -82,5 +96,5 @@ def require_caller(request: web.Request, secret: str) -> Caller:
     """The caller; 401 when no token was sent or it does not verify."""
     caller = optional_caller(request, secret)
     if caller is None:
-        raise _unauthorized("authentication required")
+        raise unauthorized("authentication required")
     return caller

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
+from aiohttp import web
 from pydantic import Field, SecretBytes, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-__all__ = ["MIN_SECRET_BYTES", "ServiceSettings", "load_settings", "strong_secret"]
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "ServiceSettings",
+    "UserServiceSettings",
+    "load_settings",
+    "settings_key",
+    "strong_secret",
+]
 
 
 class ServiceSettings(BaseSettings):
@@ -43,6 +51,15 @@ class ServiceSettings(BaseSettings):
         return strong_secret(value)
 
 
+class UserServiceSettings(ServiceSettings):
+    """A service that accepts users' tokens: it also reads the token versions password changes
+    publish (asynccore.revocation), from Redis."""
+
+    # All services of a stack must share this Redis database and the prefix.
+    revocation_url: str = "redis://127.0.0.1:6379/0"
+    revocation_prefix: str = Field(default="auth:", min_length=1)
+
+
 MIN_SECRET_BYTES = 32
 
 
@@ -58,6 +75,20 @@ def strong_secret(value: SecretStr) -> SecretStr:
 
 
 S = TypeVar("S", bound=BaseSettings)
+T = TypeVar("T", bound=ServiceSettings)
+
+_KEYS: dict[type[ServiceSettings], web.AppKey[Any]] = {}
+
+
+def settings_key(cls: type[T]) -> web.AppKey[T]:
+    """The typed app key of a service's settings class: ``app[settings_key(BlogSettings)]`` is the
+    ``BlogSettings`` the app was created with (``create_app`` stores it under the key of its class and
+    of every settings class it derives from). The same class always gives the same key."""
+    key = _KEYS.get(cls)
+    if key is None:
+        key = _KEYS[cls] = web.AppKey(f"settings[{cls.__qualname__}]", cls)
+    return cast("web.AppKey[T]", key)
+
 
 _SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
 

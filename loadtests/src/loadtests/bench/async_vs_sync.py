@@ -48,6 +48,17 @@ from asynccore.limits import gather_limited
 from asynccore.testing import ServiceProcess, free_port
 from blog.settings import BlogSettings
 from loadtests.bench import sync_baseline
+from loadtests.bench.harness import (
+    QUIET_ENV,
+    delete_keys,
+    interleaved,
+    load_cpus,
+    log,
+    pinned,
+    server_cpus,
+    stop_on_sigterm,
+    table,
+)
 from loadtests.bench.plots import plot_vs_connections
 from loadtests.bench.wrk import WrkResult, median_of, request_script, run_wrk, wrk_argv
 
@@ -68,7 +79,6 @@ __all__ = [
 ]
 
 REPORTS = Path(__file__).resolve().parents[3] / "reports"
-SERVER_CPUS = {0}
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
@@ -173,18 +183,6 @@ class Results:
 # ---------------------------------------------------------------------------- servers
 
 
-def _pinned(argv: list[str]) -> list[str]:
-    if len(os.sched_getaffinity(0)) < 2:
-        return argv
-    return ["taskset", "-c", ",".join(map(str, sorted(SERVER_CPUS))), *argv]
-
-
-def wrk_cpus() -> set[int] | None:
-    """The CPUs wrk may use: all but the servers' (None on a one-CPU machine: no pinning)."""
-    cpus = os.sched_getaffinity(0) - SERVER_CPUS
-    return cpus or None
-
-
 def blog_env(
     port: int, db: Path, prefix: str, *, cache: bool, loop: str, hash_on_loop: bool
 ) -> dict[str, str]:
@@ -195,9 +193,7 @@ def blog_env(
         "BLOG_CACHE_ENABLED": "true" if cache else "false",
         "EVENT_LOOP": loop,
         "REDIS_URL": REDIS_URL,
-        "LOG_LEVEL": "WARNING",
-        # Debug mode (which `make` exports for tests) would dominate what is measured.
-        "PYTHONASYNCIODEBUG": "",
+        **QUIET_ENV,
     }
     if hash_on_loop:
         env["BLOG_HASH_ON_LOOP"] = "1"
@@ -222,7 +218,7 @@ def _blog_server(
 ) -> Server:
     port = free_port()
     env = blog_env(port, db, prefix, cache=cache, loop=loop, hash_on_loop=hash_on_loop)
-    argv = _pinned([sys.executable, "-m", "blog"])
+    argv = pinned([sys.executable, "-m", "blog"], server_cpus())
     base = f"http://127.0.0.1:{port}"
     process = ServiceProcess(argv, env=env, health_url=f"{base}/healthz", name=f"bench-{key}")
     return Server(key, process, base, f"{_shown_env(env)} {' '.join(argv)}")
@@ -230,7 +226,7 @@ def _blog_server(
 
 def _sync_server(db: Path) -> Server:
     port = free_port()
-    argv = _pinned(sync_baseline.gunicorn_argv(port, workers=1))
+    argv = pinned(sync_baseline.gunicorn_argv(port, workers=1), server_cpus())
     env = {"BLOG_DB_PATH": str(db), "PYTHONASYNCIODEBUG": ""}
     base = f"http://127.0.0.1:{port}"
     process = ServiceProcess(argv, env=env, health_url=f"{base}/healthz", name="bench-sync")
@@ -330,9 +326,7 @@ async def drop_prefix(prefix: str) -> None:
     """Delete every Redis key the bench blogs wrote (they all start with ``prefix:``)."""
     redis = Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
     try:
-        keys = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await redis.delete(*keys[start : start + 1000])
+        await delete_keys(redis, f"{prefix}:*")
     finally:
         await redis.aclose()
 
@@ -340,14 +334,10 @@ async def drop_prefix(prefix: str) -> None:
 # ---------------------------------------------------------------------------- measuring
 
 
-def _progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 async def measure_grid(
     results: Results, servers: dict[str, Server], urls: dict[str, str], plan: Plan
 ) -> None:
-    cpus = wrk_cpus()
+    cpus = load_cpus()
     threads = len(cpus) if cpus else 1
     for endpoint, path in urls.items():
         for server in servers.values():
@@ -355,28 +345,27 @@ async def measure_grid(
                 server.base + path, connections=16, duration_s=plan.warmup_s, threads=threads, cpus=cpus
             )
         for connections in plan.connections:
-            for run_no in range(1, plan.runs + 1):
-                for key, server in servers.items():
-                    result = await run_wrk(
-                        server.base + path,
-                        connections=connections,
-                        duration_s=plan.duration_s,
-                        threads=threads,
-                        cpus=cpus,
-                    )
-                    results.add(endpoint, key, connections, result)
-                    _progress(
-                        f"{endpoint:4s} c={connections:<3d} run {run_no} {key:8s} "
-                        f"{result.requests_per_s:8.0f} req/s p99 {result.p99_ms:8.2f} ms "
-                        f"errors {result.errors}"
-                    )
+            for run_no, (key, server) in interleaved(plan.runs, servers.items()):
+                result = await run_wrk(
+                    server.base + path,
+                    connections=connections,
+                    duration_s=plan.duration_s,
+                    threads=threads,
+                    cpus=cpus,
+                )
+                results.add(endpoint, key, connections, result)
+                log(
+                    f"{endpoint:4s} c={connections:<3d} run {run_no} {key:8s} "
+                    f"{result.requests_per_s:8.0f} req/s p99 {result.p99_ms:8.2f} ms "
+                    f"errors {result.errors}"
+                )
 
 
 async def measure_blocking(
     results: Results, servers: dict[str, Server], read_path: str, seeded: Seeded, plan: Plan
 ) -> None:
     """Reads alone, then reads beside sign-ins: hashing in the executor, then on the loop."""
-    cpus = wrk_cpus()
+    cpus = load_cpus()
     threads = len(cpus) if cpus else 1
     login = request_script(
         "POST",
@@ -415,7 +404,7 @@ async def measure_blocking(
             sides["reads"].append(asdict(reads))
             if logins is not None:
                 sides["logins"].append(asdict(logins))
-            _progress(
+            log(
                 f"blocking {case:28s} run {run_no} reads {reads.requests_per_s:8.0f} req/s "
                 f"p99 {reads.p99_ms:8.2f} ms; sign-ins "
                 + (f"{logins.requests_per_s:.1f}/s errors {logins.errors}" if logins else "none")
@@ -423,15 +412,6 @@ async def measure_blocking(
 
 
 # ---------------------------------------------------------------------------- rendering
-
-
-def _row(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(str(cell) for cell in cells) + " |"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    align = ["---:" if n else "---" for n in range(len(headers))]
-    return [_row(headers), _row(align), *(_row(row) for row in rows)]
 
 
 def _rps(result: WrkResult | None) -> str:
@@ -530,7 +510,7 @@ def render(results: Results, plots: dict[str, str] | None = None) -> str:
                     _p99(cached),
                 ]
             )
-        lines += _table(
+        lines += table(
             [
                 "connections",
                 "sync req/s",
@@ -605,7 +585,7 @@ def _render_blocking(results: Results) -> list[str]:
                 str(reads.errors + (logins.errors if logins else 0)),
             ]
         )
-    lines += _table(["case", "reads req/s", "reads p50 ms", "reads p99 ms", "sign-ins/s", "errors"], rows)
+    lines += table(["case", "reads req/s", "reads p50 ms", "reads p99 ms", "sign-ins/s", "errors"], rows)
     return lines
 
 
@@ -749,7 +729,7 @@ def _hash_cost() -> str:
 
 def _wrk_command(plan: Plan) -> str:
     """wrk's command line as run, with the connection counts spelled as a set."""
-    cpus = wrk_cpus()
+    cpus = load_cpus()
     most = max(plan.connections)
     argv = wrk_argv(
         "http://127.0.0.1:PORT/PATH", connections=most, duration_s=plan.duration_s, threads=len(cpus or {0})
@@ -760,6 +740,7 @@ def _wrk_command(plan: Plan) -> str:
 
 
 async def bench(plan: Plan) -> Results:
+    stop_on_sigterm()
     prefix = f"bench-{uuid.uuid4().hex[:12]}"
     rng = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="bench-blog-") as tmp:
@@ -781,7 +762,7 @@ async def bench(plan: Plan) -> Results:
             )
         try:
             async with running([cached]):
-                _progress(f"seeding {plan.articles} articles through the blog's API …")
+                log(f"seeding {plan.articles} articles through the blog's API …")
                 seeded = await seed(cached.base, plan, rng)
                 async with running([s for k, s in grid.items() if k != "cached"] + extra):
                     urls = paths(seeded)
@@ -831,7 +812,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.json").write_text(results.to_json())
     (out / "results.md").write_text(markdown)
     print(markdown)
-    _progress(f"written to {out}")
+    log(f"written to {out}")
 
 
 if __name__ == "__main__":

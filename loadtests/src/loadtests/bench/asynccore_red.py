@@ -25,7 +25,6 @@ import asyncio
 import dataclasses
 import os
 import platform
-import statistics
 import sys
 from collections.abc import Awaitable, Callable
 from time import perf_counter
@@ -34,6 +33,19 @@ from aiohttp import web
 
 from asynccore.metrics import RouteRed, red_recorder
 from asynccore.testing import ServiceProcess, free_port
+from loadtests.bench.harness import (
+    cpu_seconds,
+    interleaved,
+    load_cpus,
+    local_url,
+    log,
+    median,
+    serve_routes,
+    server_cpus,
+    start_server,
+    stop_on_sigterm,
+    table,
+)
 from loadtests.bench.wrk import WrkResult, median_of, run_wrk, wrk_argv
 
 ROUTE = "/hello/{name}"
@@ -46,7 +58,6 @@ VARIANTS = {
     "stack": "asynccore edge (add_routes in create_app)",
 }
 TARGET_LOSS = 0.05
-SERVER_CPU = 0
 WRK_TIMEOUT_S = 2
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,35 +88,17 @@ def wrapped(handler: Handler, *, red: bool) -> Handler:
 
 def serve(variant: str, port: int) -> None:
     """Run one server in this process until SIGTERM (the ``--serve`` side of the benchmark)."""
-    import uvloop
-
-    if variant != "stack":
-        app = web.Application()
-        app.router.add_get(ROUTE, hello if variant == "bare" else wrapped(hello, red=variant == "red"))
-        web.run_app(
-            app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
-        )
+    if variant == "stack":
+        serve_routes([web.get(ROUTE, hello)], port, edge="bench")
         return
-    from asynccore.app import add_routes, create_app, run
-    from asynccore.settings import ServiceSettings, load_settings
-
-    app = create_app("bench", load_settings(ServiceSettings))
-    add_routes(app, [web.get(ROUTE, hello)])
-    run(app, port, host="127.0.0.1")
+    handler = hello if variant == "bare" else wrapped(hello, red=variant == "red")
+    serve_routes([web.get(ROUTE, handler)], port)
 
 
 @dataclasses.dataclass(frozen=True)
 class Round:
     wrk: WrkResult
     server_cpu_us: float  # server CPU time (user + system) per request served
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used, from ``/proc/<pid>/stat``."""
-    with open(f"/proc/{pid}/stat") as stat:
-        # The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(
@@ -124,9 +117,10 @@ async def measure(
     return Round(result, (cpu_seconds(pid) - before) * 1e6 / max(result.requests, 1))
 
 
-def table(rounds: dict[str, list[Round]], args: argparse.Namespace) -> str:
-    median = {variant: median_of([r.wrk for r in runs]) for variant, runs in rounds.items()}
-    cpu = {variant: statistics.median(r.server_cpu_us for r in runs) for variant, runs in rounds.items()}
+def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> str:
+    """The variants' medians as a table, then each comparison's throughput and CPU ratios."""
+    wrk = {variant: median_of([r.wrk for r in runs]) for variant, runs in rounds.items()}
+    cpu = {variant: median(r.server_cpu_us for r in runs) for variant, runs in rounds.items()}
     command = " ".join(wrk_argv("URL", connections=args.connections, duration_s=args.duration,
                                 threads=args.threads, timeout_s=WRK_TIMEOUT_S))  # fmt: skip
     lines = [
@@ -135,24 +129,31 @@ def table(rounds: dict[str, list[Round]], args: argparse.Namespace) -> str:
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"uvloop, asyncio debug off; load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         "",
-        "| variant | req/s | p50 ms | p99 ms | server CPU µs/req | req/s per round | errors |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        *table(
+            ["variant", "req/s", "p50 ms", "p99 ms", "server CPU µs/req", "req/s per round", "errors"],
+            [
+                [
+                    label,
+                    f"{wrk[variant].requests_per_s:.0f}",
+                    f"{wrk[variant].p50_ms:.2f}",
+                    f"{wrk[variant].p99_ms:.2f}",
+                    f"{cpu[variant]:.1f}",
+                    ", ".join(f"{r.wrk.requests_per_s:.0f}" for r in rounds[variant]),
+                    wrk[variant].errors,
+                ]
+                for variant, label in VARIANTS.items()
+            ],
+            align="lrrrrlr",
+        ),
+        "",
     ]
-    for variant, label in VARIANTS.items():
-        m = median[variant]
-        per_round = ", ".join(f"{r.wrk.requests_per_s:.0f}" for r in rounds[variant])
-        lines.append(
-            f"| {label} | {m.requests_per_s:.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
-            f"{cpu[variant]:.1f} | {per_round} | {m.errors} |"
-        )
-    lines.append("")
     comparisons = (
         ("red", "layer", "recording RED (in the layer the edge already is)"),
         ("layer", "bare", "one wrapper layer"),
         ("stack", "bare", "the whole asynccore edge"),
     )
     for variant, baseline, what in comparisons:
-        ratio = median[variant].requests_per_s / median[baseline].requests_per_s
+        ratio = wrk[variant].requests_per_s / wrk[baseline].requests_per_s
         cpu_ratio = cpu[baseline] / cpu[variant]
         if variant == "red":
             verdict = "within" if 1 - ratio <= TARGET_LOSS else "OVER"
@@ -167,18 +168,11 @@ def table(rounds: dict[str, list[Round]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-async def start_server(variant: str, pinned: bool) -> tuple[ServiceProcess, str]:
-    # Debug mode would dominate what we measure; an empty value switches it off.
-    env = {"PYTHONASYNCIODEBUG": "", "LOG_LEVEL": "WARNING"}
+async def start_variant(variant: str, cpus: set[int] | None) -> tuple[ServiceProcess, str]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}{PATH}"
+    url = f"{local_url(port)}{PATH}"
     argv = [sys.executable, "-m", "loadtests.bench.asynccore_red", "--serve", variant, "--port", str(port)]
-    process = ServiceProcess(argv, env=env, health_url=url, name=variant)
-    await process.start(timeout=30)
-    assert process.pid is not None
-    if pinned:
-        os.sched_setaffinity(process.pid, {SERVER_CPU})
-    return process, url
+    return await start_server(argv, env={}, health_url=url, name=variant, cpus=cpus, start_timeout_s=30), url
 
 
 async def bench(args: argparse.Namespace) -> str:
@@ -188,27 +182,24 @@ async def bench(args: argparse.Namespace) -> str:
     in throughput (hash seeds, memory layout); fresh ones per round average that out instead of
     carrying one process's luck through every round.
     """
-    pinned = (os.cpu_count() or 1) >= 2 and not args.no_pin
-    wrk_cpus = set(range(os.cpu_count() or 1)) - {SERVER_CPU} if pinned else None
+    stop_on_sigterm()
+    cpus, wrk_cpus = server_cpus(not args.no_pin), load_cpus(not args.no_pin)
     rounds: dict[str, list[Round]] = {variant: [] for variant in VARIANTS}
-    for round_no in range(1, args.rounds + 1):
-        for variant in VARIANTS:
-            process, url = await start_server(variant, pinned)
-            try:
-                assert process.pid is not None
-                await measure(url, process.pid, args, args.warmup, wrk_cpus)
-                result = await measure(url, process.pid, args, args.duration, wrk_cpus)
-            finally:
-                await process.stop(timeout=10)
-            rounds[variant].append(result)
-            print(
-                f"round {round_no} {variant:5s} {result.wrk.requests_per_s:9.0f} req/s "
-                f"p50 {result.wrk.p50_ms:.2f} ms p99 {result.wrk.p99_ms:.2f} ms "
-                f"cpu {result.server_cpu_us:.1f} µs/req errors {result.wrk.errors}",
-                file=sys.stderr,
-                flush=True,
-            )
-    return table(rounds, args)
+    for round_no, variant in interleaved(args.rounds, VARIANTS):
+        process, url = await start_variant(variant, cpus)
+        try:
+            assert process.pid is not None
+            await measure(url, process.pid, args, args.warmup, wrk_cpus)
+            result = await measure(url, process.pid, args, args.duration, wrk_cpus)
+        finally:
+            await process.stop(timeout=10)
+        rounds[variant].append(result)
+        log(
+            f"round {round_no} {variant:5s} {result.wrk.requests_per_s:9.0f} req/s "
+            f"p50 {result.wrk.p50_ms:.2f} ms p99 {result.wrk.p99_ms:.2f} ms "
+            f"cpu {result.server_cpu_us:.1f} µs/req errors {result.wrk.errors}"
+        )
+    return report(rounds, args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,10 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
-import signal
-import statistics
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -51,10 +48,23 @@ from multidict import CIMultiDict
 from redis.asyncio import Redis
 
 from asynccore.testing import RedisServer, ServiceProcess, free_port, metric_value
+from loadtests.bench.harness import (
+    Memory,
+    interleaved,
+    load_cpus,
+    local_url,
+    log,
+    measure,
+    sample_rss,
+    serve_routes,
+    server_cpus,
+    start_server,
+    stop_on_sigterm,
+    table,
+)
 from loadtests.bench.wrk import WrkResult, median_of, run_wrk
 
 CONNECTIONS = 64
-SERVER_CPU = 0
 JWT_SECRET = "bench-secret-of-at-least-thirty-two-bytes"
 PREFIX = "bench"
 TAGS = [f"topic{i}" for i in range(20)]
@@ -76,17 +86,11 @@ TARGET_CHURN = 2.0
 TARGET_MEMORY_GROWTH = 0.10
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------- the ceiling servers
 
 
 def serve_ceiling(stack: str, port: int, bodies: Path) -> None:
     """Serve the blog's own bytes from files, as cheaply as aiohttp allows (the ``--serve-ceiling`` side)."""
-    import uvloop
-
     sent = json.loads((bodies / CEILING_HEADERS).read_text())
 
     def handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -103,19 +107,7 @@ def serve_ceiling(stack: str, port: int, bodies: Path) -> None:
         web.get("/api/articles/{slug}", handler("article")),
         web.get("/article/{slug}", handler("page")),
     ]
-    if stack == "bare":
-        app = web.Application()
-        app.router.add_routes(routes)
-        web.run_app(
-            app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
-        )
-        return
-    from asynccore.app import add_routes, create_app, run
-    from asynccore.settings import ServiceSettings, load_settings
-
-    app = create_app("ceiling", load_settings(ServiceSettings))
-    add_routes(app, routes)
-    run(app, port, host="127.0.0.1")
+    serve_routes(routes, port, edge=None if stack == "bare" else "ceiling")
 
 
 # ---------------------------------------------------------------------------- the stack under test
@@ -133,46 +125,25 @@ class Stack:
     hot_slug: str = ""
 
 
-def _pin(process: ServiceProcess, cpus: set[int] | None) -> None:
-    if cpus and process.pid is not None:
-        os.sched_setaffinity(process.pid, cpus)
-
-
-async def _start(
-    name: str, argv: list[str], env: dict[str, str], cpus: set[int] | None
-) -> tuple[ServiceProcess, str]:
+async def start_blog(name: str, env: dict[str, str], cpus: set[int] | None) -> tuple[ServiceProcess, str]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = ServiceProcess(
-        argv,
-        env={**env, "BLOG_PORT": str(port), "PYTHONASYNCIODEBUG": ""},
-        health_url=f"{url}/healthz",
-        name=name,
+    url = local_url(port)
+    argv = [sys.executable, "-m", "blog"]
+    process = await start_server(
+        argv, env={**env, "BLOG_PORT": str(port)}, health_url=f"{url}/healthz", name=name, cpus=cpus
     )
-    await process.start(timeout=60)
-    _pin(process, cpus)
     return process, url
 
 
-async def _ceiling(name: str, stack: str, bodies: Path, cpus: set[int] | None) -> tuple[ServiceProcess, str]:
+async def start_ceiling(stack: str, bodies: Path, cpus: set[int] | None) -> tuple[ServiceProcess, str]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [
-        sys.executable,
-        "-m",
-        "loadtests.bench.blog",
-        "--serve-ceiling",
-        stack,
-        "--port",
-        str(port),
-        "--bodies",
-        str(bodies),
-    ]
-    env = {"PYTHONASYNCIODEBUG": "", "LOG_LEVEL": "WARNING"}
+    url = local_url(port)
+    argv = [sys.executable, "-m", "loadtests.bench.blog", "--serve-ceiling", stack, "--port", str(port)]
+    argv += ["--bodies", str(bodies)]
     # /healthz only exists on the asynccore stack; the list route answers on both.
-    process = ServiceProcess(argv, env=env, health_url=f"{url}/api/articles", name=name)
-    await process.start(timeout=60)
-    _pin(process, cpus)
+    process = await start_server(
+        argv, env={}, health_url=f"{url}/api/articles", name=f"ceiling-{stack}", cpus=cpus
+    )
     return process, url
 
 
@@ -226,16 +197,15 @@ async def seed(http: aiohttp.ClientSession, url: str, articles: int) -> tuple[st
 
 @contextlib.asynccontextmanager
 async def stack_up(args: argparse.Namespace) -> AsyncIterator[Stack]:
-    many_cpus = (os.cpu_count() or 1) >= 2 and not args.no_pin
-    server_cpus = {SERVER_CPU} if many_cpus else None
+    cpus = server_cpus(not args.no_pin)
     with tempfile.TemporaryDirectory(prefix="bench-blog-") as tmp:
         redis = RedisServer()
         stack = Stack(Path(tmp), redis)
         try:
             await redis.start()
             log("starting the cached blog and seeding it through the API")
-            stack.servers["cached"], stack.urls["cached"] = await _start(
-                "blog-cached", [sys.executable, "-m", "blog"], blog_env(stack), server_cpus
+            stack.servers["cached"], stack.urls["cached"] = await start_blog(
+                "blog-cached", blog_env(stack), cpus
             )
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
                 stack.token, stack.author_slugs = await seed(http, stack.urls["cached"], args.articles)
@@ -249,19 +219,15 @@ async def stack_up(args: argparse.Namespace) -> AsyncIterator[Stack]:
                         (bodies / CEILING_FILES[name]).write_bytes(await resp.read())
                         sent[name] = {k: v for k, v in resp.headers.items() if k.lower() not in PER_REQUEST}
                 (bodies / CEILING_HEADERS).write_text(json.dumps(sent))
-            stack.servers["replica"], stack.replica_url = await _start(
-                "blog-replica", [sys.executable, "-m", "blog"], blog_env(stack), server_cpus
+            stack.servers["replica"], stack.replica_url = await start_blog(
+                "blog-replica", blog_env(stack), cpus
             )
-            stack.servers["uncached"], stack.urls["uncached"] = await _start(
-                "blog-uncached",
-                [sys.executable, "-m", "blog"],
-                blog_env(stack, BLOG_CACHE_ENABLED="false", BLOG_CACHE_PREFIX=f"{PREFIX}-off"),
-                server_cpus,
+            uncached = blog_env(stack, BLOG_CACHE_ENABLED="false", BLOG_CACHE_PREFIX=f"{PREFIX}-off")
+            stack.servers["uncached"], stack.urls["uncached"] = await start_blog(
+                "blog-uncached", uncached, cpus
             )
             for variant in ("bare", "stack"):
-                stack.servers[variant], stack.urls[variant] = await _ceiling(
-                    f"ceiling-{variant}", variant, bodies, server_cpus
-                )
+                stack.servers[variant], stack.urls[variant] = await start_ceiling(variant, bodies, cpus)
             yield stack
         finally:
             for process in stack.servers.values():
@@ -277,30 +243,25 @@ def paths(stack: Stack) -> dict[str, str]:
     }
 
 
-def wrk_cpus(args: argparse.Namespace) -> set[int] | None:
-    if (os.cpu_count() or 1) < 2 or args.no_pin:
-        return None
-    return set(range(os.cpu_count() or 1)) - {SERVER_CPU}
-
-
 # ---------------------------------------------------------------------------- measurements
 
 
 async def endpoints(stack: Stack, args: argparse.Namespace) -> dict[tuple[str, str], WrkResult]:
+    """Each endpoint on each server, the servers taking turns, once a round; the medians."""
+    cells = [(name, path, variant) for name, path in paths(stack).items() if name in args.endpoint
+             for variant in args.variants]  # fmt: skip
     runs: dict[tuple[str, str], list[WrkResult]] = {}
-    for round_ in range(args.rounds):
-        for name, path in paths(stack).items():
-            if name not in args.endpoint:
-                continue
-            for variant in args.variants:
-                url = stack.urls[variant] + path
-                await run_wrk(url, connections=args.connections, duration_s=args.warmup, cpus=wrk_cpus(args))
-                result = await run_wrk(
-                    url, connections=args.connections, duration_s=args.duration, cpus=wrk_cpus(args)
-                )
-                runs.setdefault((name, variant), []).append(result)
-                figures = f"{result.requests_per_s:9.0f} req/s  p99 {result.p99_ms:6.2f} ms"
-                log(f"round {round_ + 1} {name:8} {variant:9} {figures}")
+    for round_no, (name, path, variant) in interleaved(args.rounds, cells):
+        result = await measure(
+            stack.urls[variant] + path,
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            connections=args.connections,
+            cpus=load_cpus(not args.no_pin),
+        )
+        runs.setdefault((name, variant), []).append(result)
+        figures = f"{result.requests_per_s:9.0f} req/s  p99 {result.p99_ms:6.2f} ms"
+        log(f"round {round_no} {name:8} {variant:9} {figures}")
     return {key: median_of(results) for key, results in runs.items()}
 
 
@@ -321,7 +282,7 @@ async def churn(stack: Stack, args: argparse.Namespace) -> WrkResult:
     try:
         url = stack.urls["cached"] + paths(stack)["list"]
         result = await run_wrk(
-            url, connections=args.connections, duration_s=args.duration, cpus=wrk_cpus(args)
+            url, connections=args.connections, duration_s=args.duration, cpus=load_cpus(not args.no_pin)
         )
     finally:
         task.cancel()
@@ -403,67 +364,32 @@ end
 """
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 @dataclass
-class Memory:
-    samples: list[tuple[float, float]]  # (seconds since start, RSS MiB)
+class Soak:
+    """The cached blog's RSS over a read/write mix, and what the mix achieved."""
+
+    memory: Memory
     load: WrkResult
 
-    def window(self, start: float, end: float) -> float:
-        values = [rss for t, rss in self.samples if start <= t <= end]
-        return statistics.median(values) if values else float("nan")
 
-    @property
-    def warm(self) -> float:
-        total = self.samples[-1][0]
-        return self.window(total * 0.1, total * 0.2)
-
-    @property
-    def end(self) -> float:
-        total = self.samples[-1][0]
-        return self.window(total * 0.9, total)
-
-    @property
-    def growth(self) -> float:
-        return self.end / self.warm - 1
-
-
-async def memory_soak(stack: Stack, args: argparse.Namespace) -> Memory:
+async def memory_soak(stack: Stack, args: argparse.Namespace) -> Soak:
     pid = stack.servers["cached"].pid
     assert pid is not None
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    samples: list[tuple[float, float]] = []
-
-    async def sampler() -> None:
-        while True:
-            samples.append((loop.time() - began, rss_mib(pid)))
-            await asyncio.sleep(max(1.0, args.soak_s / 120))
-
-    task = asyncio.create_task(sampler())
+    memory, stop = Memory(), asyncio.Event()
+    sampler = asyncio.create_task(sample_rss(pid, memory, stop, interval_s=max(1.0, args.soak_s / 120)))
     try:
-        url = stack.urls["cached"] + "/"
         load = await run_wrk(
-            url,
+            stack.urls["cached"] + "/",
             connections=args.connections,
             duration_s=args.soak_s,
             lua=soak_script(stack),
-            cpus=wrk_cpus(args),
+            cpus=load_cpus(not args.no_pin),
         )
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    samples.append((loop.time() - began, rss_mib(pid)))
-    memory = Memory(samples, load)
+        stop.set()
+        await sampler
     log(f"memory: {memory.warm:.1f} MiB after warm-up, {memory.end:.1f} MiB at the end")
-    return memory
+    return Soak(memory, load)
 
 
 # ---------------------------------------------------------------------------- the report
@@ -486,7 +412,7 @@ def report(
     results: dict[tuple[str, str], WrkResult],
     churned: WrkResult | None,
     burst: float | None,
-    memory: Memory | None,
+    soak: Soak | None,
 ) -> str:
     lines = [
         "## Blog: cache, ceiling and churn",
@@ -495,17 +421,26 @@ def report(
         f"{args.rounds} round(s), variants interleaved, median per variant; {args.articles} seeded articles; "
         "servers pinned to CPU 0, wrk to the rest; uvloop, asyncio debug off.",
         "",
-        "| endpoint | server | req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---:|---:|---:|---:|",
+        *table(
+            ["endpoint", "server", "req/s", "p50 ms", "p99 ms", "errors"],
+            [
+                [
+                    f"`{path}`",
+                    label,
+                    f"{r.requests_per_s:.0f}",
+                    f"{r.p50_ms:.2f}",
+                    f"{r.p99_ms:.2f}",
+                    r.errors,
+                ]
+                for name, path in ENDPOINTS
+                for variant, label in VARIANTS.items()
+                if (r := results.get((name, variant))) is not None
+            ],
+            align="llrrrr",
+        ),
+        "",
+        *table(["target (issue 3)", "measured", "goal", "met"], [], align="lrrl"),
     ]
-    for name, path in ENDPOINTS:
-        for variant, label in VARIANTS.items():
-            if (name, variant) not in results:
-                continue
-            r = results[(name, variant)]
-            figures = f"{r.requests_per_s:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors}"
-            lines.append(f"| `{path}` | {label} | {figures} |")
-    lines += ["", "| target (issue 3) | measured | goal | met |", "|---|---:|---:|---|"]
     for name, _ in ENDPOINTS:
         ceiling, stack, uncached = (_ratio(results, name, b) for b in ("bare", "stack", "uncached"))
         if ceiling is not None:
@@ -550,11 +485,12 @@ def report(
             ),
             row("200-reader cold-key burst on 2 replicas: SQLite queries", f"{burst:.0f}", "1", burst == 1),
         ]
-    if memory is not None:
+    if soak is not None:
+        memory = soak.memory
         lines.append(
             row(
-                f"RSS over a {args.soak_s} s read/write mix ({memory.load.requests_per_s:.0f} req/s, "
-                f"{memory.load.errors} errors): end / after warm-up",
+                f"RSS over a {args.soak_s} s read/write mix ({soak.load.requests_per_s:.0f} req/s, "
+                f"{soak.load.errors} errors): end / after warm-up",
                 f"{memory.end:.1f} / {memory.warm:.1f} MiB ({memory.growth * 100:+.1f} %)",
                 f"<= +{TARGET_MEMORY_GROWTH * 100:.0f} %",
                 memory.growth <= TARGET_MEMORY_GROWTH,
@@ -577,25 +513,22 @@ def report(
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    # SIGTERM (``timeout``, a supervisor) stops the servers this run started, like SIGINT does.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    stop_on_sigterm()
     per_run_s = args.duration + args.warmup + 30
     async with stack_up(args) as stack:
         async with asyncio.timeout(args.rounds * len(args.endpoint) * len(args.variants) * per_run_s):
             results = await endpoints(stack, args)
-        churned, burst, memory = None, None, None
+        churned, burst, soak = None, None, None
         if args.endpoints_only:
-            return report(args, results, churned, burst, memory)
+            return report(args, results, churned, burst, soak)
         async with asyncio.timeout(per_run_s):
             churned = await churn(stack, args)
         async with asyncio.timeout(60):
             burst = await cold_key_burst(stack)
         if args.soak_s > 0:
             async with asyncio.timeout(args.soak_s + 60):
-                memory = await memory_soak(stack, args)
-    return report(args, results, churned, burst, memory)
+                soak = await memory_soak(stack, args)
+    return report(args, results, churned, burst, soak)
 
 
 def _choices(allowed: Iterable[str]) -> Callable[[str], list[str]]:

@@ -3,14 +3,14 @@
 ``python -m loadtests.bench.orders`` starts two real orders API processes on free loopback ports, each
 with its own fresh MariaDB database and RabbitMQ names (dropped/deleted afterwards):
 
-* **ours** (``ORDERS_PLACEMENT=conditional``): concurrent orders are coalesced into shared
+* **ours** (``python -m orders``): concurrent orders are coalesced into shared
   transactions (``orders.batching``): one non-locking read prices a batch and turns away what it
   shows sold out, then one server-side call writes each order's own row, items and outbox event,
   locks the batch's product rows, takes each order's stock with a conditional ``UPDATE … WHERE
   stock >= q`` (undoing only the orders that do not fit) and commits, so the hot row is never
   locked across a round trip and each order pays a small share of one transaction's overhead;
-* **naive** (``ORDERS_PLACEMENT=locking``): ``SELECT … FOR UPDATE`` first, then the same writes, so
-  the hot row stays locked for every round trip of the transaction.
+* **naive** (``python -m loadtests.bench.orders_naive``): ``SELECT … FOR UPDATE`` first, then the same
+  writes, so the hot row stays locked for every round trip of the transaction.
 
 Two scenarios, run A/B/A/B so drift in the machine hits both alike (median of the rounds):
 
@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import statistics
 import sys
 import time
 import uuid
@@ -48,6 +47,7 @@ import orjson
 from asynccore.auth import issue_token
 from asynccore.pools.mysql import drop_database
 from asynccore.testing import ServiceProcess, free_port, server_url
+from loadtests.bench.harness import local_url, log, median, start_server, table
 from loadtests.bench.wrk import request_script, run_wrk
 from orders.messaging import Names, delete_topology
 
@@ -55,6 +55,7 @@ VARIANTS = {
     "conditional": "ours: batched orders, conditional UPDATE last, one CALL per batch",
     "locking": "naive: SELECT … FOR UPDATE first",
 }
+SERVERS = {"conditional": "orders", "locking": "loadtests.bench.orders_naive"}  # python -m <this>
 TARGET_RATIO = 2.0
 MYSQL_SERVER = os.environ.get("BENCH_MYSQL_SERVER") or server_url("MYSQL")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -120,9 +121,6 @@ async def start_api(variant: str, replicas: int) -> Api:
     run_id = uuid.uuid4().hex[:10]
     api = Api(variant, mysql_url=f"{MYSQL_SERVER}/orders_bench_{run_id}", amqp_prefix=f"bench{run_id}.")
     env = {
-        "PYTHONASYNCIODEBUG": "",  # debug mode would dominate what we measure
-        "LOG_LEVEL": "WARNING",
-        "ORDERS_PLACEMENT": variant,
         "MYSQL_URL": api.mysql_url,
         "AMQP_URL": AMQP_URL,
         "AMQP_PREFIX": api.amqp_prefix,
@@ -130,17 +128,16 @@ async def start_api(variant: str, replicas: int) -> Api:
         "ORDERS_ADMIN_TOKEN": ADMIN["Authorization"].removeprefix("Bearer "),
         "REQUEST_TIMEOUT_S": "60",
     }
-    for replica in range(replicas):
+    for replica in range(replicas):  # one after the other: the first creates and migrates the database
         port = free_port()
-        process = ServiceProcess(
-            [sys.executable, "-m", "orders"],
+        process = await start_server(
+            [sys.executable, "-m", SERVERS[variant]],
             env={**env, "ORDERS_PORT": str(port)},
-            health_url=f"http://127.0.0.1:{port}/readyz",
+            health_url=f"{local_url(port)}/readyz",
             name=f"orders-{variant}-{replica}",
         )
         api.processes.append(process)
-        await process.start(timeout=60)  # one after the other: the first creates and migrates the database
-        api.urls.append(f"http://127.0.0.1:{port}")
+        api.urls.append(local_url(port))
     return api
 
 
@@ -273,52 +270,57 @@ async def sustained(
 async def bounded(label: str, work: Callable[[], Awaitable[Any]]) -> Any:
     async with asyncio.timeout(ROUND_DEADLINE_S):
         result = await work()
-    print(f"{label}: {result}", file=sys.stderr, flush=True)
+    log(f"{label}: {result}")
     return result
 
 
-def _median(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
 def _flash_rows(flash: dict[str, list[Flash]]) -> list[str]:
+    headers = ["variant", "orders/s", "all answered at s", "sold out at s", "p99 ms", "sold", "409s"]
+    headers += ["other", "stock"]
     rows = [
-        "| variant | orders/s | all answered at s | sold out at s | p99 ms | sold | 409s | other | stock |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        [
+            label,
+            f"{median(r.orders_per_s for r in runs):.0f}",
+            f"{median(r.seconds for r in runs):.3f}",
+            f"{median(r.sell_out_s for r in runs):.3f}",
+            f"{median(r.p99_ms for r in runs):.1f}",
+            "/".join(str(r.successes) for r in runs),
+            "/".join(str(r.conflicts) for r in runs),
+            sum(r.others for r in runs),
+            "holds" if all(r.invariant for r in runs) else "**BROKEN**",
+        ]
+        for variant, label in VARIANTS.items()
+        if (runs := flash[variant])
     ]
-    for variant, label in VARIANTS.items():
-        runs = flash[variant]
-        rows.append(
-            f"| {label} | {_median([r.orders_per_s for r in runs]):.0f} "
-            f"| {_median([r.seconds for r in runs]):.3f} | {_median([r.sell_out_s for r in runs]):.3f} "
-            f"| {_median([r.p99_ms for r in runs]):.1f} | {'/'.join(str(r.successes) for r in runs)} "
-            f"| {'/'.join(str(r.conflicts) for r in runs)} | {sum(r.others for r in runs)} "
-            f"| {'holds' if all(r.invariant for r in runs) else '**BROKEN**'} |"
-        )
-    return rows
+    return table(headers, rows, align="lrrrrrrrl")
 
 
 def _sustained_rows(steady: dict[str, list[Sustained]]) -> list[str]:
     rows = [
-        "| variant | orders/s | p50 ms | p99 ms | orders/s per round | errors |",
-        "|---|---:|---:|---:|---|---:|",
+        [
+            label,
+            f"{median(r.orders_per_s for r in runs):.0f}",
+            f"{median(r.p50_ms for r in runs):.1f}",
+            f"{median(r.p99_ms for r in runs):.1f}",
+            ", ".join(f"{r.orders_per_s:.0f}" for r in runs),
+            sum(r.failures for r in runs),
+        ]
+        for variant, label in VARIANTS.items()
+        if (runs := steady[variant])
     ]
-    for variant, label in VARIANTS.items():
-        runs = steady[variant]
-        rows.append(
-            f"| {label} | {_median([r.orders_per_s for r in runs]):.0f} "
-            f"| {_median([r.p50_ms for r in runs]):.1f} | {_median([r.p99_ms for r in runs]):.1f} "
-            f"| {', '.join(f'{r.orders_per_s:.0f}' for r in runs)} | {sum(r.failures for r in runs)} |"
-        )
-    return rows
+    return table(
+        ["variant", "orders/s", "p50 ms", "p99 ms", "orders/s per round", "errors"], rows, align="lrrrlr"
+    )
 
 
 def _ratio(results: dict[str, list[Flash]] | dict[str, list[Sustained]]) -> float:
-    ours = _median([r.orders_per_s for r in results["conditional"]])
-    return ours / _median([r.orders_per_s for r in results["locking"]])
+    ours = median(r.orders_per_s for r in results["conditional"])
+    return ours / median(r.orders_per_s for r in results["locking"])
 
 
-def table(flash: dict[str, list[Flash]], steady: dict[str, list[Sustained]], args: argparse.Namespace) -> str:
+def report(
+    flash: dict[str, list[Flash]], steady: dict[str, list[Sustained]], args: argparse.Namespace
+) -> str:
     lines = [
         f"One hot product, {args.rounds} rounds A/B, median per variant; {args.replicas} API processes per "
         f"variant (uvloop, asyncio debug off, DB pool 20 each), MariaDB and RabbitMQ on loopback; "
@@ -375,7 +377,7 @@ async def bench(args: argparse.Namespace) -> str:
                             lambda api=api: sustained(session, api, args, args.duration),  # type: ignore[misc]
                         )
                     )
-        return table(flash, steady, args)
+        return report(flash, steady, args)
     finally:
         for api in apis.values():
             await stop_api(api)

@@ -1,7 +1,7 @@
 """Run every benchmark and write ``BENCHMARKS.md`` at the repository root.
 
-``python -m loadtests.bench.report [--quick]`` runs each bench module that exists (``asynccore_red``,
-``blog``, ``orders``, ``stream``, ``async_vs_sync``) as its own subprocess, one after another so they
+``python -m loadtests.bench.report [--quick]`` runs each bench module (``asynccore_red``, ``blog``,
+``orders``, ``stream``, ``async_vs_sync``) as its own subprocess, one after another so they
 never share the CPUs, each under a deadline (SIGINT, so it stops the servers it started; SIGKILL if it
 does not exit). A module prints its markdown on stdout and its progress on stderr (passed through);
 ``--quick`` and ``--out DIR`` are passed to the modules whose ``--help`` offers them, and PNGs a module
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -67,10 +66,6 @@ class BenchRun:
     ok: bool
     detail: str = ""  # why it failed
     seconds: float = 0.0
-
-
-def _module_exists(module: str) -> bool:
-    return importlib.util.find_spec(f"loadtests.bench.{module}") is not None
 
 
 def _options(module: str) -> str:
@@ -269,8 +264,6 @@ def render_benchmarks(
 async def run_all(quick: bool, out: Path) -> list[BenchRun]:
     runs = []
     for module, title in MODULES:
-        if not _module_exists(module):
-            continue
         run = await run_module(module, title, quick=quick, out=out, timeout_s=TIMEOUT_S[quick])
         publish_plots(run, out / module)
         (out / f"{module}.md").write_text(run.markdown + "\n")

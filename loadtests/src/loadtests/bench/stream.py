@@ -1,7 +1,7 @@
 """Stream analytics: events/s one process consumes *and* aggregates, against a plain loop, and freshness.
 
 ``python -m loadtests.bench.stream`` starts one private Apache Kafka broker for the whole run
-(``asynccore.kafka_broker.KafkaBroker``: a single KRaft node on loopback, its JMX exporter on) and:
+(``devservers.kafka_broker.KafkaBroker``: a single KRaft node on loopback, its JMX exporter on) and:
 
 1. pre-produces ``--events`` (default 1,000,000) shop events — the load generator's mix, a few late,
    duplicated and malformed — into a fresh topic of ``--partitions`` partitions, created through the
@@ -38,11 +38,11 @@ import os
 import random
 import re
 import secrets
-import statistics
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,16 +52,26 @@ import orjson
 from redis.asyncio import Redis
 
 from asynccore.kafka import ensure_topics
-from asynccore.kafka_broker import LAUNCHER, KafkaBroker
 from asynccore.testing import ServiceProcess, free_port, wait_until
+from devservers.kafka_broker import KafkaBroker, launcher
+from loadtests.bench.harness import (
+    FLAT,
+    QUIET_ENV,
+    Memory,
+    cpu_seconds,
+    delete_keys,
+    interleaved,
+    local_url,
+    log,
+    median,
+    sample_rss,
+    spread,
+    start_server,
+    stop_on_sigterm,
+    table,
+)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-# Debug mode and chatty logs would dominate what we measure.
-QUIET = {"PYTHONASYNCIODEBUG": "", "LOG_LEVEL": "WARNING"}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # The topics the service produces to (dead letters, risk alerts), as its defaults name and size them:
@@ -76,24 +86,9 @@ def new_topic(broker: KafkaBroker, prefix: str, partitions: int) -> str:
 
 
 def kafka_version() -> str:
-    pom = (LAUNCHER.parent / "pom.xml").read_text()
+    pom = (launcher().parent / "pom.xml").read_text()
     start = pom.index("<kafka.version>") + len("<kafka.version>")
     return pom[start : pom.index("</kafka.version>", start)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (``/proc/<pid>/stat``)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @dataclass
@@ -153,47 +148,6 @@ def broker_requests(series: dict[str, float]) -> dict[str, float]:
     return found
 
 
-FLAT = 0.10  # "memory flat": RSS at the end at most 10 % above RSS after warm-up (as bench.blog)
-
-
-@dataclass
-class Memory:
-    """RSS samples over a run; flat means the end (last 10 % of samples) is within ``FLAT`` of the
-    level after warm-up (10-20 % of the samples), the definition the blog benchmark uses too."""
-
-    samples: list[float] = field(default_factory=list)
-
-    def _window(self, start: float, end: float) -> float:
-        n = len(self.samples)
-        return statistics.median(self.samples[int(n * start) : max(int(n * start) + 1, int(n * end))])
-
-    @property
-    def growth(self) -> float:
-        return self._window(0.9, 1.0) / self._window(0.1, 0.2) - 1
-
-    @property
-    def flat(self) -> bool:
-        return len(self.samples) >= 10 and self.growth <= FLAT
-
-    def summary(self) -> str:
-        if len(self.samples) < 10:
-            return "n/a (too few samples)"
-        return (
-            f"{min(self.samples):.0f}-{max(self.samples):.0f} MiB; after warm-up "
-            f"{self._window(0.1, 0.2):.0f}, at the end {self._window(0.9, 1.0):.0f} "
-            f"({self.growth * 100:+.1f} %)"
-        )
-
-
-async def sample_rss(pid: int, memory: Memory, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(OSError):
-            memory.samples.append(rss_mib(pid))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(0.25):
-                await stop.wait()
-
-
 # --- the plain loop (runs in its own process) ----------------------------------------------------
 
 
@@ -249,7 +203,7 @@ def plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int) -> None:
 async def run_plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int) -> dict[str, object]:
     argv = ["-m", "loadtests.bench.stream", "--plain-loop", bootstrap, topic, str(count), str(broker_pid)]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, *argv, stdout=asyncio.subprocess.PIPE, env={**os.environ, **QUIET}
+        sys.executable, *argv, stdout=asyncio.subprocess.PIPE, env={**os.environ, **QUIET_ENV}
     )
     async with asyncio.timeout(600):
         out, _ = await proc.communicate()
@@ -274,7 +228,6 @@ async def start_service(bootstrap: str, topic: str, partitions: int) -> Service:
     port = free_port()
     prefix = f"bench-stream:{uuid.uuid4().hex[:8]}:"
     env = {
-        **QUIET,
         "KAFKA_BOOTSTRAP": bootstrap,
         "REDIS_URL": REDIS_URL,
         "STREAM_TOPIC": topic,
@@ -286,10 +239,8 @@ async def start_service(bootstrap: str, topic: str, partitions: int) -> Service:
         "STREAM_INGEST_TOKEN": secrets.token_urlsafe(32),
         "STREAM_ADMIN_TOKEN": secrets.token_urlsafe(32),
     }
-    proc = ServiceProcess(
-        [sys.executable, "-m", "stream"], env=env, health_url=f"http://127.0.0.1:{port}/readyz", name="stream"
-    )
-    await proc.start(timeout=60)
+    argv = [sys.executable, "-m", "stream"]
+    proc = await start_server(argv, env=env, health_url=f"{local_url(port)}/readyz", name="stream")
     return Service(proc, port, prefix, topic)
 
 
@@ -298,12 +249,6 @@ async def committed(redis: Redis, service: Service, partitions: int) -> int:
     keys = [f"{service.prefix}off:{service.topic}:{p}" for p in range(partitions)]
     values: list[Any] = await redis.mget(keys)
     return sum(int(v.split(b":")[0]) for v in values if v)
-
-
-async def drop_prefix(redis: Redis, prefix: str) -> None:
-    batch = [key async for key in redis.scan_iter(match=f"{prefix}*", count=5000)]
-    for i in range(0, len(batch), 5000):
-        await redis.delete(*batch[i : i + 5000])
 
 
 @dataclass
@@ -383,7 +328,7 @@ async def aggregate_throughput(
     finally:
         stop.set()
         await service.proc.stop()
-        await drop_prefix(redis, service.prefix)
+        await delete_keys(redis, f"{service.prefix}*")
 
 
 async def redis_cpu_seconds(redis: Redis) -> float:
@@ -437,15 +382,87 @@ class Freshness:
         return self.achieved >= 0.99 * self.rate and self.slowest_second >= 0.9 * self.rate
 
 
+@dataclass
+class Paced:
+    """What the paced producer did: events sent (and when), and what it and the broker spent."""
+
+    per_second: list[int]  # events produced in each whole second of the run
+    sent: int = 0
+    log: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, sent so far), every 100th
+    seconds: float = 0.0
+    own_cpu_seconds: float = 0.0
+    broker_cpu_seconds: float = 0.0
+
+
+def produce_paced(bootstrap: str, topic: str, rate: float, seconds: float, broker_pid: int) -> Paced:
+    """Clean events at ``rate`` for ``seconds`` (runs in a thread: librdkafka's calls block)."""
+    from stream.loadgen import Mix, generate, new_kafka_producer
+
+    producer = new_kafka_producer(bootstrap)
+    pairs = generate(Mix(late=0, duplicate=0, invalid=0, bots_per_minute=0), random.Random(5))
+    paced = Paced(per_second=[0] * max(1, math.ceil(seconds)))
+    broker_cpu, own_cpu = cpu_seconds(broker_pid), time.process_time()
+    began = time.monotonic()
+    while (elapsed := time.monotonic() - began) < seconds:
+        due = int(rate * elapsed) + 1
+        burst = paced.sent
+        while paced.sent < due:
+            key, value = next(pairs)
+            try:
+                producer.produce(topic, value, key=key)
+            except BufferError:
+                producer.poll(0.01)
+                continue
+            paced.sent += 1
+            if paced.sent % 100 == 0:
+                paced.log.append((time.monotonic(), paced.sent))
+        paced.per_second[min(len(paced.per_second) - 1, int(elapsed))] += paced.sent - burst
+        producer.poll(0)
+        time.sleep(0.001)
+    paced.seconds = time.monotonic() - began
+    paced.broker_cpu_seconds = cpu_seconds(broker_pid) - broker_cpu
+    paced.own_cpu_seconds = time.process_time() - own_cpu
+    producer.flush(30)
+    return paced
+
+
+async def poll_visible(
+    port: int, start_ms: int, visible: list[tuple[float, int]], until: Callable[[int], bool]
+) -> None:
+    """Append (monotonic time, events the API counts) every 20 ms until ``until(count)``. An answer
+    other than 200 (a shed request on a busy box) is no reading: the next poll is."""
+    path = f"/api/analytics/summary?from={start_ms - 600_000}&to={start_ms + 3_600_000}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while True:
+            async with session.get(f"{local_url(port)}{path}") as resp:
+                body = await resp.json()
+            if resp.status == 200:
+                visible.append((time.monotonic(), sum(body["counts"].values())))
+                if until(visible[-1][1]):
+                    return
+            else:
+                log(f"freshness poll: {resp.status} {body}")
+            await asyncio.sleep(0.02)
+
+
+def visibility_ms(produced: list[tuple[float, int]], visible: list[tuple[float, int]]) -> list[float]:
+    """For each (time, k) produced, the ms until the API first counted k events (∞: never)."""
+    latencies = []
+    i = 0
+    for at, count in produced:
+        while i < len(visible) and visible[i][1] < count:
+            i += 1
+        latencies.append((visible[i][0] - at) * 1000 if i < len(visible) else math.inf)
+    return latencies
+
+
 async def freshness(
     broker: KafkaBroker, partitions: int, rate: float, seconds: float, redis: Redis
 ) -> Freshness:
-    from stream.loadgen import Mix, generate, new_kafka_producer
-
-    bootstrap, broker_pid = broker.bootstrap, broker.pid
+    broker_pid = broker.pid
     assert broker_pid is not None
     topic_name = new_topic(broker, "fresh", partitions)
-    service = await start_service(bootstrap, topic_name, partitions)
+    service = await start_service(broker.bootstrap, topic_name, partitions)
     memory, stop = Memory(), asyncio.Event()
     assert service.proc.pid is not None
     sampler = asyncio.create_task(sample_rss(service.proc.pid, memory, stop))
@@ -453,57 +470,22 @@ async def freshness(
         await wait_until(
             lambda: _has_partitions(service.port), timeout=60, message="service holds its partitions"
         )
-        start_ms = time.time_ns() // 1_000_000
-        produced_log: list[tuple[float, int]] = []  # (monotonic time, events produced so far)
-        visible_log: list[tuple[float, int]] = []
-        per_second = [0] * max(1, math.ceil(seconds))
-        spans: dict[str, float] = {}
-        producing_done = asyncio.Event()
-
-        def produce() -> int:
-            producer = new_kafka_producer(bootstrap)
-            clean = Mix(late=0, duplicate=0, invalid=0, bots_per_minute=0)
-            pairs = generate(clean, random.Random(5))
-            broker_cpu, own_cpu = cpu_seconds(broker_pid), time.process_time()
-            began = time.monotonic()
-            sent = 0
-            while (elapsed := time.monotonic() - began) < seconds:
-                due = int(rate * elapsed) + 1
-                burst = sent
-                while sent < due:
-                    key, value = next(pairs)
-                    try:
-                        producer.produce(topic_name, value, key=key)
-                    except BufferError:
-                        producer.poll(0.01)
-                        continue
-                    sent += 1
-                    if sent % 100 == 0:
-                        produced_log.append((time.monotonic(), sent))
-                per_second[min(len(per_second) - 1, int(elapsed))] += sent - burst
-                producer.poll(0)
-                time.sleep(0.001)
-            spans["seconds"] = time.monotonic() - began
-            spans["broker_cpu"] = cpu_seconds(broker_pid) - broker_cpu
-            spans["own_cpu"] = time.process_time() - own_cpu
-            producer.flush(30)
-            return sent
-
-        async def poll() -> None:
-            path = f"/api/analytics/summary?from={start_ms - 600_000}&to={start_ms + 3_600_000}"
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-                while True:
-                    async with session.get(f"http://127.0.0.1:{service.port}{path}") as resp:
-                        counts = (await resp.json())["counts"]
-                    visible_log.append((time.monotonic(), sum(counts.values())))
-                    if producing_done.is_set() and visible_log[-1][1] >= produced:
-                        return
-                    await asyncio.sleep(0.02)
+        visible: list[tuple[float, int]] = []
+        produced: list[int] = []  # the total, once the producer is done
 
         requests_before = broker_requests(await scrape(broker.metrics_port))
-        poller = asyncio.create_task(poll())
-        produced = await asyncio.to_thread(produce)
-        producing_done.set()
+        poller = asyncio.create_task(
+            poll_visible(
+                service.port,
+                time.time_ns() // 1_000_000,
+                visible,
+                lambda n: bool(produced) and n >= produced[0],
+            )
+        )
+        paced = await asyncio.to_thread(
+            produce_paced, broker.bootstrap, topic_name, rate, seconds, broker_pid
+        )
+        produced.append(paced.sent)
         requests_after = broker_requests(await scrape(broker.metrics_port))
         # A service that cannot keep up still gets a bounded wait; what it never showed counts as ∞.
         with contextlib.suppress(TimeoutError):
@@ -514,24 +496,19 @@ async def freshness(
         stop.set()
         await sampler
         flushed = await scrape(service.port)
-        latencies = []
-        i = 0
-        for at, count in produced_log:
-            while i < len(visible_log) and visible_log[i][1] < count:
-                i += 1
-            latencies.append((visible_log[i][0] - at) * 1000 if i < len(visible_log) else math.inf)
-        whole = per_second[: int(spans["seconds"])] or per_second  # the last, partial second left out
         return Freshness(
             rate,
-            produced,
-            spans["seconds"],
-            whole,
-            spans["own_cpu"],
-            latencies,
+            paced.sent,
+            paced.seconds,
+            paced.per_second[: int(paced.seconds)] or paced.per_second,  # the last, partial second left out
+            paced.own_cpu_seconds,
+            visibility_ms(paced.log, visible),
             memory,
-            BrokerCpu(f"freshness: producing at {rate:,.0f} events/s", spans["seconds"], spans["broker_cpu"]),
+            BrokerCpu(
+                f"freshness: producing at {rate:,.0f} events/s", paced.seconds, paced.broker_cpu_seconds
+            ),
             {
-                kind: (requests_after[kind] - requests_before.get(kind, 0.0)) / spans["seconds"]
+                kind: (requests_after[kind] - requests_before.get(kind, 0.0)) / paced.seconds
                 for kind in requests_after
             },
             int(flushed.get("stream_flush_duration_seconds_count", 0)),
@@ -540,7 +517,7 @@ async def freshness(
     finally:
         stop.set()
         await service.proc.stop()
-        await drop_prefix(redis, service.prefix)
+        await delete_keys(redis, f"{service.prefix}*")
 
 
 async def _has_partitions(port: int) -> bool:
@@ -607,6 +584,7 @@ def produce_backlog(broker: KafkaBroker, topic: str, events: int) -> Backlog:
 
 
 async def bench(args: argparse.Namespace) -> str:
+    stop_on_sigterm()
     run_began = time.monotonic()
     log("starting a Kafka broker (one KRaft node, JMX exporter on)")
     broker = await asyncio.to_thread(KafkaBroker, metrics_port=free_port())
@@ -623,20 +601,21 @@ async def bench(args: argparse.Namespace) -> str:
         log(f"produced {total:,} in {backlog.seconds:.1f}s")
 
         rounds = []
-        for r in range(args.rounds):
-            plain_first = r % 2 == 0
-            result: dict[str, Throughput] = {}
-            for which in ("plain", "service") if plain_first else ("service", "plain"):
-                if which == "plain":
-                    plain = await run_plain_loop(broker.bootstrap, topic_name, total, pid)
-                    result[which] = Throughput.of_plain(plain)
-                else:
-                    result[which] = await aggregate_throughput(
-                        broker.bootstrap, topic_name, args.partitions, total, redis, pid
-                    )
-                log(f"round {r + 1}: {which} {result[which].per_s:,.0f} events/s")
-            rounds.append(Round(result["plain"], result["service"], plain_first))
-            log(f"round {r + 1}: service/plain {rounds[-1].ratio:.0%}")
+        result: dict[str, Throughput] = {}
+        for round_no, which in interleaved(args.rounds, ("plain", "service"), alternate=True):
+            if which == "plain":
+                plain = await run_plain_loop(broker.bootstrap, topic_name, total, pid)
+                result[which] = Throughput.of_plain(plain)
+            else:
+                result[which] = await aggregate_throughput(
+                    broker.bootstrap, topic_name, args.partitions, total, redis, pid
+                )
+            log(f"round {round_no}: {which} {result[which].per_s:,.0f} events/s")
+            if len(result) == 2:
+                rounds.append(
+                    Round(result.pop("plain"), result.pop("service"), plain_first=round_no % 2 == 1)
+                )
+                log(f"round {round_no}: service/plain {rounds[-1].ratio:.0%}")
 
         log(f"freshness at {args.rate:,.0f} events/s for {args.seconds:.0f}s")
         fresh = await freshness(broker, args.partitions, args.rate, args.seconds, redis)
@@ -656,74 +635,75 @@ async def bench(args: argparse.Namespace) -> str:
         await asyncio.to_thread(broker.close)
 
 
-def _spread(values: list[float], fmt: str = "{:,.0f}") -> str:
-    """The median, then min-max in brackets: the noise between rounds."""
-    med = fmt.format(statistics.median(values))
-    return med if len(values) < 2 else f"{med} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-
 def _pct(value: float) -> str:
     return f"{100 * value:.0f} %"
 
 
 def _pcts(values: list[float]) -> str:
-    return _spread([100 * v for v in values], "{:.0f} %")
+    return spread([100 * v for v in values], "{:.0f} %")
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def _accounted(summary: dict[str, Any]) -> tuple[int, int]:
+    """(events counted, events counted or set aside as late, invalid or duplicate)."""
+    counted = sum(summary["counts"].values())
+    return counted, counted + sum(int(summary[k]) for k in ("late", "invalid", "duplicates"))
 
 
 def report(args: argparse.Namespace, run: Run) -> str:
-    total, rounds, fresh = run.backlog.events, run.rounds, run.fresh
+    """The run as markdown: throughput against the plain loop, the broker's CPU, freshness and memory."""
+    return "\n".join([*_throughput(args, run), *_broker(run), *_freshness(run)])
+
+
+def _throughput(args: argparse.Namespace, run: Run) -> list[str]:
+    total, rounds = run.backlog.events, run.rounds
     plains, services = [r.plain for r in rounds], [r.service for r in rounds]
-    ratio = statistics.median(r.ratio for r in rounds)
     cores = os.cpu_count() or 1
-    load = os.getloadavg()[0]
-    # The round whose service rate is the median: its memory and accounting stand for the rest.
-    mid = sorted(rounds, key=lambda r: r.service.per_s)[len(rounds) // 2]
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
-    def accounted(summary: dict[str, Any]) -> tuple[int, int]:
-        counted = sum(summary["counts"].values())
-        return counted, counted + sum(int(summary[k]) for k in ("late", "invalid", "duplicates"))
-
-    def broker_row(label: str, spans: list[BrokerCpu]) -> str:
-        return (
-            f"| {label} | {_spread([b.seconds for b in spans], '{:.1f}')} | "
-            f"{_spread([b.cpu_seconds for b in spans], '{:.1f}')} | "
-            f"{_spread([b.cores for b in spans], '{:.2f}')} | {_pcts([b.share for b in spans])} |"
-        )
-
     per_round = "; ".join(
         f"{i}. {'plain first' if r.plain_first else 'service first'}: {r.plain.per_s:,.0f} / "
         f"{r.service.per_s:,.0f} = {_pct(r.ratio)}"
         for i, r in enumerate(rounds, 1)
     )
-    s = mid.service.summary
-    counted, all_in = accounted(s)
-    mismatched = [i for i, r in enumerate(rounds, 1) if accounted(r.service.summary)[1] != total]
-    flat_rounds = sum(r.service.memory.flat for r in rounds)
-    sampled = sum(len(r.service.memory.samples) >= 10 for r in rounds)  # a quick run may be too short
     backlog_rate = total / run.backlog.seconds if run.backlog.seconds else 0.0
     heap = os.environ.get("KAFKA_HEAP", "512m")
-    lines = [
+    service_rate = median(v.per_s for v in services)
+    return [
         f"{total:,} events pre-produced to a {args.partitions}-partition topic on a real Apache Kafka "
         f"{kafka_version()} broker (one KRaft node, {heap} heap, on this box, loopback) in "
         f"{run.backlog.seconds:.1f} s ({backlog_rate:,.0f} events/s); local Redis; {cores} CPUs shared "
-        f"by the broker, Redis, the service, the producer and whatever else ran (load average {load:.1f} "
-        f"at the end of the run). {len(rounds)} interleaved rounds over that backlog (plain loop and "
-        "service alternating first); each cell is the median, min-max in brackets — the spread is the "
-        "noise of a shared box.",
+        "by the broker, Redis, the service, the producer and whatever else ran (load average "
+        f"{os.getloadavg()[0]:.1f} at the end of the run). {len(rounds)} interleaved rounds over that "
+        "backlog (plain loop and service alternating first); each cell is the median, min-max in "
+        "brackets — the spread is the noise of a shared box.",
         "",
-        "| measurement | events/s (wall clock) | events per CPU-second of that process | target |",
-        "|---|---:|---:|---|",
-        f"| plain aiokafka `getmany` loop: decode (msgspec) + count by type | "
-        f"{_spread([p.per_s for p in plains])} | {_spread([p.per_cpu_s for p in plains])} | the ceiling |",
-        "| stream service: every window, HLL, funnel, recommendation and risk state, each batch "
-        f"flushed to Redis with its offsets | {_spread([v.per_s for v in services])} | "
-        f"{_spread([v.per_cpu_s for v in services])} | ≥ 75,000/s: "
-        f"{verdict(statistics.median(v.per_s for v in services) >= 75_000)} |",
-        f"| service / plain, per round | {_pcts([r.ratio for r in rounds])} | "
-        f"{_pcts([r.cpu_ratio for r in rounds])} | ≥ 50 %: {verdict(ratio >= 0.5)} |",
+        *table(
+            ["measurement", "events/s (wall clock)", "events per CPU-second of that process", "target"],
+            [
+                [
+                    "plain aiokafka `getmany` loop: decode (msgspec) + count by type",
+                    spread([p.per_s for p in plains]),
+                    spread([p.per_cpu_s for p in plains]),
+                    "the ceiling",
+                ],
+                [
+                    "stream service: every window, HLL, funnel, recommendation and risk state, each batch "
+                    "flushed to Redis with its offsets",
+                    spread([v.per_s for v in services]),
+                    spread([v.per_cpu_s for v in services]),
+                    f"≥ 75,000/s: {_verdict(service_rate >= 75_000)}",
+                ],
+                [
+                    "service / plain, per round",
+                    _pcts([r.ratio for r in rounds]),
+                    _pcts([r.cpu_ratio for r in rounds]),
+                    f"≥ 50 %: {_verdict(median(r.ratio for r in rounds) >= 0.5)}",
+                ],
+            ],
+            align="lrrl",
+        ),
         "",
         f"Rounds (plain / service events/s = ratio): {per_round}.",
         "",
@@ -735,17 +715,41 @@ def report(args: argparse.Namespace, run: Run) -> str:
         "chain — read script, then the ops built in this process, then the apply script — and the next "
         "batch is judged meanwhile; when the chain is longer than the judging, the process waits.",
         "",
+    ]
+
+
+def _broker(run: Run) -> list[str]:
+    cores = os.cpu_count() or 1
+    backlog_rate = run.backlog.events / run.backlog.seconds if run.backlog.seconds else 0.0
+    spans = {
+        f"pre-producing the backlog, unthrottled ({backlog_rate:,.0f} events/s)": [run.backlog.broker],
+        "plain loop draining the backlog": [r.plain.broker("") for r in run.rounds],
+        "stream service draining the backlog": [r.service.broker("") for r in run.rounds],
+        f"freshness: producing at {run.fresh.achieved:,.0f} events/s, the service consuming": [
+            run.fresh.broker
+        ],
+    }
+    return [
         f"The broker's CPU (its JVM's user + system time over each measured span; {cores} cores in the box):",
         "",
-        "| phase | wall s | broker CPU s | broker cores busy (CPU s / wall s) | share of the box's cores |",
-        "|---|---:|---:|---:|---:|",
-        broker_row(
-            f"pre-producing the backlog, unthrottled ({backlog_rate:,.0f} events/s)", [run.backlog.broker]
-        ),
-        broker_row("plain loop draining the backlog", [p.broker("") for p in plains]),
-        broker_row("stream service draining the backlog", [v.broker("") for v in services]),
-        broker_row(
-            f"freshness: producing at {fresh.achieved:,.0f} events/s, the service consuming", [fresh.broker]
+        *table(
+            [
+                "phase",
+                "wall s",
+                "broker CPU s",
+                "broker cores busy (CPU s / wall s)",
+                "share of the box's cores",
+            ],
+            [
+                [
+                    label,
+                    spread([b.seconds for b in phase], "{:.1f}"),
+                    spread([b.cpu_seconds for b in phase], "{:.1f}"),
+                    spread([b.cores for b in phase], "{:.2f}"),
+                    _pcts([b.share for b in phase]),
+                ]
+                for label, phase in spans.items()
+            ],
         ),
         "",
         f"Over the whole run ({run.seconds:.0f} s) the broker used {run.broker_cpu_seconds:.1f} CPU-seconds "
@@ -753,44 +757,64 @@ def report(args: argparse.Namespace, run: Run) -> str:
         "`process_cpu_seconds_total` (which includes the exporter's own two scrapes).",
         "",
     ]
+
+
+def _freshness(run: Run) -> list[str]:
+    total, rounds, fresh = run.backlog.events, run.rounds, run.fresh
+    # The round whose service rate is the median: its memory and accounting stand for the rest.
+    mid = sorted(rounds, key=lambda r: r.service.per_s)[len(rounds) // 2]
+    s = mid.service.summary
+    counted, all_in = _accounted(s)
+    mismatched = [i for i, r in enumerate(rounds, 1) if _accounted(r.service.summary)[1] != total]
+    flat_rounds = sum(r.service.memory.flat for r in rounds)
+    sampled = sum(len(r.service.memory.samples) >= 10 for r in rounds)  # a quick run may be too short
+    producer_cpu = _pct(fresh.producer_cpu_seconds / fresh.seconds)
+    lines = []
     if not fresh.sustained:
         lines += [
             f"**The producer did not sustain {fresh.rate:,.0f} events/s on this box**: it achieved "
             f"{fresh.achieved:,.0f} events/s on average, {fresh.slowest_second:,} in its slowest second, "
-            f"using {_pct(fresh.producer_cpu_seconds / fresh.seconds)} of a core; the freshness below is at "
-            "that rate.",
+            f"using {producer_cpu} of a core; the freshness below is at that rate.",
             "",
         ]
-    lines += [
-        "| measurement | result | target |",
-        "|---|---:|---|",
-        f"| producer during the freshness run (librdkafka, one Python thread generating) | "
-        f"{fresh.achieved:,.0f} events/s on average, {fresh.slowest_second:,} in the slowest second; "
-        f"{_pct(fresh.producer_cpu_seconds / fresh.seconds)} of a core | {fresh.rate:,.0f}/s sustained: "
-        f"{verdict(fresh.sustained)} |",
-        f"| freshness at {fresh.achieved:,.0f} events/s for {fresh.seconds:.0f} s, produced → visible in "
-        f"`/api/analytics/summary` | p50 {_ms(fresh.pct(0.5))}, p99 {_ms(fresh.pct(0.99))}, "
-        f"max {_ms(max(fresh.latencies_ms, default=math.nan))} | "
-        f"p99 < 1 s: {verdict(fresh.pct(0.99) < 1000)} |",
-        f"| service RSS while aggregating {total:,} events (the median round) | "
-        f"{mid.service.memory.summary()} | flat (≤ +{FLAT:.0%} after warm-up): "
-        + (
-            f"{verdict(flat_rounds == len(rounds))} ({flat_rounds} of {len(rounds)} rounds) |"
-            if sampled
-            else "n/a (too short to sample) |"
-        ),
-        f"| service RSS during the freshness run | {fresh.memory.summary()} | "
-        f"flat (≤ +{FLAT:.0%} after warm-up): {verdict(fresh.memory.flat)} |",
+    flat = f"flat (≤ +{FLAT:.0%} after warm-up): "
+    rows = [
+        [
+            "producer during the freshness run (librdkafka, one Python thread generating)",
+            f"{fresh.achieved:,.0f} events/s on average, {fresh.slowest_second:,} in the slowest second; "
+            f"{producer_cpu} of a core",
+            f"{fresh.rate:,.0f}/s sustained: {_verdict(fresh.sustained)}",
+        ],
+        [
+            f"freshness at {fresh.achieved:,.0f} events/s for {fresh.seconds:.0f} s, produced → visible in "
+            "`/api/analytics/summary`",
+            f"p50 {_ms(fresh.pct(0.5))}, p99 {_ms(fresh.pct(0.99))}, "
+            f"max {_ms(max(fresh.latencies_ms, default=math.nan))}",
+            f"p99 < 1 s: {_verdict(fresh.pct(0.99) < 1000)}",
+        ],
+        [
+            f"service RSS while aggregating {total:,} events (the median round)",
+            mid.service.memory.summary(),
+            flat
+            + (
+                f"{_verdict(flat_rounds == len(rounds))} ({flat_rounds} of {len(rounds)} rounds)"
+                if sampled
+                else "n/a (too short to sample)"
+            ),
+        ],
+        ["service RSS during the freshness run", fresh.memory.summary(), flat + _verdict(fresh.memory.flat)],
+    ]
+    every = "all, in every round" if not mismatched else f"MISMATCH in round(s) {mismatched}"
+    return [
+        *lines,
+        *table(["measurement", "result", "target"], rows, align="lrl"),
         "",
         _freshness_costs(fresh),
         "",
         f"Every event accounted for by the service (the median round): {counted:,} counted + "
         f"{s['late']:,} late + {s['invalid']:,} invalid + {s['duplicates']:,} duplicates = {all_in:,} of "
-        f"{total:,} produced ("
-        + ("all, in every round" if not mismatched else f"MISMATCH in round(s) {mismatched}")
-        + ").",
+        f"{total:,} produced ({every}).",
     ]
-    return "\n".join(lines)
 
 
 def _freshness_costs(fresh: Freshness) -> str:

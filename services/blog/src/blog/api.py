@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
 
-from asynccore.apidocs import add_docs_routes
 from asynccore.app import add_routes
 from asynccore.auth import optional_caller, require_caller
 from asynccore.errors import ApiError
+from asynccore.revocation import REVOCATIONS
+from asynccore.web import add_openapi_routes, json_headers, json_response
 from blog import articles, comments, credentials, profiles, tags, users
 from blog.cache import Entry
 from blog.cors import CORS_HEADERS
@@ -26,21 +27,20 @@ from blog.inputs import (
     read_body,
 )
 from blog.pages import SITE_NAME
-from blog.resources import BLOG, CACHE, DB, PASSWORDS
+from blog.resources import CACHE, DB, PASSWORDS, SETTINGS
 from blog.responses import JSON, Shape, send_cached
 
 __all__ = ["add_api_routes"]
 
-OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
+OPENAPI = Path(__file__).parent / "openapi.json"
 # Answers for one reader (built once; aiohttp copies them into each response).
-JSON_HEADERS = CIMultiDict({hdrs.CONTENT_TYPE: JSON, **CORS_HEADERS})
+JSON_HEADERS = json_headers(CORS_HEADERS)
 # Shared (anonymous) cached answers may be stored but must be revalidated (ETag): a write shows on
 # the next read.
 SHARED = Shape(JSON, "no-cache", CORS_HEADERS)
 
 
-def _json(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=body, headers=JSON_HEADERS)
+_json = partial(json_response, headers=JSON_HEADERS)  # every API answer carries the CORS headers
 
 
 def _cached(request: web.Request, entry: Entry) -> web.Response:
@@ -53,7 +53,7 @@ def anonymous(request: web.Request) -> bool:
 
 
 def _secret(request: web.Request) -> str:
-    return request.app[BLOG].jwt_secret.get_secret_value()
+    return request.app[SETTINGS].jwt_secret.get_secret_value()
 
 
 def _checked_header(request: web.Request) -> None:
@@ -70,18 +70,18 @@ async def viewer(request: web.Request) -> int | None:
     caller = optional_caller(request, _secret(request))
     if caller is None:
         return None
-    return await credentials.current_user_id(request.app[CACHE], request.app[DB], caller)
+    return await credentials.current_user_id(request.app[DB], request.app[CACHE], caller)
 
 
 async def signed_in(request: web.Request) -> int:
     """The signed-in caller; 401 when no token was sent, or it is bad or revoked."""
     _checked_header(request)
     caller = require_caller(request, _secret(request))
-    return await credentials.current_user_id(request.app[CACHE], request.app[DB], caller)
+    return await credentials.current_user_id(request.app[DB], request.app[CACHE], caller)
 
 
 def _user_response(request: web.Request, account: users.Account, status: int = 200) -> web.Response:
-    settings = request.app[BLOG]
+    settings = request.app[SETTINGS]
     token = credentials.issue(
         _secret(request), account.id, account.username, account.token_version, settings.jwt_ttl_s
     )
@@ -111,7 +111,10 @@ async def update_user(request: web.Request) -> web.Response:
     user_id = await signed_in(request)
     changes = await read_body(request, "user", UpdateUser)
     app = request.app
-    return _user_response(request, await users.update(app[DB], app[CACHE], app[PASSWORDS], user_id, changes))
+    account = await users.update(app[DB], app[CACHE], app[PASSWORDS], user_id, changes)
+    if changes.password is not None:  # the other services refuse the older tokens too
+        await app[REVOCATIONS].publish(str(user_id), account.token_version, app[SETTINGS].jwt_ttl_s)
+    return _user_response(request, account)
 
 
 # ---------------------------------------------------------------------------- profiles
@@ -119,7 +122,7 @@ async def update_user(request: web.Request) -> web.Response:
 
 async def get_profile(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    return _json(await profiles.read_profile(request.app[DB], username, await viewer(request)))
+    return _json(await profiles.profile_for(request.app[DB], await viewer(request), username))
 
 
 async def follow(request: web.Request) -> web.Response:
@@ -141,16 +144,16 @@ async def list_articles(request: web.Request) -> web.Response:
     reader = None if anonymous(request) else await viewer(request)
     if reader is None:  # the hot path: a local hit is served with no await, on prepared headers
         entry = cache.peek(articles.LIST, filters.key) or await articles.list_cached(
-            cache, request.app[DB], filters
+            request.app[DB], cache, filters
         )
         return _cached(request, entry)
-    return _json(await articles.list_for(cache, request.app[DB], filters, reader))
+    return _json(await articles.list_for(request.app[DB], cache, reader, filters))
 
 
 async def feed(request: web.Request) -> web.Response:
     user_id = await signed_in(request)
     filters = article_filters(request, with_filters=False)
-    return _json(await articles.feed(request.app[DB], user_id, filters))
+    return _json(await articles.feed_for(request.app[DB], user_id, filters))
 
 
 async def get_article(request: web.Request) -> web.Response:
@@ -158,9 +161,11 @@ async def get_article(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
     reader = None if anonymous(request) else await viewer(request)
     if reader is None:  # the hot path: a local hit is served with no await, on prepared headers
-        entry = cache.peek(articles.ARTICLE, slug) or await articles.read_cached(cache, request.app[DB], slug)
+        entry = cache.peek(articles.ARTICLE, slug) or await articles.article_cached(
+            request.app[DB], cache, slug
+        )
         return _cached(request, entry)
-    return _json(await articles.read(cache, request.app[DB], slug, reader))
+    return _json(await articles.article_for(request.app[DB], cache, reader, slug))
 
 
 async def create_article(request: web.Request) -> web.Response:
@@ -199,7 +204,7 @@ async def unfavorite(request: web.Request) -> web.Response:
 
 async def list_comments(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
-    return _json(await comments.list_json(request.app[DB], slug, await viewer(request)))
+    return _json(await comments.comments_for(request.app[DB], await viewer(request), slug))
 
 
 async def add_comment(request: web.Request) -> web.Response:
@@ -226,11 +231,7 @@ async def delete_comment(request: web.Request) -> web.Response:
 
 
 async def list_tags(request: web.Request) -> web.Response:
-    return _cached(request, await tags.tags_cached(request.app[CACHE], request.app[DB]))
-
-
-async def openapi(request: web.Request) -> web.Response:
-    return _json(OPENAPI)
+    return _cached(request, await tags.tags_cached(request.app[DB], request.app[CACHE]))
 
 
 def add_api_routes(app: web.Application) -> None:
@@ -256,7 +257,8 @@ def add_api_routes(app: web.Application) -> None:
             web.post("/api/articles/{slug}/favorite", favorite),
             web.delete("/api/articles/{slug}/favorite", unfavorite),
             web.get("/api/tags", list_tags),
-            web.get("/api/openapi.json", openapi),
         ],
     )
-    add_docs_routes(app, "/api/openapi.json", title=f"{SITE_NAME} (blog) API")  # /api/docs
+    add_openapi_routes(  # and /api/docs
+        app, "/api/openapi.json", OPENAPI.read_bytes(), headers=CORS_HEADERS, title=f"{SITE_NAME} (blog) API"
+    )

@@ -1,34 +1,24 @@
 """Cache-aside for ready-to-send bytes: in process, then Redis, then SQLite — once.
 
-A read names its *family* (for metrics), its key, the versions it depends on (see
-:mod:`blog.versions`) and a loader. The versions' tokens form the entry's *stamp*:
+A read names its *family* (for metrics), its key, the versions it depends on and a loader; the
+versions' current tokens say which bytes are current. :meth:`Cache.get` composes four units:
 
-1. **local** — the process keeps the hottest entries (bounded in bytes); an entry whose stamp equals
-   the current one is served with no I/O at all. Stamps come from the push-invalidated local copy of
-   the versions; an entry also remembers the versions *generation* it was last found current at, so
-   while nothing was invalidated since, :meth:`Cache.peek` serves it on one dict lookup and an int
-   comparison, without even reading the versions (the anonymous hit path of every handler).
-2. **Redis** — shared by the replicas, under a key that embeds the stamp; a write elsewhere changed
-   the stamp, so the old key is never read again and simply expires (TTL with jitter).
-3. **SQLite** — on a miss. Concurrent misses of one key in this process share one load
-   (single-flight); across replicas a short Redis lock (``SET NX PX``) lets one replica load while
-   the others poll Redis for its result. A cold key under any number of readers costs one query.
+* :mod:`blog.versions` — tokens in Redis, a local copy invalidated by Redis's push, a *generation*;
+* :mod:`blog.local_store` — the hottest entries in process memory, bounded in real bytes;
+* :mod:`blog.singleflight` — one load per key in this process, and one across replicas (fill lock);
+* Redis itself, under a key that embeds the tokens (a bump orphans old keys; they expire with jitter).
 
-When Redis fails, a circuit breaker stops asking it (no connect timeout per request); reads go
-straight to SQLite, still single-flighted, counted in ``blog_cache_redis_fallbacks_total`` and
-logged once per outage. When Redis answers again the cache resumes by itself.
+When Redis fails, a circuit breaker answers for it: reads go to SQLite, still single-flighted, counted
+in ``blog_cache_redis_fallbacks_total`` and logged once per outage; the cache resumes by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter
@@ -38,9 +28,11 @@ from redis.asyncio import Redis
 
 from asynccore.resilience import CircuitBreaker
 from asynccore.tasks import cancel_and_wait
-from blog.versions import EPOCH, UNAVAILABLE, Versions, new_token
+from blog.local_store import ENTRY_OVERHEAD, Entry, LocalStore, entry_cost, etag_of
+from blog.singleflight import UNAVAILABLE, FillLock, RedisUnavailable, SingleFlight
+from blog.versions import EPOCH, Versions
 
-__all__ = ["ENTRY_OVERHEAD", "Cache", "Entry", "Unshared", "entry_cost"]
+__all__ = ["ENTRY_OVERHEAD", "Cache", "Entry", "Unshared", "entry_cost", "etag_of"]
 
 log = logging.getLogger("blog.cache")
 
@@ -56,17 +48,6 @@ Loader = Callable[[], Awaitable[bytes]]
 # A cancelled task ends at its next await; close() logs and leaves one still running after this long
 # rather than hold up the app's shutdown.
 CLOSE_TIMEOUT_S = 5.0
-
-# The fill lock is ours while its value is our token; only the owner deletes it.
-STORE_AND_UNLOCK = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-return 1
-"""
-UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class _HitCounts(Collector):
@@ -95,28 +76,16 @@ _HITS = _HitCounts()
 REGISTRY.register(_HITS)
 
 
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("cache invalidation channel stopped", exc_info=task.exception())
+class _Family:
+    """Metric children of one family (``labels()`` is too slow to call per read)."""
 
+    __slots__ = ("errors", "joins", "misses")
 
-def etag_of(body: bytes) -> str:
-    """A strong ETag from the bytes themselves: every replica computes the same one."""
-    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-
-
-@dataclass(slots=True, eq=False)
-class Entry:
-    body: bytes
-    etag: str
-    tokens: tuple[str, ...]  # the version tokens it was built at (empty: not cached)
-    expires_at: float  # time.monotonic()
-    # The versions generation at which ``tokens`` were last found current (-1: not yet): while the
-    # generation has not moved, nothing the entry depends on was invalidated.
-    checked: int = -1
-    # What a sender derives from the entry once and reuses on every hit (response headers per shape).
-    prepared: dict[object, Any] = field(default_factory=dict)
-    size: int = 0  # what it costs the process while the local tier holds it (see ``entry_cost``)
+    def __init__(self, family: str) -> None:
+        _HITS.counts.setdefault(family, 0)
+        self.misses = MISSES.labels(family)
+        self.joins = JOINS.labels(family)
+        self.errors = ERRORS.labels(family)
 
 
 class Unshared(Exception):
@@ -128,41 +97,21 @@ class Unshared(Exception):
         self.body = body
 
 
-async def _run(load: Loader) -> tuple[bytes, bool]:
-    """``load``'s bytes, and whether they may be stored."""
+async def _answer(load: Loader) -> bytes:
+    """``load``'s bytes, an :class:`Unshared` answer included (for reads that store nothing anyway)."""
     try:
-        return await load(), True
+        return await load()
     except Unshared as answer:
-        return answer.body, False
+        return answer.body
 
 
 def _uncached(body: bytes) -> Entry:
     return Entry(body, etag_of(body), (), 0.0)
 
 
-# What an entry costs the process beyond its body's and its key's ``sys.getsizeof``: the Entry, its
-# ETag string and tokens tuple, the ``(family, key)`` tuple, the headers a sender prepares for one shape
-# (a dict and a CIMultiDict of a few headers), and the local dict's slot with its growth slack.
-# Measured with tracemalloc on CPython 3.11 at ~1,070 bytes (165 to 10,000 entries); counted with a
-# margin, so the tier's real memory stays under its budget (test_security.py holds it to that).
-ENTRY_OVERHEAD = 1150
-
-
-def entry_cost(key: str, body: bytes) -> int:
-    """Bytes an entry really holds in the local tier (the budget counts these, not ``len(body)``)."""
-    return sys.getsizeof(body) + sys.getsizeof(key) + ENTRY_OVERHEAD
-
-
-class _Family:
-    """Metric children of one family (``labels()`` is too slow to call per read)."""
-
-    __slots__ = ("errors", "joins", "misses")
-
-    def __init__(self, family: str) -> None:
-        _HITS.counts.setdefault(family, 0)
-        self.misses = MISSES.labels(family)
-        self.joins = JOINS.labels(family)
-        self.errors = ERRORS.labels(family)
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("cache invalidation channel stopped", exc_info=task.exception())
 
 
 class Cache:
@@ -184,22 +133,19 @@ class Cache:
         self.enabled = enabled
         self.ttl_s = ttl_s
         self.ttl_jitter = ttl_jitter
-        self.lock_ms = lock_ms
         self.breaker = breaker or CircuitBreaker(f"blog-cache-{prefix}", failure_threshold=3, reset_after_s=2)
         self.versions = Versions(redis, url, prefix, self.breaker)
-        self._store_and_unlock = redis.register_script(STORE_AND_UNLOCK)
-        self._unlock = redis.register_script(UNLOCK)
-        self._local: dict[tuple[str, str], Entry] = {}
-        self._local_bytes = 0
-        self._local_max_bytes = local_max_bytes
-        self._flights: dict[tuple[object, tuple[str, ...]], asyncio.Task[Entry]] = {}
+        self.local = LocalStore(local_max_bytes)
+        self.flights: SingleFlight[Entry] = SingleFlight()
+        self.fill_lock = FillLock(redis, self.breaker, lock_ms)
+        self._entries = self.local.entries  # peek's one lookup, without a method call
         self._families: dict[str, _Family] = {}
         self._listener: asyncio.Task[Any] | None = None
-        # A version bump Redis did not take: until an epoch bump lands, nothing cached is trusted.
-        self._missed_bump = False
-        self._degraded = False
-        # Bumped by every write in this process; keys the fallback loads so a write is never joined.
-        self._write_generation = 0
+        self._degraded = False  # serving from SQLite since Redis failed (logged once per outage)
+        # Moved by every write in this process before its bump: keys the loads that store nothing, so
+        # a read after a write never joins one that started before it. Not the versions generation:
+        # that also moves on other replicas' pushes, and readers of one cold row would stop sharing.
+        self._writes = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -217,7 +163,9 @@ class Cache:
 
     async def close(self) -> None:
         """Stop the invalidation channel and the loads in flight; gives up on them after a few seconds."""
-        tasks = [t for t in [self._listener, *self._flights.values()] if t is not None]
+        tasks: list[asyncio.Task[Any]] = [*self.flights.tasks(), *self.versions.fetches.tasks()]
+        if self._listener is not None:
+            tasks.append(self._listener)
         await cancel_and_wait(tasks, CLOSE_TIMEOUT_S)
 
     # ------------------------------------------------------------------ reads
@@ -231,18 +179,11 @@ class Cache:
     def peek(self, family: str, key: str) -> Entry | None:
         """The entry for ``family:key`` if process memory holds it current; no I/O, no await.
 
-        Current: found current at the present versions generation (no invalidation arrived since),
-        not expired, and the cache in its normal state (Redis reachable, no bump missed). Anything
-        else is ``None``, and :meth:`get` finds out properly.
+        Current: found current at the present versions generation (no invalidation arrived since,
+        no bump was missed) and not expired. Anything else is ``None``, and :meth:`get` finds out.
         """
-        entry = self._local.get((family, key))
-        if (
-            entry is None
-            or entry.checked != self.versions.generation
-            or entry.expires_at <= time.monotonic()
-            or self._missed_bump
-            or self._degraded
-        ):
+        entry = self._entries.get((family, key))
+        if entry is None or entry.checked != self.versions.generation or entry.expires_at <= time.monotonic():
             return None
         _HITS.add(family)
         return entry
@@ -250,165 +191,65 @@ class Cache:
     async def get(self, family: str, key: str, deps: tuple[str, ...], load: Loader) -> Entry:
         """The entry for ``family:key`` built by ``load`` at the current versions of ``deps``."""
         if not self.enabled:
-            return _uncached((await _run(load))[0])
+            return _uncached(await _answer(load))
         entry = self.peek(family, key)
         if entry is not None:
             return entry
         names = (EPOCH, *deps)
         tokens = self.versions.local(names)
-        if tokens is None or self._missed_bump:
+        if tokens is None:
             try:
-                await self._repair()
                 tokens = await self.versions.current(names)
             except UNAVAILABLE as exc:
                 return await self._fallback(family, key, exc, load)
-            if self._degraded:
-                self._resumed()
+            self._resumed()
             if tokens is None:  # a row version is missing: the row may not exist
                 return await self._unversioned(family, key, names, load)
         elif self._degraded:
             self._resumed()
-        local_key = (family, key)
-        entry = self._local.get(local_key)
+        entry = self._entries.get((family, key))
         if entry is not None and entry.tokens == tokens and entry.expires_at > time.monotonic():
             _HITS.add(family)
         else:
-            entry = await self._shared(family, local_key, tokens, self._fill(family, key, tokens, load))
+            entry = await self._fill_once(family, key, tokens, load)
         if self.versions.local(names) == entry.tokens:
-            # Current by the local copy, as of its present generation: peek may serve it until the
-            # next invalidation moves the generation.
+            # Current by the local copy as of its present generation: peek serves it until the next
+            # invalidation moves the generation.
             entry.checked = self.versions.generation
         return entry
 
-    async def _shared(
-        self, family: str, flight_key: object, tokens: tuple[str, ...], fill: Awaitable[Entry]
-    ) -> Entry:
-        """Single-flight: the first caller's ``fill`` runs as a task every concurrent caller awaits."""
-        flight_id = (flight_key, tokens)
-        task = self._flights.get(flight_id)
-        if task is None:
-            task = asyncio.ensure_future(fill)
-            self._flights[flight_id] = task
-            task.add_done_callback(lambda done: self._flight_done(flight_id, done))
-        else:
-            if asyncio.iscoroutine(fill):
-                fill.close()
-            self._family(family).joins.inc()
-        # shield: a caller that gives up (deadline, disconnect) does not cancel the others' load.
-        return await asyncio.shield(task)
-
-    def _flight_done(self, flight_id: tuple[object, tuple[str, ...]], task: asyncio.Task[Entry]) -> None:
-        self._flights.pop(flight_id, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here, so a load nobody waits for any more is not "never retrieved"
+    def _fill_once(self, family: str, key: str, tokens: tuple[str, ...], load: Loader) -> Awaitable[Entry]:
+        """:meth:`_fill`, shared by every concurrent reader of ``family:key`` at ``tokens``."""
+        joins = self._family(family).joins
+        return self.flights.run(
+            ((family, key), tokens), lambda: self._fill(family, key, tokens, load), joins.inc
+        )
 
     async def _fill(self, family: str, key: str, tokens: tuple[str, ...], load: Loader) -> Entry:
-        """Redis, else SQLite under the fill lock: at most one replica loads a key at a time.
-
-        A miss costs three round trips: look; take the lock and look again in one MULTI (another
-        replica may have filled the key and released its lock in between); store and unlock in one
-        script.
-        """
+        """From Redis, else from ``load`` under the fill lock (one replica at a time); kept in process."""
         metrics = self._family(family)
-        local_key = (family, key)
-        stamp = ".".join(tokens)
-        redis_key = f"{self.prefix}:c:{family}:{key}@{stamp}"
-        lock_key = f"{self.prefix}:lock:{family}:{key}@{stamp}"
-        token = new_token()
-        owned = False
-        try:
-            try:
-                found = await self._peek(redis_key)
-                if found is None:
-                    async with self.breaker, self.redis.pipeline(transaction=True) as pipe:
-                        pipe.set(lock_key, token, nx=True, px=self.lock_ms)
-                        pipe.get(redis_key)
-                        pipe.pttl(redis_key)
-                        owned, body, pttl = await pipe.execute()
-                    owned = bool(owned)
-                    if body is not None:
-                        found = (body, max(pttl, 0) / 1000)
-                    elif not owned:  # another replica is loading it right now
-                        found = await self._await_other_replica(redis_key, lock_key)
-            except UNAVAILABLE as exc:
-                metrics.errors.inc()
-                return await self._load_degraded(exc, load)
-            if found is not None:
-                _HITS.add(family)
-                return self._remember(local_key, self._entry(found[0], tokens, found[1]))
+
+        async def counted() -> bytes:
             metrics.misses.inc()
-            body, shareable = await _run(load)
-            if not shareable:
-                return _uncached(body)
-            ttl_ms = int(self.ttl_s * 1000 * random.uniform(1 - self.ttl_jitter, 1 + self.ttl_jitter))
-            try:
-                async with self.breaker:
-                    if owned:
-                        await self._store_and_unlock(keys=[redis_key, lock_key], args=[body, ttl_ms, token])
-                        owned = False
-                    else:
-                        await self.redis.set(redis_key, body, px=ttl_ms)
-            except UNAVAILABLE:
-                metrics.errors.inc()
-            return self._remember(local_key, self._entry(body, tokens, ttl_ms / 1000))
-        finally:
-            if owned:  # found after all, or the load failed: let the next replica try at once
-                await self._unlock_quietly(lock_key, token)
+            return await load()
 
-    async def _peek(self, redis_key: str) -> tuple[bytes, float] | None:
-        """The value under ``redis_key`` and its remaining TTL in seconds, or ``None``."""
-        async with self.breaker, self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(redis_key)
-            pipe.pttl(redis_key)
-            body, pttl = await pipe.execute()
-        return None if body is None else (body, max(pttl, 0) / 1000)
-
-    async def _await_other_replica(self, redis_key: str, lock_key: str) -> tuple[bytes, float] | None:
-        """Poll for the value another replica is loading; ``None`` if its lock lapses without one."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.lock_ms / 1000
-        delay = 0.002
-        while loop.time() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-            # MULTI: the filler sets the value before it drops the lock; read both at one instant.
-            async with self.breaker, self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(redis_key)
-                pipe.exists(lock_key)
-                body, locked = await pipe.execute()
-            if body is not None:
-                return body, self.ttl_s
-            if not locked:
-                return None
-        return None
-
-    async def _unlock_quietly(self, lock_key: str, token: str) -> None:
+        stamp = ".".join(tokens)
+        value_key = f"{self.prefix}:c:{family}:{key}@{stamp}"
+        lock_key = f"{self.prefix}:lock:{family}:{key}@{stamp}"
+        ttl_ms = int(self.ttl_s * 1000 * random.uniform(1 - self.ttl_jitter, 1 + self.ttl_jitter))
         try:
-            async with self.breaker:
-                await self._unlock(keys=[lock_key], args=[token])
-        except UNAVAILABLE:
-            pass  # it expires on its own within lock_ms
-
-    @staticmethod
-    def _entry(body: bytes, tokens: tuple[str, ...], ttl_s: float) -> Entry:
-        return Entry(body, etag_of(body), tokens, time.monotonic() + ttl_s)
-
-    def _remember(self, local_key: tuple[str, str], entry: Entry) -> Entry:
-        entry.size = entry_cost(local_key[1], entry.body)
-        if entry.size > self._local_max_bytes:
-            return entry
-        old = self._local.pop(local_key, None)
-        if old is not None:
-            self._local_bytes -= old.size
-        self._local[local_key] = entry
-        self._local_bytes += entry.size
-        while self._local_bytes > self._local_max_bytes:
-            # Oldest first: dicts keep insertion order, and a refreshed entry is re-inserted at the end.
-            oldest = next(iter(self._local))
-            self._local_bytes -= self._local.pop(oldest).size
-        return entry
-
-    # ------------------------------------------------------------------ rows without a version
+            fill = await self.fill_lock.fill(value_key, lock_key, counted, ttl_ms)
+        except RedisUnavailable as down:
+            metrics.errors.inc()
+            return await self._load_degraded(down.__cause__ or down, load)
+        except Unshared as answer:
+            return _uncached(answer.body)
+        if not fill.loaded:
+            _HITS.add(family)
+        elif not fill.stored:
+            metrics.errors.inc()
+        entry = Entry(fill.body, etag_of(fill.body), tokens, time.monotonic() + fill.ttl_s)
+        return self.local.put((family, key), entry)
 
     async def _unversioned(self, family: str, key: str, names: tuple[str, ...], load: Loader) -> Entry:
         """A row no write touched for a day — or one that does not exist (see ``is_row_version``).
@@ -417,46 +258,42 @@ class Cache:
         load and so leaves nothing behind, in Redis or here. One that does gets its version created
         now, so the next read is cached as usual.
         """
-        fill = self._load_unversioned(family, names, load)
-        flight_key = ("unversioned", family, key)
-        return await self._shared(family, flight_key, (str(self._write_generation),), fill)
-
-    async def _load_unversioned(self, family: str, names: tuple[str, ...], load: Loader) -> Entry:
         metrics = self._family(family)
-        metrics.misses.inc()
-        body, shareable = await _run(load)
-        if shareable:
+
+        async def load_and_version() -> Entry:
+            metrics.misses.inc()
+            try:
+                body = await load()
+            except Unshared as answer:
+                return _uncached(answer.body)
             try:
                 await self.versions.current(names, create_rows=True)
             except UNAVAILABLE:
                 metrics.errors.inc()
-        return _uncached(body)
+            return _uncached(body)
+
+        flight = ("unversioned", family, key, self._writes)
+        return await self.flights.run(flight, load_and_version, metrics.joins.inc)
 
     # ------------------------------------------------------------------ Redis unavailable
 
     async def _fallback(self, family: str, key: str, exc: BaseException, load: Loader) -> Entry:
-        self._family(family).errors.inc()
-        fill = self._load_degraded(exc, load)
-        flight_key = ("fallback", family, key)
-        return await self._shared(family, flight_key, (str(self._write_generation),), fill)
+        metrics = self._family(family)
+        metrics.errors.inc()
+        flight = ("fallback", family, key, self._writes)
+        return await self.flights.run(flight, lambda: self._load_degraded(exc, load), metrics.joins.inc)
 
     async def _load_degraded(self, exc: BaseException, load: Loader) -> Entry:
         FALLBACKS.inc()
         if not self._degraded:
             self._degraded = True
             log.warning("redis unavailable (%s: %s); serving from SQLite", type(exc).__name__, exc)
-        return _uncached((await _run(load))[0])
+        return _uncached(await _answer(load))
 
     def _resumed(self) -> None:
         if self._degraded:
             self._degraded = False
             log.info("redis answers again; cache resumed")
-
-    async def _repair(self) -> None:
-        """After a bump Redis missed, bump the epoch before trusting anything cached again."""
-        if self._missed_bump:
-            await self.versions.bump([EPOCH])
-            self._missed_bump = False
 
     # ------------------------------------------------------------------ writes
 
@@ -466,9 +303,5 @@ class Cache:
         Call after the write committed. If Redis cannot take the bump, this process stops trusting its
         cache until an epoch bump lands; other replicas catch up when their channel reconnects.
         """
-        self._write_generation += 1
-        try:
-            await self.versions.bump(names)
-        except UNAVAILABLE as exc:
-            self._missed_bump = True
-            log.warning("could not invalidate %s in redis (%s); cache bypassed until it can", names, exc)
+        self._writes += 1
+        await self.versions.invalidate(names)

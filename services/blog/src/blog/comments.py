@@ -5,6 +5,7 @@ Comments show on the article's HTML page, so adding or deleting one bumps that a
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import orjson
@@ -18,22 +19,22 @@ from blog.inputs import NewComment
 from blog.profiles import profile_json
 from blog.users import existing_user
 
-__all__ = ["add", "comment_json", "delete", "fetch_comments", "list_json"]
+__all__ = ["add", "comment_json", "comments_for", "delete", "fetch_comments"]
 
 _SELECT = (
     "SELECT c.id, c.created_at, c.updated_at, c.body, u.username, u.bio, u.image,"
-    " EXISTS(SELECT 1 FROM follows WHERE follower_id = ? AND followee_id = c.author_id)"
+    " EXISTS(SELECT 1 FROM follows WHERE follower_id = ? AND followee_id = c.author_id) AS following"
     " FROM comments c JOIN users u ON u.id = c.author_id"
 )
 
 
-def comment_json(row: Any) -> dict[str, Any]:
+def comment_json(row: sqlite3.Row) -> dict[str, Any]:
     return {
-        "id": row[0],
-        "createdAt": row[1],
-        "updatedAt": row[2],
-        "body": row[3],
-        "author": profile_json(row[4], row[5], row[6], bool(row[7])),
+        "id": row["id"],
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+        "body": row["body"],
+        "author": profile_json(row["username"], row["bio"], row["image"], bool(row["following"])),
     }
 
 
@@ -42,10 +43,10 @@ async def _article_id(db: SQLiteDB, slug: str) -> int:
         row = await fetch_one(conn, "article_id_by_slug", "SELECT id FROM articles WHERE slug = ?", (slug,))
     if row is None:
         raise ApiError(404, "article", "not found")
-    return int(row[0])
+    return int(row["id"])
 
 
-async def fetch_comments(db: SQLiteDB, slug: str, viewer_id: int | None) -> list[dict[str, Any]]:
+async def fetch_comments(db: SQLiteDB, viewer_id: int | None, slug: str) -> list[dict[str, Any]]:
     """The comments of article ``slug`` in the order they were written; 404 if it does not exist."""
     article_id = await _article_id(db, slug)
     async with db.read() as conn:
@@ -58,8 +59,9 @@ async def fetch_comments(db: SQLiteDB, slug: str, viewer_id: int | None) -> list
     return [comment_json(row) for row in rows]
 
 
-async def list_json(db: SQLiteDB, slug: str, viewer_id: int | None) -> bytes:
-    return orjson.dumps({"comments": await fetch_comments(db, slug, viewer_id)})
+async def comments_for(db: SQLiteDB, viewer_id: int | None, slug: str) -> bytes:
+    """``{"comments": […]}`` as ``viewer_id`` sees them (never cached: ``following`` is theirs)."""
+    return orjson.dumps({"comments": await fetch_comments(db, viewer_id, slug)})
 
 
 async def add(db: SQLiteDB, cache: Cache, author_id: int, slug: str, new: NewComment) -> bytes:
@@ -74,9 +76,10 @@ async def add(db: SQLiteDB, cache: Cache, author_id: int, slug: str, new: NewCom
                 "comment_insert",
                 "INSERT INTO comments (article_id, author_id, body, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (int(row[0]), author_id, new.body, now, now),
+                (int(row["id"]), author_id, new.body, now, now),
             )
         created = await fetch_one(conn, "comment_by_id", f"{_SELECT} WHERE c.id = ?", (author_id, comment_id))
+    assert created is not None  # inserted in this transaction
     await cache.invalidate(article_version(slug))
     return orjson.dumps({"comment": comment_json(created)})
 
@@ -93,7 +96,7 @@ async def delete(db: SQLiteDB, cache: Cache, user_id: int, slug: str, comment_id
         )
         if row is None:
             raise ApiError(404, "comment", "not found")
-        if int(row[0]) != user_id:
+        if int(row["author_id"]) != user_id:
             raise ApiError(403, "comment", "forbidden: only its author may delete it")
         await execute(conn, "comment_delete", "DELETE FROM comments WHERE id = ?", (comment_id,))
     await cache.invalidate(article_version(slug))

@@ -2,7 +2,9 @@
 
 A token carries asynccore's claims (``sub``, ``username``, ``iat``, ``exp``: every service verifies
 those) plus the account's *token version* (``ver``). Changing the password increments the version in
-the same UPDATE, so every token issued before is refused with a 401 from then on, on every replica.
+the same UPDATE, so every token issued before is refused with a 401 from then on, on every replica;
+the new version is then published to Redis so orders and stream refuse them too
+(``asynccore.revocation``).
 
 The check is cheap: the current version of a user is a cached entry (family ``credentials``, one per
 user) that depends on the version name ``u:<id>``, which a password change bumps. A hit is a dict
@@ -12,22 +14,14 @@ any cached article. Anonymous requests never come here.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import time
-
-import jwt
-import orjson
-
-from asynccore.auth import ALGORITHM, Caller
-from asynccore.errors import ApiError
+from asynccore.auth import VERSION_CLAIM, Caller, issue_token, unauthorized
 from asynccore.pools.sqlite import SQLiteDB
 from blog.cache import Cache
 from blog.db import fetch_one
 
 __all__ = ["CLAIM", "FAMILY", "current_user_id", "issue", "user_version"]
 
-CLAIM = "ver"
+CLAIM = VERSION_CLAIM
 FAMILY = "credentials"
 
 
@@ -37,40 +31,15 @@ def user_version(user_id: int) -> str:
 
 
 def issue(secret: str, user_id: int, username: str, token_version: int, ttl_s: int) -> str:
-    """asynccore's token (see ``asynccore.auth.issue_token``) with the account's token version."""
-    now = int(time.time())
-    claims = {
-        "sub": str(user_id),
-        "username": username,
-        "iat": now,
-        "exp": now + ttl_s,
-        CLAIM: token_version,
-    }
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
-
-
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "token", message, headers={"WWW-Authenticate": "Token"})
-
-
-def _claimed_version(token: str) -> int:
-    """The ``ver`` claim of a token asynccore already verified (0 for tokens issued before it existed)."""
-    try:
-        payload = token.split(".")[1]
-        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        version = claims.get(CLAIM, 0)
-    except (IndexError, ValueError, binascii.Error, AttributeError):
-        raise _unauthorized("invalid token") from None
-    if type(version) is not int:
-        raise _unauthorized("invalid token")
-    return version
+    """asynccore's token with the account's token version (the ``ver`` claim)."""
+    return issue_token(secret, str(user_id), username, ttl_s, version=token_version)
 
 
 def _user_id(subject: str) -> int:
     try:
         return int(subject)
     except ValueError:
-        raise _unauthorized("invalid subject") from None
+        raise unauthorized("invalid subject") from None
 
 
 async def _load_version(db: SQLiteDB, user_id: int) -> bytes:
@@ -79,18 +48,18 @@ async def _load_version(db: SQLiteDB, user_id: int) -> bytes:
             conn, "token_version", "SELECT token_version FROM users WHERE id = ?", (user_id,)
         )
     if row is None:
-        raise _unauthorized("user no longer exists")
-    return str(row[0]).encode()
+        raise unauthorized("user no longer exists")
+    return str(row["token_version"]).encode()
 
 
-async def current_user_id(cache: Cache, db: SQLiteDB, caller: Caller) -> int:
+async def current_user_id(db: SQLiteDB, cache: Cache, caller: Caller) -> int:
     """The id of the user ``caller``'s token names, if that token still counts; 401 otherwise."""
     user_id = _user_id(caller.user_id)
-    claimed = _claimed_version(caller.token)
+    claimed = caller.version
     key = str(user_id)
     entry = cache.peek(FAMILY, key) or await cache.get(
         FAMILY, key, (user_version(user_id),), lambda: _load_version(db, user_id)
     )
     if int(entry.body) != claimed:
-        raise _unauthorized("token revoked: the password changed since it was issued")
+        raise unauthorized("token revoked: the password changed since it was issued")
     return user_id

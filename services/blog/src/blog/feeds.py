@@ -31,7 +31,7 @@ async def _authors(db: SQLiteDB) -> list[str]:
             " ORDER BY u.username LIMIT ?",
             (SITEMAP_OTHERS,),
         )
-    return [row[0] for row in rows]
+    return [row["username"] for row in rows]
 
 
 async def _article_stamps(db: SQLiteDB) -> list[dict[str, str]]:
@@ -42,7 +42,7 @@ async def _article_stamps(db: SQLiteDB) -> list[dict[str, str]]:
             "SELECT slug, updated_at FROM articles ORDER BY id DESC LIMIT ?",
             (SITEMAP_ARTICLES,),
         )
-    return [{"slug": row[0], "updatedAt": row[1]} for row in rows]
+    return [{"slug": row["slug"], "updatedAt": row["updated_at"]} for row in rows]
 
 
 async def sitemap(site: Site) -> Entry:

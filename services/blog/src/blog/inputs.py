@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from asynccore.errors import ApiError
 from asynccore.params import int_param
+from asynccore.web import invalid
 
 __all__ = [
     "ArticleFilters",
@@ -239,10 +240,7 @@ async def read_body(request: web.Request, envelope: str, model: type[M]) -> M:
     try:
         return model.model_validate(inner)
     except ValidationError as exc:
-        errors: dict[str, list[str]] = {}
-        for error in exc.errors():
-            errors.setdefault(_field(error), []).append(_message(error))
-        raise ApiError(422, "body", "invalid", errors=errors) from None
+        raise invalid(exc, field=_field, message=_message) from None
 
 
 def _aliases(model: type[_Input]) -> set[str]:

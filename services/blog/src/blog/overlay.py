@@ -26,19 +26,19 @@ async def _flags(
             conn,
             "viewer_flags",
             # The lists travel as one JSON parameter: a constant statement, whatever their length.
-            "SELECT 'f', a.slug FROM favorites f JOIN articles a ON a.id = f.article_id"
+            "SELECT 'f' AS kind, a.slug AS name FROM favorites f JOIN articles a ON a.id = f.article_id"
             " WHERE f.user_id = ? AND a.slug IN (SELECT value FROM json_each(?))"
             " UNION ALL "
             "SELECT 'u', u.username FROM follows fo JOIN users u ON u.id = fo.followee_id"
             " WHERE fo.follower_id = ? AND u.username IN (SELECT value FROM json_each(?))",
             (viewer_id, orjson.dumps(slugs).decode(), viewer_id, orjson.dumps(usernames).decode()),
         )
-    favorited = {row[1] for row in rows if row[0] == "f"}
-    following = {row[1] for row in rows if row[0] == "u"}
+    favorited = {row["name"] for row in rows if row["kind"] == "f"}
+    following = {row["name"] for row in rows if row["kind"] == "u"}
     return favorited, following
 
 
-async def personalize(db: SQLiteDB, body: bytes, viewer_id: int | None) -> bytes:
+async def personalize(db: SQLiteDB, viewer_id: int | None, body: bytes) -> bytes:
     """``body`` (``{"article": …}`` or ``{"articles": […]}``) as ``viewer_id`` should see it."""
     if viewer_id is None:
         return body

@@ -129,7 +129,7 @@ async def tag_page(site: Site, tag: str, page: int) -> Entry:
 
 async def profile_page(site: Site, username: str, page: int) -> Entry:
     async def load() -> bytes:
-        profile = await profiles.fetch_profile(site.db, username, None)
+        profile = await profiles.fetch_profile(site.db, None, username)
         found, total = await articles.fetch_page(site.db, site.filters(page, author=username))
         pages = site.page_count(page, total)
         canonical = f"/profile/{quote(username, safe='')}" + (f"?page={page}" if page > 1 else "")
@@ -155,7 +155,7 @@ def article_key(slug: str) -> str:
 async def article_page(site: Site, slug: str) -> Entry:
     async def load() -> bytes:
         article = await articles.fetch_article(site.db, slug)
-        thread = await comments.fetch_comments(site.db, slug, None)
+        thread = await comments.fetch_comments(site.db, None, slug)
         return site.render(
             "article.html",
             article=article,

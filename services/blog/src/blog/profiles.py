@@ -15,7 +15,7 @@ from asynccore.pools.sqlite import SQLiteDB
 from blog.db import execute, fetch_one
 from blog.users import existing_user
 
-__all__ = ["fetch_profile", "follow", "profile_json", "read_profile", "unfollow", "user_id_of"]
+__all__ = ["fetch_profile", "follow", "profile_for", "profile_json", "unfollow", "user_id_of"]
 
 
 def profile_json(username: str, bio: str | None, image: str | None, following: bool) -> dict[str, Any]:
@@ -34,34 +34,35 @@ async def user_id_of(db: SQLiteDB, username: str) -> int:
         )
     if row is None:
         raise _not_found()
-    return int(row[0])
+    return int(row["id"])
 
 
-async def fetch_profile(db: SQLiteDB, username: str, viewer_id: int | None) -> dict[str, Any]:
+async def fetch_profile(db: SQLiteDB, viewer_id: int | None, username: str) -> dict[str, Any]:
     """``username``'s profile as ``viewer_id`` (or an anonymous reader) sees it; 404 if unknown."""
     async with db.read() as conn:
         row = await fetch_one(
             conn,
             "profile_by_username",
             "SELECT u.username, u.bio, u.image,"
-            " EXISTS(SELECT 1 FROM follows WHERE follower_id = ? AND followee_id = u.id)"
+            " EXISTS(SELECT 1 FROM follows WHERE follower_id = ? AND followee_id = u.id) AS following"
             " FROM users u WHERE u.username = ?",
             (viewer_id, username),
         )
     if row is None:
         raise _not_found()
-    return profile_json(row[0], row[1], row[2], bool(row[3]))
+    return profile_json(row["username"], row["bio"], row["image"], bool(row["following"]))
 
 
-async def read_profile(db: SQLiteDB, username: str, viewer_id: int | None) -> bytes:
-    return orjson.dumps({"profile": await fetch_profile(db, username, viewer_id)})
+async def profile_for(db: SQLiteDB, viewer_id: int | None, username: str) -> bytes:
+    """``{"profile": …}`` as ``viewer_id`` sees it (never cached: ``following`` is theirs)."""
+    return orjson.dumps({"profile": await fetch_profile(db, viewer_id, username)})
 
 
 async def follow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
     followee_id = await user_id_of(db, username)
     with existing_user():
         await _follow(db, follower_id, followee_id)
-    return await read_profile(db, username, follower_id)
+    return await profile_for(db, follower_id, username)
 
 
 async def _follow(db: SQLiteDB, follower_id: int, followee_id: int) -> None:
@@ -83,4 +84,4 @@ async def unfollow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
             "DELETE FROM follows WHERE follower_id = ? AND followee_id = ?",
             (follower_id, followee_id),
         )
-    return await read_profile(db, username, follower_id)
+    return await profile_for(db, follower_id, username)

@@ -12,15 +12,17 @@ from asynccore.migrations import apply_migrations
 from asynccore.pools.redis import redis_pool
 from asynccore.pools.sqlite import SQLiteDB, sqlite_db
 from asynccore.resilience import CircuitBreaker
+from asynccore.revocation import token_revocations
+from asynccore.web import settings_key
 from blog.cache import Cache
 from blog.db import MIGRATIONS
 from blog.pages import Site, templates
 from blog.passwords import Passwords
 from blog.settings import BlogSettings
 
-__all__ = ["BLOG", "CACHE", "DB", "PASSWORDS", "REDIS", "SITE", "resources"]
+__all__ = ["CACHE", "DB", "PASSWORDS", "REDIS", "SETTINGS", "SITE", "resources"]
 
-BLOG = web.AppKey("blog_settings", BlogSettings)  # app[SETTINGS] with the blog's own fields
+SETTINGS = settings_key(BlogSettings)  # the BlogSettings create_app was given, typed
 DB = web.AppKey("blog_db", SQLiteDB)
 REDIS = web.AppKey("blog_redis", Redis)
 CACHE = web.AppKey("blog_cache", Cache)
@@ -87,4 +89,5 @@ def resources(settings: BlogSettings) -> list[CleanupCtx]:
         redis_pool(REDIS, settings.redis_url),
         _cache(settings),
         _passwords(settings),
+        token_revocations(settings),  # a password change publishes here for orders and stream
     ]

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from blog.cache import Entry
+from blog.local_store import Entry
 
 __all__ = ["HTML", "JSON", "Shape", "not_modified", "send_cached"]
 

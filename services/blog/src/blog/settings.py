@@ -6,12 +6,12 @@ from pathlib import Path
 
 from pydantic import Field
 
-from asynccore.settings import ServiceSettings
+from asynccore.settings import UserServiceSettings
 
 __all__ = ["BlogSettings"]
 
 
-class BlogSettings(ServiceSettings):
+class BlogSettings(UserServiceSettings):
     blog_port: int = Field(default=8081, ge=1, le=65535)
     blog_db_path: Path = Path("/tmp/asyncstack/blog.db")
     blog_db_readers: int = Field(default=4, ge=1, le=64)

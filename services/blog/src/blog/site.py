@@ -20,7 +20,7 @@ from asynccore.metrics import UNMATCHED
 from blog import feeds, pages
 from blog.cache import Entry
 from blog.inputs import page_param
-from blog.resources import BLOG, SITE
+from blog.resources import SETTINGS, SITE
 from blog.responses import HTML, Shape, send_cached
 
 __all__ = ["add_site_routes"]
@@ -100,7 +100,7 @@ async def atom(request: web.Request) -> web.Response:
 
 
 async def robots(request: web.Request) -> web.Response:
-    public_url = request.app[BLOG].blog_public_url.rstrip("/")
+    public_url = request.app[SETTINGS].blog_public_url.rstrip("/")
     text = f"User-agent: *\nAllow: /\nSitemap: {public_url}/sitemap.xml\n"
     return web.Response(text=text, headers=BROWSER_HEADERS)
 
@@ -127,7 +127,7 @@ async def no_such_page(request: web.Request) -> web.Response:
 
 
 def add_site_routes(app: web.Application) -> None:
-    policy = f"public, max-age={app[BLOG].blog_page_max_age_s}"
+    policy = f"public, max-age={app[SETTINGS].blog_page_max_age_s}"
     app[SHAPES] = {
         content_type: Shape(content_type, policy, BROWSER_HEADERS) for content_type in (HTML, XML, ATOM)
     }

@@ -19,13 +19,13 @@ async def fetch_tags(db: SQLiteDB) -> list[str]:
             "tag_list",
             "SELECT tag FROM article_tags GROUP BY tag ORDER BY count(*) DESC, tag",
         )
-    return [row[0] for row in rows]
+    return [row["tag"] for row in rows]
 
 
-async def load_tags(db: SQLiteDB) -> bytes:
+async def _load_tags(db: SQLiteDB) -> bytes:
     return orjson.dumps({"tags": await fetch_tags(db)})
 
 
-async def tags_cached(cache: Cache, db: SQLiteDB) -> Entry:
+async def tags_cached(db: SQLiteDB, cache: Cache) -> Entry:
     """``{"tags": […]}`` as shared, ready-to-send bytes."""
-    return await cache.get("tags", "all", (TAGS_VERSION,), lambda: load_tags(db))
+    return await cache.get("tags", "all", (TAGS_VERSION,), lambda: _load_tags(db))

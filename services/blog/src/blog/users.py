@@ -6,7 +6,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 import orjson
 
@@ -38,8 +37,10 @@ class Account:
 _COLUMNS = "id, username, email, bio, image, token_version"
 
 
-def _account(row: Any) -> Account:
-    return Account(int(row[0]), row[1], row[2], row[3], row[4], int(row[5]))
+def _account(row: sqlite3.Row) -> Account:
+    return Account(
+        int(row["id"]), row["username"], row["email"], row["bio"], row["image"], int(row["token_version"])
+    )
 
 
 def user_json(user: Account, token: str) -> bytes:
@@ -79,12 +80,12 @@ async def _check_free(db: SQLiteDB, email: str | None, username: str | None, use
         row = await fetch_one(
             conn,
             "users_taken",
-            "SELECT EXISTS(SELECT 1 FROM users WHERE email = ? AND id != ?),"
-            " EXISTS(SELECT 1 FROM users WHERE username_key = ? AND id != ?)",
+            "SELECT EXISTS(SELECT 1 FROM users WHERE email = ? AND id != ?) AS email,"
+            " EXISTS(SELECT 1 FROM users WHERE username_key = ? AND id != ?) AS username",
             (email, user_id, key, user_id),
         )
     assert row is not None
-    errors = {field: [TAKEN] for field, taken in (("email", row[0]), ("username", row[1])) if taken}
+    errors = {field: [TAKEN] for field in ("email", "username") if row[field]}
     if errors:
         raise ApiError(422, "user", TAKEN, errors=errors)
 
@@ -115,9 +116,9 @@ async def login(db: SQLiteDB, passwords: Passwords, credentials: LoginUser) -> A
             f"SELECT {_COLUMNS}, password_hash FROM users WHERE email = ?",  # noqa: S608 (constant columns)
             (normal_email(credentials.email),),
         )
-    if not await passwords.verify(row[6] if row else None, credentials.password) or row is None:
+    if not await passwords.verify(row["password_hash"] if row else None, credentials.password) or row is None:
         raise ApiError(401, "credentials", "invalid")
-    return _account(row[:6])
+    return _account(row)
 
 
 async def account(db: SQLiteDB, user_id: int) -> Account:
@@ -177,7 +178,7 @@ async def update(
         raise _unique_violation(exc) from None
     if row is None:  # deleted since it was read
         raise ApiError(401, "token", "user no longer exists")
-    updated = replace(updated, token_version=int(row[0]))
+    updated = replace(updated, token_version=int(row["token_version"]))
     stale = []
     if (current.username, current.bio, current.image) != (updated.username, updated.bio, updated.image):
         stale.append(USERS_VERSION)  # shown in every cached article of theirs

@@ -1,20 +1,12 @@
-"""Version tokens: how one write makes every dependent cache entry stale in O(1).
+"""Version tokens: one write makes every dependent cache entry stale in O(1), on every replica.
 
-Each family of cached data depends on a few named versions (``articles``, ``users``, ``a:<slug>`` …,
-plus ``epoch``, which everything depends on). A version is a random token stored in Redis under
-``<prefix>:v:<name>``; cache keys embed the tokens they were built from, so a write that replaces a
-token orphans every entry built from the old one at once — nothing is deleted or scanned.
-
-Tokens are random, never counters: after a FLUSHALL, an eviction or a restart a missing version gets a
-fresh token (``SET NX``), so an old entry can never come back to life under a reused number.
-
-Reading the tokens from Redis on every request would cost a round trip per cache hit, so each process
-keeps a local copy, invalidated by Redis itself: a dedicated connection enables ``CLIENT TRACKING``
-in broadcast mode for the version-key prefix and subscribes to ``__redis__:invalidate``. Redis
-queues the invalidation for every replica *before* it answers the write, so by the time a writer's
-HTTP response leaves, the other replicas' copies are already being dropped. While that channel is
-down the local copy is not used (every read asks Redis), and when it comes back the replica cannot
-know what it missed, so it drops its copy and bumps ``epoch``: everything cached becomes stale.
+A version (``articles``, ``users``, ``a:<slug>``, ``epoch`` …) is a random token in Redis under
+``<prefix>:v:<name>``; cache keys embed the tokens they were built from, so replacing a token orphans
+every entry built from it. Random, never counters: a version lost to a flush or an eviction comes
+back as a new token, so an old entry never revives. Each process keeps a local copy that Redis's own
+push drops (``CLIENT TRACKING``, see :meth:`Versions.listen`); :attr:`Versions.generation` moves
+whenever that copy changes. A copy that cannot be trusted (channel down or just back, a bump Redis
+did not take) is not used until an ``epoch`` bump lands, which makes everything cached before stale.
 """
 
 from __future__ import annotations
@@ -28,18 +20,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
-from redis.exceptions import RedisError
 
-from asynccore.resilience import CircuitBreaker, CircuitOpen, retrying
+from asynccore.resilience import CircuitBreaker, retrying
 from asynccore.tasks import check_cancelled
+from blog.singleflight import UNAVAILABLE, SingleFlight
 
 __all__ = ["EPOCH", "UNAVAILABLE", "Versions", "is_row_version", "new_token"]
 
 log = logging.getLogger("blog.cache")
 
 EPOCH = "epoch"
-# What "Redis is not answering" looks like: its errors, socket errors, timeouts, or our breaker refusing.
-UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError, CircuitOpen)
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 # The channel is probed with PING after this much silence; no answer within the socket timeout = dead.
 PROBE_AFTER_S = 1.0
@@ -61,9 +51,6 @@ def is_row_version(name: str) -> bool:
     return ":" in name
 
 
-_FlightKey = tuple[tuple[str, ...], int, bool]
-
-
 def new_token() -> str:
     return secrets.token_hex(6)
 
@@ -80,11 +67,14 @@ class Versions:
         self._local: dict[str, str] = {}
         # Local copy usable: the invalidation channel is subscribed and the epoch was bumped since.
         self._trusted = False
+        # A bump Redis did not take: until an epoch bump lands, neither the local copy nor anything
+        # cached is trusted.
+        self._missed_bump = False
         # Bumped by every invalidation (and whenever the local copy is dropped or a token in it
         # changes): a fetch that raced one must not store what it read, and a cache entry found
         # current at one generation stays current until the next (see ``Cache.peek``).
         self.generation = 0
-        self._fetches: dict[_FlightKey, asyncio.Future[tuple[str, ...] | None]] = {}
+        self.fetches: SingleFlight[tuple[str, ...] | None] = SingleFlight()
         self.connected = asyncio.Event()  # set while the invalidation channel is up (tests wait on it)
 
     def key(self, name: str) -> str:
@@ -92,7 +82,7 @@ class Versions:
 
     def local(self, names: tuple[str, ...]) -> tuple[str, ...] | None:
         """The tokens of ``names`` from the local copy, without I/O; ``None`` unless all are known."""
-        if not self._trusted:
+        if not self._trusted or self._missed_bump:
             return None
         local = self._local
         try:
@@ -105,23 +95,17 @@ class Versions:
         missing row version (:func:`is_row_version`) only with ``create_rows``: without, ``None``.
 
         Concurrent callers share one fetch, keyed by the local generation too: a caller that comes
-        after a write (which moved the generation) never joins a fetch that started before it.
+        after a write (which moved the generation) never joins a fetch that started before it. After a
+        missed bump, the epoch is bumped first. Raises one of ``UNAVAILABLE`` when Redis fails.
         """
         tokens = self.local(names)
         if tokens is not None:
             return tokens
-        flight_key = (names, self.generation, create_rows)
-        flight = self._fetches.get(flight_key)
-        if flight is None:
-            flight = asyncio.ensure_future(self._fetch_and_keep(names, create_rows))
-            self._fetches[flight_key] = flight
-            flight.add_done_callback(lambda done: self._fetch_done(flight_key, done))
-        return await asyncio.shield(flight)
-
-    def _fetch_done(self, flight_key: _FlightKey, task: asyncio.Future[tuple[str, ...] | None]) -> None:
-        self._fetches.pop(flight_key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved: a fetch everyone stopped waiting for is not an error to log
+        if self._missed_bump:
+            await self.bump([EPOCH])
+            self._missed_bump = False
+        key = (names, self.generation, create_rows)
+        return await self.fetches.run(key, lambda: self._fetch_and_keep(names, create_rows))
 
     async def _fetch_and_keep(self, names: tuple[str, ...], create_rows: bool) -> tuple[str, ...] | None:
         generation = self.generation
@@ -161,8 +145,19 @@ class Versions:
         # GET after SET NX in one MULTI cannot be nil; were it, a fresh token would only mean a miss.
         return tuple(value.decode() if value is not None else new_token() for value in values)
 
+    async def invalidate(self, names: Iterable[str]) -> None:
+        """Give ``names`` new tokens; if Redis cannot take them, trust nothing until an epoch bump lands.
+
+        Other replicas catch up when their channel reconnects (they bump the epoch then).
+        """
+        try:
+            await self.bump(names)
+        except UNAVAILABLE as exc:
+            self._missed_bump = True
+            log.warning("could not invalidate %s in redis (%s); cache bypassed until it can", names, exc)
+
     async def bump(self, names: Iterable[str]) -> None:
-        """Give ``names`` new tokens; raises when Redis could not be told (the caller remembers)."""
+        """Give ``names`` new tokens; raises when Redis could not be told."""
         keys = [self.key(name) for name in names]
         try:
             async with self._breaker, self._redis.pipeline(transaction=True) as pipe:
@@ -192,6 +187,12 @@ class Versions:
 
     async def listen(self) -> None:
         """Keep the invalidation channel open until cancelled (the cache owns this task).
+
+        A connection of its own enables ``CLIENT TRACKING`` in broadcast mode for the version prefix
+        and subscribes to ``__redis__:invalidate``. Redis queues the invalidation for every replica
+        *before* it answers the write, so by the time a writer's response leaves, the other replicas'
+        copies are being dropped. After any reconnect the replica cannot know what it missed: it drops
+        its copy and bumps ``epoch``.
 
         Every attempt and every read checks for a cancel redis-py lost (see ``check_cancelled``):
         without that, a cancel landing as a command is sent leaves the channel running, and the
@@ -224,6 +225,7 @@ class Versions:
             **kwargs, protocol=2, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s
         )
         try:
+            # redis-py leaves Connection.connect unannotated; it returns None.
             await conn.connect()  # type: ignore[no-untyped-call]
             await conn.send_command("CLIENT", "ID")
             client_id = await conn.read_response()

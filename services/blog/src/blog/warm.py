@@ -12,8 +12,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from asynccore.crawl import CrawlResult, crawl
-from asynccore.crawl.cli import render_text
+from crawler import CrawlResult, crawl
+from crawler.cli import render_text
 
 __all__ = ["main", "warm"]
 

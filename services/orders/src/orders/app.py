@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from asynccore.app import CleanupCtx, create_app
+from asynccore.revocation import token_revocations
 from orders import api
 from orders.batching import Batcher
 from orders.relay import background
@@ -25,12 +26,11 @@ def build_app(settings: OrdersSettings) -> web.Application:
         settings,
         resources=[
             *database(settings, maxsize=settings.mysql_pool_size),
+            token_revocations(settings),  # a password change in the blog revokes older tokens here too
             batching(settings),
             background(settings),
         ],
     )
-    app[api.CONFIG] = settings
-    app[api.SIGHTINGS] = Sightings()  # one per process: concurrent buyers share what reads saw
     api.routes(app)
     return app
 
@@ -41,12 +41,13 @@ def batching(settings: OrdersSettings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         batcher = Batcher(
             app[DB],
-            app[api.SIGHTINGS],
+            Sightings(),  # one per process: concurrent buyers share what reads saw
             max_batch=settings.orders_batch_max,
             in_flight=settings.orders_batches_in_flight,
             max_waiting=MAX_WAITING,
+            lock_attempts=settings.lock_retry_attempts,
         )
-        app[api.BATCHER] = batcher
+        app[api.PLACER] = batcher
         yield
         await batcher.close()
 

@@ -9,8 +9,8 @@ from typing import TypeVar
 import aiomysql
 import pymysql
 
-from asynccore.errors import ApiError
 from asynccore.resilience import retrying
+from orders.errors import Contention
 from orders.metrics import LOCK_RETRIES
 
 __all__ = ["LockConflict", "in_transaction", "placeholders", "transaction", "with_lock_retry"]
@@ -37,7 +37,7 @@ async def transaction(pool: aiomysql.Pool, *, ends_itself: bool = False) -> Asyn
     The pool's connections run with autocommit off, so even a read must end in commit/rollback: the
     pool only discards connections with uncommitted *writes*, and a read left open would keep its
     REPEATABLE READ snapshot into the next borrower's queries. ``ends_itself``: the block's last
-    statement commits or rolls back inside the server (see ``placement._commit_order``), so no COMMIT
+    statement commits or rolls back inside the server (see ``placement.commit_orders``), so no COMMIT
     round trip follows it.
     """
     async with pool.acquire() as conn, in_transaction(conn, ends_itself=ends_itself) as cur:
@@ -77,9 +77,9 @@ async def with_lock_retry(run: Callable[[], Awaitable[T]], *, attempts: int) -> 
 
     Locks are always taken in ascending product id order, so deadlocks should not happen between
     orders; this covers the rest (lock wait timeouts under a long queue, gap locks on unique keys).
-    After ``attempts`` the client gets a 503 it may retry, never a 500. The first attempt runs
-    without the retry machinery: almost every call needs no retry, and building a retryer per order
-    cost the hot path several per cent of its CPU.
+    After ``attempts`` it raises :class:`Contention` (a 503 the client may retry, never a 500). The
+    first attempt runs without the retry machinery: almost every call needs no retry, and building a
+    retryer per order cost the hot path several per cent of its CPU.
     """
     try:
         return await run()
@@ -100,9 +100,7 @@ async def with_lock_retry(run: Callable[[], Awaitable[T]], *, attempts: int) -> 
                         raise
     except LockConflict as exc:
         conflict = exc
-    raise ApiError(
-        503, "stock", f"too much contention ({conflict.reason}); retry", headers={"Retry-After": "1"}
-    ) from conflict
+    raise Contention(conflict.reason) from conflict
 
 
 def placeholders(count: int) -> str:

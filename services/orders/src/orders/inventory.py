@@ -1,13 +1,8 @@
-"""Stock changes under the product row lock, and the invariant that proves none was lost or oversold.
+"""Stock given back under the product row lock, and the invariant that proves none was lost or oversold.
 
-Two ways to take stock, because the benchmark compares them:
-
-* the one the service uses: the ``take_stock`` procedure (migration 0004), a conditional ``UPDATE …
-  WHERE stock >= q`` per line in ascending product id order, called *last* in the transaction by
-  ``place_orders_and_commit`` (0005), which commits in the same call inside the server, so the hot
-  row is locked only for the server's own work (see ``placement`` and ``batching``);
-* :func:`lock_products` — the naive baseline: ``SELECT … FOR UPDATE`` first, then the other writes,
-  so the row stays locked for every round trip of the transaction.
+Stock is *taken* only inside the ``take_stock`` procedure (``procedures/take_stock.sql``), called by
+``place_orders_and_commit`` (see ``placement``); what is left here gives stock back (cancel, expiry)
+and audits it.
 """
 
 from __future__ import annotations
@@ -19,48 +14,9 @@ from dataclasses import dataclass
 import aiomysql
 
 from orders.db import placeholders
-from orders.metrics import LOCK_WAIT, STOCKOUTS
+from orders.metrics import LOCK_WAIT
 
-__all__ = [
-    "Audit",
-    "Line",
-    "OutOfStock",
-    "audit",
-    "lock_products",
-    "release_stock",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One order line as stored: ``index`` is its position in the request (for error messages)."""
-
-    index: int
-    product_id: int
-    quantity: int
-    price_cents: int
-
-
-class OutOfStock(Exception):
-    def __init__(self, line: Line, available: int | None = None) -> None:
-        super().__init__(f"product {line.product_id}: {line.quantity} requested, {available} available")
-        self.line = line
-        self.available = available
-        STOCKOUTS.inc()
-
-
-async def lock_products(cur: aiomysql.Cursor, product_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
-    """Baseline: lock the rows up front (ascending), ``{id: (price_cents, stock)}`` as seen under the lock."""
-    ids = sorted(product_ids)
-    started = time.perf_counter()
-    await cur.execute(
-        "SELECT id, price_cents, stock FROM products "  # noqa: S608
-        f"WHERE id IN ({placeholders(len(ids))}) ORDER BY id FOR UPDATE",
-        ids,
-    )
-    rows = await cur.fetchall()
-    LOCK_WAIT.observe(time.perf_counter() - started)
-    return {row[0]: (row[1], row[2]) for row in rows}
+__all__ = ["Audit", "audit", "release_stock"]
 
 
 async def release_stock(cur: aiomysql.Cursor, quantities: dict[int, int]) -> None:

@@ -5,7 +5,7 @@ Money follows the status. An order that leaves a status where money may have bee
 (``cancelled``, ``payment_failed``) queues :data:`REFUND_EVENT` in the same transaction, once per
 order (``refund_requested_at``). The worker then asks the provider to refund whatever was captured for
 the order, or to void the payment if nothing was yet, so that a charge still in flight can no longer
-be captured (``orders.refunds``).
+be captured (``orders.worker.fulfilment``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections import Counter
 
 import aiomysql
 
-from asynccore.errors import ApiError
 from orders import outbox
 from orders.db import placeholders, transaction, with_lock_retry
+from orders.errors import NotFound
 from orders.inventory import release_stock
 from orders.metrics import TRANSITIONS
 from orders.states import Status, check_transition
@@ -53,7 +53,8 @@ async def transition(
     owner: str | None = None,
     payment_ref: str | None = None,
 ) -> Order:
-    """Lock the order row, check the move is legal, apply it; 404 when missing or not ``owner``'s.
+    """Lock the order row, check the move is legal, apply it; :class:`NotFound` when missing or not
+    ``owner``'s.
 
     Entering a status that owes nothing from one where money may have been taken also queues
     :data:`REFUND_EVENT` (the order with its ``payment_ref``, if known), see :func:`refund_owed`.
@@ -62,8 +63,8 @@ async def transition(
     """
     order = await load_order(cur, order_id, for_update=True)
     if order is None or (owner is not None and order.user_id != owner):
-        raise ApiError(404, "order", f"order {order_id} not found")
-    check_transition(order.status, to)
+        raise NotFound("order", order_id)
+    check_transition(order.status, to, order_id)
     refund = refund_owed(order, to)
     await cur.execute(
         "UPDATE orders SET status = %s, payment_ref = COALESCE(%s, payment_ref), "
@@ -191,7 +192,7 @@ async def record_refund(
         async with transaction(pool) as cur:
             order = await load_order(cur, order_id, for_update=True)
             if order is None:
-                raise ApiError(404, "order", f"order {order_id} not found")
+                raise NotFound("order", order_id)
             if order.refunded_cents is not None:
                 return order, False
             await cur.execute(

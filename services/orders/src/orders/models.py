@@ -1,17 +1,14 @@
-"""Request bodies, validated strictly: a bad field is a 422 that names it, never a 500 later on."""
+"""Request bodies as strict models (``asynccore.web.read_json`` reads them: a bad field is a 422 that
+names it, never a 500 later on), and :class:`Line`, an order line once priced."""
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from dataclasses import dataclass
+from typing import Annotated
 
-from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from asynccore.errors import ApiError
-
-__all__ = ["NewOrder", "NewProduct", "OrderLine", "Restock", "StrictModel", "field_name", "parse_body"]
-
-M = TypeVar("M", bound=BaseModel)
+__all__ = ["Line", "NewOrder", "NewProduct", "OrderLine", "Restock", "StrictModel"]
 
 MAX_QUANTITY = 1000
 MAX_STOCK = 1_000_000_000
@@ -53,20 +50,11 @@ class NewOrder(StrictModel):
         return None
 
 
-def field_name(loc: tuple[int | str, ...]) -> str:
-    """``('items', 0, 'quantity')`` → ``items[0].quantity``: how a client would point at the field."""
-    name = ""
-    for part in loc:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name or "body"
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One order line priced, as stored: ``index`` is its position in the request (for error messages)."""
 
-
-async def parse_body(request: web.Request, model: type[M]) -> M:
-    """The JSON body as ``model``; 422 naming each bad field (or ``body`` when it is not JSON)."""
-    try:
-        return model.model_validate_json(await request.read())
-    except ValidationError as exc:
-        errors: dict[str, list[str]] = {}
-        for err in exc.errors(include_url=False):
-            errors.setdefault(field_name(err["loc"]), []).append(err["msg"])
-        raise ApiError(422, next(iter(errors)), "", errors=errors) from None
+    index: int
+    product_id: int
+    quantity: int
+    price_cents: int

@@ -1,18 +1,15 @@
-"""Placing orders: transactions that never oversell, made safe to retry by an idempotency key.
+"""Placing orders in the database: the stock read, then one server-side call that writes and commits.
 
 Two round trips. A plain (non-locking) read prices the lines and rejects those that visibly cannot
 be served; what it saw also answers the requests queued behind it (``sightings``): when a flash sale
 sells out, the other buyers get their 409 without a query of their own and without ever queueing for
-the row lock. Then one server-side call (``place_orders_and_commit``, migration 0005) inserts the
-order, its items and its outbox event, takes stock *last* with conditional ``UPDATE … WHERE stock >=
-q``, and commits: the hot product row is locked only for the server's own work, never across a round
-trip, and each order costs one network exchange for all its writes instead of one per statement.
-The same call takes a whole batch of orders, each still with its own rows, event and idempotency
-key: the API coalesces concurrent orders that way (``orders.batching``); :func:`place_one` is the
-batch of one.
+the row lock. Then one ``CALL place_orders_and_commit`` (``procedures/place_orders_and_commit.sql``)
+inserts each order, its items and its outbox event, takes stock *last* with conditional ``UPDATE …
+WHERE stock >= q``, and commits: the hot product row is locked only for the server's own work, never
+across a round trip. The call takes a whole batch of orders (``orders.batching`` coalesces them);
+:func:`place_one` is the batch of one.
 
-``Strategy "locking"`` is the naive baseline the benchmark measures against (and nothing else uses):
-``SELECT … FOR UPDATE`` first, then the same writes, holding the lock for the whole transaction.
+This module raises the domain's errors (``orders.errors``) and never imports the batcher or HTTP.
 """
 
 from __future__ import annotations
@@ -23,40 +20,35 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Any
 
 import aiomysql
 import orjson
 import pymysql
 
 from asynccore.auth import Caller
-from asynccore.errors import ApiError
 from orders import outbox
-from orders.db import in_transaction, placeholders, transaction, with_lock_retry
-from orders.inventory import Line, OutOfStock, lock_products
-from orders.metrics import LOCK_WAIT, TRANSITIONS
-from orders.models import NewOrder
+from orders.db import in_transaction, placeholders, transaction
+from orders.errors import DuplicateLine, KeyReused, OutOfStock, UnknownProduct
+from orders.metrics import LOCK_WAIT
+from orders.models import Line, NewOrder
 from orders.sightings import Sightings
 from orders.states import Status
 from orders.store import Item, Order, fetch_orders
 
-if TYPE_CHECKING:
-    from orders.batching import Batcher
-
 __all__ = [
     "DuplicateKey",
     "Placed",
-    "Strategy",
-    "UnknownProduct",
     "Wanted",
     "commit_orders",
+    "duplicate_key",
+    "earlier_order",
+    "new_order",
     "place_one",
-    "place_order",
     "price_lines",
     "read_stock",
 ]
 
-Strategy = Literal["conditional", "locking"]
 DUPLICATE_KEY = 1062
 
 
@@ -66,15 +58,9 @@ class Placed:
     replayed: bool  # True: the idempotency key matched an earlier order, nothing new was written
 
 
-class UnknownProduct(Exception):
-    def __init__(self, index: int, product_id: int) -> None:
-        super().__init__(f"product {product_id} not found")
-        self.index = index
-        self.product_id = product_id
-
-
 class DuplicateKey(Exception):
-    """Another request with the same idempotency key committed first."""
+    """Another request with the same idempotency key committed first (not a refusal yet: the caller
+    looks that order up, see :func:`earlier_order`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,65 +73,17 @@ class Wanted:
     request_hash: str
     arrived: float
 
+    @classmethod
+    def of(cls, caller: Caller, request: NewOrder, key: str | None, arrived: float) -> Wanted:
+        """The request, refused (:class:`DuplicateLine`) if it names a product twice."""
+        duplicate = request.duplicate_line()
+        if duplicate is not None:
+            raise DuplicateLine(duplicate, request.items[duplicate].product_id)
+        request_hash = hashlib.sha256(orjson.dumps(request.model_dump())).hexdigest()
+        return cls(caller, request, key, request_hash, arrived)
+
     def product_ids(self) -> list[int]:
         return [line.product_id for line in self.request.items]
-
-
-async def place_order(
-    pool: aiomysql.Pool,
-    caller: Caller,
-    request: NewOrder,
-    idempotency_key: str | None,
-    *,
-    strategy: Strategy = "conditional",
-    lock_attempts: int = 4,
-    sightings: Sightings | None = None,
-    batcher: Batcher | None = None,
-) -> Placed:
-    """Create the order (201) or replay the one this key created; 404/409/422 name the item or field.
-
-    ``sightings`` shares what stock reads found between concurrent requests, ``batcher`` coalesces
-    concurrent orders into shared transactions (one of each per process; without a batcher every
-    order has its own transaction).
-    """
-    duplicate = request.duplicate_line()
-    if duplicate is not None:
-        pid = request.items[duplicate].product_id
-        raise ApiError(422, f"items[{duplicate}].product_id", f"product {pid} is listed twice")
-    request_hash = hashlib.sha256(orjson.dumps(request.model_dump())).hexdigest()
-    shared = sightings or Sightings()
-    wanted = Wanted(caller, request, idempotency_key, request_hash, shared.now())
-
-    async def attempt() -> Order:
-        if strategy == "locking":
-            return await _place_locking(pool, caller, request, idempotency_key, request_hash)
-        if batcher is not None:
-            return await batcher.place(wanted)
-        return await place_one(pool, shared, wanted)
-
-    try:
-        order = await with_lock_retry(attempt, attempts=lock_attempts)
-    except (OutOfStock, UnknownProduct, DuplicateKey) as exc:
-        # A key that already made an order replays it, whatever the stock or catalogue says now.
-        if idempotency_key is not None:
-            earlier = await _by_key(pool, caller.user_id, idempotency_key)
-            if earlier is not None:
-                return _replay(earlier, request_hash)
-        if isinstance(exc, OutOfStock):
-            line = exc.line
-            left = "" if exc.available is None else f", {exc.available} available"
-            raise ApiError(
-                409,
-                f"items[{line.index}].quantity",
-                f"product {line.product_id} is out of stock: {line.quantity} requested{left}",
-            ) from None
-        if isinstance(exc, UnknownProduct):
-            raise ApiError(404, f"items[{exc.index}].product_id", str(exc)) from None
-        raise ApiError(
-            409, "Idempotency-Key", "a request with this key is still in progress; retry"
-        ) from None
-    TRANSITIONS.labels(Status.PENDING.value).inc()
-    return Placed(order, replayed=False)
 
 
 async def place_one(pool: aiomysql.Pool, sightings: Sightings, wanted: Wanted) -> Order:
@@ -182,72 +120,6 @@ async def read_stock(
     return seen
 
 
-async def commit_orders(
-    cur: aiomysql.Cursor, batch: Sequence[tuple[Wanted, list[Line]]]
-) -> list[Order | OutOfStock]:
-    """Write every order with its items and event, take each one's stock, COMMIT: one ``CALL``.
-
-    ``place_orders_and_commit`` (migration 0005) inserts all the rows first, then locks the batch's
-    product rows in ascending id order and takes each order's stock with conditional UPDATEs, undoing
-    just the orders that do not fit (their :class:`OutOfStock` is in their place in the result);
-    the hot rows are locked only inside the server, after the inserts. A duplicate idempotency key
-    fails the whole call before any product row is touched (:class:`DuplicateKey`).
-    """
-    orders = [_new_order(wanted.caller, lines, order_id=0) for wanted, lines in batch]
-    rows = []
-    for (wanted, _), order in zip(batch, orders, strict=True):
-        event_id, _, payload, request_id = outbox.row("order.created", order.event(Status.PENDING))
-        rows.append(
-            (
-                wanted.caller.user_id,
-                wanted.caller.username,
-                order.total_cents,
-                wanted.key,
-                wanted.request_hash if wanted.key else None,
-                order.created_at.isoformat(sep=" "),
-                [(item.product_id, item.quantity, item.price_cents) for item in order.items],
-                event_id,  # the server assigns the order id and JSON_SETs it into the payload
-                payload,
-                request_id,
-            )
-        )
-    ordered = [sorted(lines, key=lambda line: line.product_id) for _, lines in batch]
-    products = sorted({line.product_id for lines in ordered for line in lines})
-    takes = [[(line.product_id, line.quantity) for line in lines] for lines in ordered]
-    started = time.perf_counter()
-    with _duplicate_key():
-        await cur.execute(
-            "CALL place_orders_and_commit(%s, %s, %s)",
-            (
-                orjson.dumps(rows).decode(),
-                orjson.dumps(takes).decode(),
-                orjson.dumps(products).decode(),
-            ),
-        )
-    ((results,),) = await cur.fetchall()
-    while await cur.nextset():  # the CALL's own status, sent after the COMMIT: must be read
-        pass
-    LOCK_WAIT.observe(time.perf_counter() - started)
-    placed: list[Order | OutOfStock] = []
-    for order, lines, (order_id, short, stock) in zip(orders, ordered, orjson.loads(results), strict=True):
-        placed.append(replace(order, id=order_id) if short < 0 else OutOfStock(lines[short], stock))
-    return placed
-
-
-async def _place_locking(
-    pool: aiomysql.Pool, caller: Caller, request: NewOrder, key: str | None, request_hash: str
-) -> Order:
-    async with transaction(pool) as cur:
-        locked = await lock_products(cur, [line.product_id for line in request.items])
-        lines = price_lines(request, locked)
-        for line in sorted(lines, key=lambda line: line.product_id):
-            await cur.execute(
-                "UPDATE products SET stock = stock - %s WHERE id = %s", (line.quantity, line.product_id)
-            )
-        order = await _write_order(cur, caller, lines, key, request_hash)
-    return order
-
-
 def price_lines(request: NewOrder, products: dict[int, tuple[int, int]]) -> list[Line]:
     """Request lines priced from ``products`` (``{id: (price_cents, stock)}``); unknown ids fail first,
     then lines the seen stock cannot cover."""
@@ -264,8 +136,71 @@ def price_lines(request: NewOrder, products: dict[int, tuple[int, int]]) -> list
     return lines
 
 
+async def commit_orders(
+    cur: aiomysql.Cursor, batch: Sequence[tuple[Wanted, list[Line]]]
+) -> list[Order | OutOfStock]:
+    """Write every order with its items and event, take each one's stock, COMMIT: one ``CALL``.
+
+    ``place_orders_and_commit`` inserts all the rows first, then locks the batch's product rows in
+    ascending id order and takes each order's stock with conditional UPDATEs, undoing just the
+    orders that do not fit (their :class:`OutOfStock` is in their place in the result); the hot rows
+    are locked only inside the server, after the inserts. A duplicate idempotency key fails the whole
+    call before any product row is touched (:class:`DuplicateKey`). The JSON it reads has the field
+    names the procedure's ``JSON_TABLE`` paths name.
+    """
+    orders = [new_order(wanted.caller, lines, order_id=0) for wanted, lines in batch]
+    rows = [_order_json(wanted, order) for (wanted, _), order in zip(batch, orders, strict=True)]
+    ordered = [sorted(lines, key=lambda line: line.product_id) for _, lines in batch]
+    products = sorted({line.product_id for lines in ordered for line in lines})
+    takes = [
+        [{"product_id": line.product_id, "quantity": line.quantity} for line in lines] for lines in ordered
+    ]
+    started = time.perf_counter()
+    with duplicate_key():
+        await cur.execute(
+            "CALL place_orders_and_commit(%s, %s, %s)",
+            (
+                orjson.dumps(rows).decode(),
+                orjson.dumps(takes).decode(),
+                orjson.dumps(products).decode(),
+            ),
+        )
+    ((results,),) = await cur.fetchall()
+    while await cur.nextset():  # the CALL's own status, sent after the COMMIT: must be read
+        pass
+    LOCK_WAIT.observe(time.perf_counter() - started)
+    placed: list[Order | OutOfStock] = []
+    for order, lines, result in zip(orders, ordered, orjson.loads(results), strict=True):
+        if result["short_line"] < 0:
+            placed.append(replace(order, id=result["order_id"]))
+        else:
+            placed.append(OutOfStock(lines[result["short_line"]], result["stock"]))
+    return placed
+
+
+def _order_json(wanted: Wanted, order: Order) -> dict[str, Any]:
+    """One element of the procedure's ``p_orders``; the server assigns the order id and JSON_SETs it
+    into the event payload."""
+    event_id, _, payload, request_id = outbox.row("order.created", order.event(Status.PENDING))
+    return {
+        "user_id": wanted.caller.user_id,
+        "username": wanted.caller.username,
+        "total_cents": order.total_cents,
+        "idempotency_key": wanted.key,
+        "request_hash": wanted.request_hash if wanted.key else None,
+        "created_at": order.created_at.isoformat(sep=" "),
+        "items": [
+            {"product_id": item.product_id, "quantity": item.quantity, "price_cents": item.price_cents}
+            for item in order.items
+        ],
+        "event_id": event_id,
+        "payload": payload,
+        "request_id": request_id,
+    }
+
+
 @contextlib.contextmanager
-def _duplicate_key() -> Iterator[None]:
+def duplicate_key() -> Iterator[None]:
     """The orders INSERT hit the (user, idempotency key) unique index: :class:`DuplicateKey`."""
     try:
         yield
@@ -275,7 +210,7 @@ def _duplicate_key() -> Iterator[None]:
         raise
 
 
-def _new_order(caller: Caller, lines: list[Line], *, order_id: int) -> Order:
+def new_order(caller: Caller, lines: list[Line], *, order_id: int) -> Order:
     """The new ``pending`` order for ``lines``, items in ascending product id order (as stored)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     items = tuple(
@@ -296,48 +231,20 @@ def _new_order(caller: Caller, lines: list[Line], *, order_id: int) -> Order:
     )
 
 
-async def _write_order(
-    cur: aiomysql.Cursor, caller: Caller, lines: list[Line], key: str | None, request_hash: str
-) -> Order:
-    """Baseline: INSERT the order, its items and its ``order.created`` event, a round trip each."""
-    order = _new_order(caller, lines, order_id=0)
-    with _duplicate_key():
-        await cur.execute(
-            "INSERT INTO orders (user_id, username, status, total_cents, idempotency_key, request_hash, "
-            "created_at, updated_at) VALUES (%s, %s, 'pending', %s, %s, %s, %s, %s)",
-            (
-                caller.user_id,
-                caller.username,
-                order.total_cents,
-                key,
-                request_hash if key else None,
-                order.created_at,
-                order.updated_at,
-            ),
-        )
-    order = replace(order, id=cur.lastrowid)
-    await cur.executemany(
-        "INSERT INTO order_items (order_id, product_id, quantity, price_cents) VALUES (%s, %s, %s, %s)",
-        [(order.id, item.product_id, item.quantity, item.price_cents) for item in order.items],
-    )
-    await outbox.add(cur, [("order.created", order.event(Status.PENDING))])
-    return order
-
-
-async def _by_key(pool: aiomysql.Pool, user_id: str, key: str) -> tuple[Order, str] | None:
+async def earlier_order(pool: aiomysql.Pool, wanted: Wanted) -> Placed | None:
+    """The order ``wanted``'s idempotency key already made, replayed; :class:`KeyReused` when that
+    order was made from another request body, ``None`` when the key made none (or there is no key)."""
+    if wanted.key is None:
+        return None
     async with transaction(pool) as cur:
         await cur.execute(
-            "SELECT id, request_hash FROM orders WHERE user_id = %s AND idempotency_key = %s", (user_id, key)
+            "SELECT id, request_hash FROM orders WHERE user_id = %s AND idempotency_key = %s",
+            (wanted.caller.user_id, wanted.key),
         )
         row = await cur.fetchone()
         if row is None:
             return None
-        found = await fetch_orders(cur, "id = %s", (row[0],))
-    return found[0], row[1]
-
-
-def _replay(earlier: tuple[Order, str], request_hash: str) -> Placed:
-    order, earlier_hash = earlier
-    if earlier_hash != request_hash:
-        raise ApiError(422, "Idempotency-Key", "was already used with a different request body")
+        (order,) = await fetch_orders(cur, "id = %s", (row[0],))
+    if row[1] != wanted.request_hash:
+        raise KeyReused
     return Placed(order, replayed=True)

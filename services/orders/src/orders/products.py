@@ -9,8 +9,8 @@ from typing import Any
 import aiomysql
 import pymysql
 
-from asynccore.errors import ApiError
 from orders.db import transaction
+from orders.errors import NotFound, SkuTaken, StockLimit
 from orders.models import MAX_STOCK, NewProduct
 
 __all__ = ["Product", "create_product", "get_product", "list_products", "restock"]
@@ -40,7 +40,7 @@ class Product:
 
 
 async def create_product(pool: aiomysql.Pool, new: NewProduct) -> Product:
-    """Insert a product; 409 naming ``sku`` when the SKU is taken."""
+    """Insert a product; :class:`SkuTaken` when the SKU is."""
     try:
         async with transaction(pool) as cur:
             await cur.execute(
@@ -51,7 +51,7 @@ async def create_product(pool: aiomysql.Pool, new: NewProduct) -> Product:
             product = await _load(cur, cur.lastrowid)
     except pymysql.err.IntegrityError as exc:
         if exc.args[0] == DUPLICATE_KEY:
-            raise ApiError(409, "sku", f"a product with sku {new.sku!r} already exists") from None
+            raise SkuTaken(new.sku) from None
         raise
     assert product is not None
     return product
@@ -61,7 +61,7 @@ async def get_product(pool: aiomysql.Pool, product_id: int) -> Product:
     async with transaction(pool) as cur:
         product = await _load(cur, product_id)
     if product is None:
-        raise ApiError(404, "product", f"product {product_id} not found")
+        raise NotFound("product", product_id)
     return product
 
 
@@ -84,8 +84,8 @@ async def restock(pool: aiomysql.Pool, product_id: int, quantity: int) -> Produc
         )
         if changed == 0:
             if await _load(cur, product_id) is None:
-                raise ApiError(404, "product", f"product {product_id} not found")
-            raise ApiError(422, "quantity", f"stock would exceed {MAX_STOCK}")
+                raise NotFound("product", product_id)
+            raise StockLimit(MAX_STOCK)
         await cur.execute(
             "INSERT INTO restocks (product_id, quantity, created_at) VALUES (%s, %s, UTC_TIMESTAMP(6))",
             (product_id, quantity),

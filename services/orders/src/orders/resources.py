@@ -1,4 +1,5 @@
-"""Resources the API and the worker share: the database pool, with the schema migrated at start-up."""
+"""Resources the API and the worker share: the database pool, with the schema migrated at start-up,
+and the typed settings key (``create_app`` stores the settings under it)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from aiohttp import web
 from asynccore.app import CleanupCtx
 from asynccore.migrations import apply_migrations
 from asynccore.pools.mysql import mysql_pool
+from asynccore.web import settings_key
 from orders.settings import OrdersSettings
 
-__all__ = ["DB", "MIGRATIONS", "database"]
+__all__ = ["DB", "MIGRATIONS", "SETTINGS", "database"]
 
 DB = web.AppKey("orders_db", aiomysql.Pool)
+SETTINGS = settings_key(OrdersSettings)  # request.app[SETTINGS]: the OrdersSettings, typed
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

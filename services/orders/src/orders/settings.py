@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, SecretStr, field_validator
 
-from asynccore.settings import ServiceSettings, strong_secret
+from asynccore.settings import UserServiceSettings, strong_secret
 
 __all__ = ["OrdersSettings"]
 
 
-class OrdersSettings(ServiceSettings):
+class OrdersSettings(UserServiceSettings):
     """API, relay, expiry task and worker share one settings class so both processes agree on names."""
 
     orders_port: int = Field(default=8082, gt=0, lt=65536)
@@ -21,8 +19,6 @@ class OrdersSettings(ServiceSettings):
     # Fail a row-lock wait fast and retry it rather than hang a request for MariaDB's default 50 s.
     lock_wait_timeout_s: int = Field(default=5, gt=0)
     lock_retry_attempts: int = Field(default=4, gt=0)
-    # "locking" is the naive baseline (SELECT … FOR UPDATE first) that only the benchmark uses.
-    orders_placement: Literal["conditional", "locking"] = "conditional"
     # Concurrent orders share transactions (orders.batching): at most this many orders per batch,
     # this many batches running per process; 1 order per batch turns coalescing off.
     orders_batch_max: int = Field(default=50, gt=0, le=500)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from orders.errors import OrdersError
+
 __all__ = ["ALLOWED", "SETTLED", "IllegalTransition", "Status", "check_transition"]
 
 
@@ -37,13 +39,15 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 SETTLED = frozenset({Status.PAID, Status.FULFILLED, Status.CANCELLED, Status.PAYMENT_FAILED})
 
 
-class IllegalTransition(Exception):
-    def __init__(self, current: Status, to: Status) -> None:
-        super().__init__(f"cannot move an order from {current.value} to {to.value}")
+class IllegalTransition(OrdersError):
+    def __init__(self, current: Status, to: Status, order_id: int | None = None) -> None:
+        move = f"cannot move an order from {current.value} to {to.value}"
+        super().__init__(move if order_id is None else f"order {order_id} is {current.value}: {move}")
         self.current = current
         self.to = to
+        self.order_id = order_id
 
 
-def check_transition(current: Status, to: Status) -> None:
+def check_transition(current: Status, to: Status, order_id: int | None = None) -> None:
     if to not in ALLOWED[current]:
-        raise IllegalTransition(current, to)
+        raise IllegalTransition(current, to, order_id)

@@ -4,44 +4,37 @@ The topic is created (``KAFKA_TOPIC_PARTITIONS`` partitions) if it does not exis
 producer: orders may start before the stream service, which creates it too, and before Kafka answers.
 
 ``order.created`` becomes one ``order_placed`` event per line and ``order.paid`` one ``payment`` event
-per line, in the stream service's schema. Event ids derive from the outbox event id, so a re-relay
-after a crash produces the same ids and the stream service drops the duplicates.
+per line, built and encoded by the topic's schema (:mod:`contracts.events`, which the stream service
+decodes with). Event ids derive from the outbox event id, so a re-relay after a crash produces the same
+ids and the stream service drops the duplicates.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from asynccore.kafka import ensure_topics
+from contracts import events as wire
 from orders.outbox import Event
 
 __all__ = ["KafkaEvents", "stream_events"]
 
-STREAM_TYPES = {"order.created": "order_placed", "order.paid": "payment"}
+STREAM_TYPES: dict[str, wire.OrderEventType] = {"order.created": "order_placed", "order.paid": "payment"}
 
 
-def stream_events(event: Event) -> list[dict[str, Any]]:
-    """The stream-schema events for one outbox event (none for the types analytics does not track)."""
+def stream_events(event: Event) -> list[wire.Event]:
+    """The topic's events for one outbox event (none for the types analytics does not track)."""
     kind = STREAM_TYPES.get(event.routing_key)
     if kind is None:
         return []
     payload = event.payload
-    return [
-        {
-            "event_id": f"{event.event_id}-{item['product_id']}",
-            "type": kind,
-            "user_id": payload["user_id"],
-            "product_id": item["product_id"],
-            "price": item["price_cents"] * item["quantity"] / 100,
-            "ts": payload["ts"],
-        }
-        for item in payload["items"]
+    lines = [
+        wire.OrderLine(item["product_id"], item["quantity"], item["price_cents"]) for item in payload["items"]
     ]
+    return wire.order_line_events(event.event_id, kind, payload["user_id"], payload["ts"], lines)
 
 
 class KafkaEvents:
@@ -91,7 +84,7 @@ class KafkaEvents:
         producer = await self._started()
         async with asyncio.timeout(self.timeout_s):
             sent = [
-                await producer.send(self.topic, orjson.dumps(record), key=str(record["user_id"]).encode())
+                await producer.send(self.topic, wire.encode(record), key=str(record.user_id).encode())
                 for record in records
             ]
             await asyncio.gather(*sent)

@@ -3,8 +3,8 @@ be deterministic per partition so a replay after a crash decides exactly as the 
 
 Per partition, in offset order: malformed → rejected; event time behind the partition's watermark
 (newest event time seen - allowed lateness) → rejected as late; an ``event_id`` already seen in this
-batch → duplicate. What survives is a *candidate*: whether its id was seen in an earlier batch is
-asked of Redis in the flush transaction (see :mod:`stream.state`).
+batch → duplicate. What survives is a *candidate* (a :class:`JudgedEvent`): whether its id was seen
+in an earlier batch is asked of the state store in the flush transaction (see :mod:`stream.state`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from stream.events import Event, Invalid, decode_event
+import msgspec
 
-__all__ = ["Prepared", "Progress", "Record", "Rejected", "prepare"]
+from stream.events import Invalid, decode_event
+
+__all__ = ["Checkpoint", "JudgedEvent", "Prepared", "Record", "Rejected", "prepare"]
 
 
 class Record(Protocol):
@@ -32,9 +34,25 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
+class JudgedEvent(msgspec.Struct, gc=False):
+    """An event that passed judging, with its ids as strings (the wire allows numbers too).
+
+    What aggregation reads, typed as it is: every id a string, ``product_id`` ``""`` for the types
+    that carry none (order, payment), ``price`` ``0.0`` where absent (an order always has one).
+    """
+
+    event_id: str
+    type: str
+    user_id: str
+    ts: int
+    product_id: str
+    price: float
+
+
 @dataclass(slots=True)
-class Progress:
-    """Where a partition stands: the next offset to process and its newest event time (the watermark base)."""
+class Checkpoint:
+    """Where a partition stands: the next offset to process and its newest event time (the watermark
+    base). Stored in the state store with the aggregates it covers, so a restart resumes from it."""
 
     offset: int
     max_ts: int = 0
@@ -43,7 +61,7 @@ class Progress:
         return f"{self.offset}:{self.max_ts}"
 
     @classmethod
-    def decode(cls, text: str) -> Progress:
+    def decode(cls, text: str) -> Checkpoint:
         offset, _, max_ts = text.partition(":")
         return cls(int(offset), int(max_ts or 0))
 
@@ -63,11 +81,11 @@ class Rejected:
 
 @dataclass(slots=True)
 class Prepared:
-    candidates: list[Event] = field(default_factory=list)
+    candidates: list[JudgedEvent] = field(default_factory=list)
     lags: list[int] = field(default_factory=list)  # per candidate: newest event time seen - its ts
-    duplicates: list[Event] = field(default_factory=list)
+    duplicates: list[JudgedEvent] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    progress: dict[int, Progress] = field(default_factory=dict)  # partition → after this batch
+    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)  # partition → after this batch
     newest_ts: int = 0
     records: int = 0  # records fetched into this batch, judged or skipped
     ids: set[str] = field(default_factory=set)  # event ids of the candidates
@@ -75,16 +93,16 @@ class Prepared:
 
 def prepare(
     batch: dict[int, list[Record]],
-    progress: dict[int, Progress],
+    checkpoints: dict[int, Checkpoint],
     *,
     now_ms: int,
     lateness_ms: int,
     max_future_ms: int,
     into: Prepared | None = None,
 ) -> Prepared:
-    """Classify ``batch`` (partition → records) against ``progress``; partitions not in it are skipped.
+    """Classify ``batch`` (partition → records) from ``checkpoints``; partitions not in it are skipped.
 
-    With ``into``, the records extend that batch (``progress`` must then be where it leaves off): a
+    With ``into``, the records extend that batch (``checkpoints`` must then be where it leaves off): a
     batch is fetched in several pieces while the previous one is being flushed.
     """
     out = into if into is not None else Prepared()
@@ -92,7 +110,7 @@ def prepare(
     candidates, lags, duplicates, rejected = out.candidates, out.lags, out.duplicates, out.rejected
     keep, late_after, seen_add = candidates.append, lags.append, seen.add
     for partition, records in batch.items():
-        start = progress.get(partition)
+        start = checkpoints.get(partition)
         if start is None:  # revoked while the batch was in flight
             continue
         out.records += len(records)
@@ -118,14 +136,24 @@ def prepare(
                 continue
             if lag < 0:
                 max_ts, lag = ts, 0
-            event_id = event.event_id
-            if event_id in seen:
-                duplicates.append(event)
+            # decode_event made the ids strings already (str() of a str is that same str): the
+            # conversion is the type's, once here rather than at every use downstream.
+            product = event.product_id
+            judged = JudgedEvent(
+                event.event_id,
+                event.type,
+                str(event.user_id),
+                ts,
+                "" if product is None else str(product),
+                event.price or 0.0,
+            )
+            if judged.event_id in seen:
+                duplicates.append(judged)
                 continue
-            seen_add(event_id)
-            keep(event)
+            seen_add(judged.event_id)
+            keep(judged)
             late_after(lag)
-        out.progress[partition] = Progress(records[-1].offset + 1, max_ts)
+        out.checkpoints[partition] = Checkpoint(records[-1].offset + 1, max_ts)
         if max_ts > out.newest_ts:
             out.newest_ts = max_ts
     return out

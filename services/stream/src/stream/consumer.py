@@ -1,7 +1,9 @@
-"""One consumer-group member: fetch a batch → judge it → aggregate it → flush it with its offsets.
+"""One consumer-group member: fetch a batch → judge it → aggregate it → flush it with its checkpoints.
 
-Offsets live in Redis next to the aggregates (see :mod:`stream.state`); Kafka's committed offsets
-are never used. On assignment the member checks each stored offset against the partition's log and
+The flush (:meth:`Consumer._commit`) is three steps in one transaction: read the state store →
+build the write set (pure, :mod:`stream.writes`) → apply it with the new checkpoints
+(:mod:`stream.state`). Checkpoints live in Redis next to the aggregates; Kafka's committed offsets
+are never used. On assignment the member checks each checkpoint against the partition's log and
 seeks to it, or resets it under ``STREAM_OFFSET_RESET`` (see :mod:`stream.offsets`); a log that
 moves under a running member (fetch out of range) is checked the same way. On revocation it
 finishes the batch in hand first (the rebalance waits on the same lock), so a partition changes
@@ -23,8 +25,9 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import OffsetOutOfRangeError
 from redis.asyncio import Redis
 
-from stream.aggregate import Deltas, Plan, Totals, build_ops, plan
-from stream.batch import Prepared, Progress, Record, prepare
+from stream import state
+from stream.aggregate import Deltas
+from stream.batch import Checkpoint, Prepared, Record, prepare
 from stream.keys import Keys
 from stream.metrics import (
     ALERTS,
@@ -43,21 +46,34 @@ from stream.metrics import (
 )
 from stream.offsets import Resume, resume_at
 from stream.settings import StreamSettings
-from stream.state import Fenced, Ops, Reply, flush, load_offsets, move_offsets
+from stream.state import Fenced, load_checkpoints, move_checkpoints
+from stream.writes import Plan, Totals, build_writes, plan
 
-__all__ = ["Consumer"]
+__all__ = ["Consumer", "PartitionState"]
 
 log = logging.getLogger("stream.consumer")
 
 START_TIMEOUT_S = 30.0
 MAX_RESTART_DELAY_S = 10.0
 FILL_WAIT_MS = 5  # how long one more fetch into the next batch may wait while a flush runs
-OUTBOX_POLL_S = 0.5  # how often a full outbox is looked at again
+OUTBOX_POLL_S = 0.5  # how often a full outbox is looked at again (backpressure)
 OFFSETS_TIMEOUT_S = 30.0  # asking the broker for the logs' start and end offsets on assignment
 # A topic recreated (or given more partitions) is noticed within this: aiokafka's 5-minute default
 # left a member idle that long after its topic came back.
 METADATA_MAX_AGE_MS = 30_000
 RESET_ATTEMPTS = 3  # a reset fenced by the previous owner's last flush is decided again on fresh offsets
+
+_LogOffsets = dict[TopicPartition, int]  # the start or end offset of each partition's log
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """A partition this member holds, as it stands."""
+
+    checkpoint: Checkpoint  # committed with the aggregates: where processing resumes after a crash
+    stored: str | None  # its checkpoint key's value as last read or written: what a flush fences on
+    judged: Checkpoint | None  # where the judged, not yet flushed batch leaves off; None: judge no further
+    halted: bool = False  # STREAM_OFFSET_RESET=fail: held (paused) but not consumed
 
 
 class Consumer:
@@ -74,29 +90,28 @@ class Consumer:
         self.topic = settings.stream_topic
         self._on_flushed = on_flushed
         self._lock = asyncio.Lock()  # a batch in flight vs. a rebalance
-        self._progress: dict[int, Progress] = {}  # assigned partition → where it stands
-        self._stored: dict[int, str | None] = {}  # assigned partition → its offset key as last read/written
-        self._ahead: dict[int, Progress] = {}  # where the judged-but-not-yet-flushed batch leaves off
-        self._halted: set[int] = set()  # assigned but not consumed (STREAM_OFFSET_RESET=fail)
-        self._generation = 0  # bumped whenever positions are reset: older judged batches are void
+        self._partitions: dict[int, PartitionState] = {}  # every partition held
+        # Bumped whenever positions are reset (assignment, revocation, a fence): every batch judged
+        # before is void at once, as an eager rebalance moves all partitions at once.
+        self._generation = 0
         self._failure: Exception | None = None  # from the rebalance listener, raised by the member loop
         self._stopping = asyncio.Event()
         FRESHNESS.set_function(self._freshness)
 
     def _freshness(self) -> float:
-        """Age of the newest event aggregated from the partitions held (stored with their offsets, so
+        """Age of the newest event aggregated from the partitions held (stored with their checkpoints, so
         it survives a restart and grows while nothing arrives); NaN while none has any: "no data"
         must not read as "perfectly fresh", and NaN fails every threshold comparison."""
-        newest = max((p.max_ts for p in self._progress.values()), default=0)
+        newest = max((p.checkpoint.max_ts for p in self._partitions.values() if not p.halted), default=0)
         return max(0.0, time.time() - newest / 1000) if newest else math.nan
 
     @property
     def assigned(self) -> list[int]:
-        return sorted(self._progress)
+        return sorted(p for p, st in self._partitions.items() if not st.halted)
 
     @property
     def halted(self) -> list[int]:
-        return sorted(self._halted)
+        return sorted(p for p, st in self._partitions.items() if st.halted)
 
     def stop(self) -> None:
         """Leave the group after the batch in hand (if any) has been flushed."""
@@ -147,12 +162,12 @@ class Consumer:
                 except OffsetOutOfRangeError as exc:
                     # The log moved under this member (topic recreated, records deleted): once the
                     # batch in flight is stored, every position is checked as on assignment.
-                    log.warning("fetch out of range %s: checking the stored offsets", exc.args[0])
+                    log.warning("fetch out of range %s: checking the stored checkpoints", exc.args[0])
                     if in_flight is not None:
                         await in_flight
                         in_flight = None
                     async with self._lock:
-                        await self._assign(consumer, sorted({*self._progress, *self._halted}))
+                        await self._assign(consumer, sorted(self._partitions))
                     continue
                 except Exception:
                     if (failure := self._failure) is not None:  # the cause (positions not set), not this
@@ -171,7 +186,7 @@ class Consumer:
             if in_flight is not None and not in_flight.done():
                 in_flight.cancel()
                 await asyncio.gather(in_flight, return_exceptions=True)
-            self._forget(sorted({*self._progress, *self._halted}))
+            self._forget(sorted(self._partitions))
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(START_TIMEOUT_S):
                     await consumer.stop()
@@ -203,21 +218,23 @@ class Consumer:
         """Judge fetched records, continuing from where the batch in flight (or ``into``) leaves off.
 
         A piece judged before a rebalance or a fence moved the positions starts a new batch: what
-        was judged before is void (its records are fetched again from the stored offsets).
+        was judged before is void (its records are fetched again from the stored checkpoints).
         """
         s = self.settings
         if into is not None and into.generation != self._generation:
             into = None
         by_partition: dict[int, list[Record]] = {tp.partition: recs for tp, recs in batch.items()}
+        judged_to = {p: st.judged for p, st in self._partitions.items() if st.judged is not None}
         prepared = prepare(
             by_partition,
-            self._ahead,
+            judged_to,
             now_ms=time.time_ns() // 1_000_000,
             lateness_ms=int(s.stream_allowed_lateness_s * 1000),
             max_future_ms=int(s.stream_max_future_s * 1000),
             into=into.prepared if into is not None else None,
         )
-        self._ahead.update(prepared.progress)
+        for partition, checkpoint in prepared.checkpoints.items():
+            self._partitions[partition].judged = checkpoint
         job = (
             into
             if into is not None
@@ -229,21 +246,13 @@ class Consumer:
     def _plan(self, job: _Job) -> _Job | None:
         """What the flush of a judged batch reads first; ``None`` if no assigned partition is in it."""
         s = self.settings
-        if not job.prepared.progress or job.generation != self._generation:
+        if not job.prepared.checkpoints or job.generation != self._generation:
             return None
         job.plan = plan(job.deltas, self.keys, s.stream_rec_session_gap_s * 1000)
         return job
 
     async def _flush(self, consumer: AIOKafkaConsumer, job: _Job) -> None:
-        s, keys, prepared, the_plan = self.settings, self.keys, job.prepared, job.plan
-        assert the_plan is not None
-        totals = Totals()
-
-        def build(reply: Reply) -> Ops:
-            nonlocal totals
-            ops, totals = build_ops(prepared, job.deltas, the_plan, reply, keys, self.topic, s)
-            return ops
-
+        """Commit a judged batch, unless backpressure or a rebalance voids it first."""
         if not await self._outbox_room(job):
             return
         async with self._lock:
@@ -251,38 +260,43 @@ class Consumer:
                 return  # judged before a rebalance or a fence moved the positions: it is re-read
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(s.stream_flush_timeout_s):
-                    fired = await flush(
-                        self.redis,
-                        keys,
-                        self.topic,
-                        {p: self._stored.get(p) for p in prepared.progress},
-                        the_plan.seen_groups,
-                        the_plan.session_groups,
-                        build,
-                        alerts_kept=s.stream_alerts_kept,
-                        alerts_topic=s.stream_alerts_topic,
-                    )
+                async with asyncio.timeout(self.settings.stream_flush_timeout_s):
+                    totals, fired = await self._commit(job)
             except Fenced as exc:
-                log.warning("batch dropped: %s; re-reading from the stored offsets", exc)
-                await self._assign(consumer, sorted({*self._progress, *self._halted}))
+                log.warning("batch dropped: %s; re-reading from the stored checkpoints", exc)
+                await self._assign(consumer, sorted(self._partitions))
                 return
             FLUSH_SECONDS.observe(time.perf_counter() - started)
-            for partition, progress in prepared.progress.items():
-                self._progress[partition] = progress
-                self._stored[partition] = progress.encode()
-                POSITION.labels(self.topic, str(partition)).set(progress.offset)
+            for partition, checkpoint in job.prepared.checkpoints.items():
+                st = self._partitions[partition]
+                st.checkpoint, st.stored = checkpoint, checkpoint.encode()
+                POSITION.labels(self.topic, str(partition)).set(checkpoint.offset)
         _count(totals, fired)
         if self._on_flushed is not None:
             self._on_flushed(totals, fired)
 
+    async def _commit(self, job: _Job) -> tuple[Totals, list[str]]:
+        """Read the state store → build the write set → apply it with the new checkpoints, in one
+        transaction fenced on the checkpoints this member last wrote (:class:`Fenced` otherwise)."""
+        s, keys, prepared, the_plan = self.settings, self.keys, job.prepared, job.plan
+        assert the_plan is not None
+        expected = {p: st.stored if (st := self._partitions.get(p)) else None for p in prepared.checkpoints}
+        async with state.transaction(self.redis, keys, self.topic, expected) as tx:
+            found = await tx.read(the_plan)
+            writes, totals = build_writes(prepared, job.deltas, the_plan, found, keys, self.topic, s)
+            fired = await tx.apply(
+                writes, alerts_kept=s.stream_alerts_kept, alerts_topic=s.stream_alerts_topic
+            )
+        return totals, fired
+
     async def _outbox_room(self, job: _Job) -> bool:
-        """Wait while the outbox holds ``STREAM_OUTBOX_MAX`` messages or more; False if the batch is void.
+        """Backpressure: wait while the outbox holds ``STREAM_OUTBOX_MAX`` messages or more; False if
+        the batch is void.
 
         The relay empties the outbox into Kafka. While it cannot (Kafka away, a topic missing), flushes
         wait here instead of trimming undelivered dead letters and alerts: consumption is delayed,
         nothing is dropped. The outbox may pass the limit by what one batch per consumer adds. A stop
-        while waiting leaves the batch unflushed: it is read again from the stored offsets.
+        while waiting leaves the batch unflushed: it is read again from the stored checkpoints.
         """
         limit = self.settings.stream_outbox_max
         backlog = await self.redis.xlen(self.keys.outbox)
@@ -300,7 +314,8 @@ class Consumer:
                 if self._stopping.is_set():
                     # Nothing after this batch may be flushed: judging stops (no partition has a
                     # position to continue from) and all of it is read again on restart.
-                    self._ahead.clear()
+                    for st in self._partitions.values():
+                        st.judged = None
                     self._generation += 1
                     return False
                 backlog = await self.redis.xlen(self.keys.outbox)
@@ -310,22 +325,52 @@ class Consumer:
         return True
 
     async def _assign(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> None:
-        """Position ``partitions`` where processing resumes: the stored offsets, checked against the
-        log's start and end, reset (in Redis too) under ``STREAM_OFFSET_RESET`` when outside it.
+        """Position ``partitions`` where processing resumes: the stored checkpoints, checked against
+        the log's start and end, reset (in Redis too) under ``STREAM_OFFSET_RESET`` when outside it.
 
         Called under the lock. Whatever was judged but not flushed is void: the generation moves on.
         """
         assigned = consumer.assignment()
         tps = {p: tp for p in partitions if (tp := TopicPartition(self.topic, p)) in assigned}
         self._forget([p for p in partitions if p not in tps])  # revoked meanwhile
+        stored, starts, ends, resumes = await self._resume_points(consumer, tps)
+        for p, tp in tps.items():
+            resume = resumes[p]
+            if resume.reason is not None:
+                self._report_reset(
+                    p, Checkpoint.decode(stored[p] or "0").offset, resume, starts[tp], ends[tp]
+                )
+            POSITION.labels(self.topic, str(p)).set(resume.checkpoint.offset)
+            if resume.halted:
+                self._partitions[p] = PartitionState(resume.checkpoint, stored[p], None, halted=True)
+                consumer.seek(tp, ends[tp])  # any valid position: a paused partition is not fetched
+                consumer.pause(tp)
+                with contextlib.suppress(KeyError):
+                    LAG.remove(str(p))
+                continue
+            consumer.resume(tp)
+            # A reset rewrote the stored checkpoint: the flush now fences on the new value.
+            written = resume.checkpoint.encode() if resume.reason is not None else stored[p]
+            self._partitions[p] = PartitionState(resume.checkpoint, written, None)
+            consumer.seek(tp, resume.checkpoint.offset)
+            LAG.labels(str(p)).set(max(0, ends[tp] - resume.checkpoint.offset))
+        for st in self._partitions.values():
+            st.judged = None if st.halted else st.checkpoint
+        self._generation += 1
+
+    async def _resume_points(
+        self, consumer: AIOKafkaConsumer, tps: dict[int, TopicPartition]
+    ) -> tuple[dict[int, str | None], _LogOffsets, _LogOffsets, dict[int, Resume]]:
+        """The stored checkpoints, the logs' starts and ends, and where each partition resumes; a
+        reset is written back, fenced, before it is acted on (decided again if a flush moved it)."""
         for attempt in range(1, RESET_ATTEMPTS + 1):
-            stored = await load_offsets(self.redis, self.keys, self.topic, list(tps))
+            stored = await load_checkpoints(self.redis, self.keys, self.topic, list(tps))
             async with asyncio.timeout(OFFSETS_TIMEOUT_S):
                 starts = await consumer.beginning_offsets(list(tps.values())) if tps else {}
                 ends = await consumer.end_offsets(list(tps.values())) if tps else {}
-            plans = {
+            resumes = {
                 p: resume_at(
-                    Progress.decode(value) if (value := stored[p]) else None,
+                    Checkpoint.decode(value) if (value := stored[p]) else None,
                     starts[tp],
                     ends[tp],
                     self.settings.stream_offset_reset,
@@ -333,55 +378,36 @@ class Consumer:
                 for p, tp in tps.items()
             }
             moves = {
-                p: (stored[p], plan.progress.encode())
-                for p, plan in plans.items()
-                if plan.reason is not None and not plan.halted
+                p: (stored[p], resume.checkpoint.encode())
+                for p, resume in resumes.items()
+                if resume.reason is not None and not resume.halted
             }
             try:
-                await move_offsets(self.redis, self.keys, self.topic, moves)
+                await move_checkpoints(self.redis, self.keys, self.topic, moves)
                 break
             except Fenced:
                 if attempt == RESET_ATTEMPTS:
                     raise
-        for p, tp in tps.items():
-            plan = plans[p]
-            if plan.reason is not None:
-                self._report_reset(p, Progress.decode(stored[p] or "0").offset, plan, starts[tp], ends[tp])
-            POSITION.labels(self.topic, str(p)).set(plan.progress.offset)
-            if plan.halted:
-                self._halted.add(p)
-                self._progress.pop(p, None)
-                self._stored.pop(p, None)
-                consumer.seek(tp, ends[tp])  # any valid position: a paused partition is not fetched
-                consumer.pause(tp)
-                with contextlib.suppress(KeyError):
-                    LAG.remove(str(p))
-                continue
-            self._halted.discard(p)
-            consumer.resume(tp)
-            self._progress[p] = plan.progress
-            self._stored[p] = moves[p][1] if p in moves else stored[p]
-            consumer.seek(tp, plan.progress.offset)
-            LAG.labels(str(p)).set(max(0, ends[tp] - plan.progress.offset))
-        self._ahead = dict(self._progress)
-        self._generation += 1
+        return stored, starts, ends, resumes
 
-    def _report_reset(self, partition: int, stored: int, plan: Resume, log_start: int, log_end: int) -> None:
+    def _report_reset(
+        self, partition: int, stored: int, resume: Resume, log_start: int, log_end: int
+    ) -> None:
         """Log (WARNING; ERROR when the partition halts) and count a stored offset outside its log."""
         policy = self.settings.stream_offset_reset
-        RESETS.labels(plan.reason).inc()
-        if plan.skipped:
-            RESET_SKIPPED.labels(plan.reason).inc(plan.skipped)
+        RESETS.labels(resume.reason).inc()
+        if resume.skipped:
+            RESET_SKIPPED.labels(resume.reason).inc(resume.skipped)
         outcome = (
             "the partition is not consumed until its stored offset is fixed "
             "or STREAM_OFFSET_RESET is earliest or latest"
-            if plan.halted
-            else f"resuming at {plan.progress.offset}, {plan.skipped} records skipped"
+            if resume.halted
+            else f"resuming at {resume.checkpoint.offset}, {resume.skipped} records skipped"
         )
         log.log(
-            logging.ERROR if plan.halted else logging.WARNING,
+            logging.ERROR if resume.halted else logging.WARNING,
             "offset reset (%s): %s[%d] stored offset %d is outside its log [%d, %d]; policy %s: %s",
-            plan.reason,
+            resume.reason,
             self.topic,
             partition,
             stored,
@@ -396,17 +422,15 @@ class Consumer:
                 "log_start": log_start,
                 "log_end": log_end,
                 "policy": policy,
-                "reason": plan.reason,
-                "skipped": plan.skipped,
+                "reason": resume.reason,
+                "skipped": resume.skipped,
             },
         )
 
     def _forget(self, partitions: list[int]) -> None:
+        """Drop partitions no longer held; whatever was judged but not flushed is void."""
         for partition in partitions:
-            self._progress.pop(partition, None)
-            self._stored.pop(partition, None)
-            self._ahead.pop(partition, None)
-            self._halted.discard(partition)
+            self._partitions.pop(partition, None)
             with contextlib.suppress(KeyError):
                 LAG.remove(str(partition))
             with contextlib.suppress(KeyError):
@@ -414,21 +438,25 @@ class Consumer:
         self._generation += 1
 
     def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for partition, progress in self._progress.items():
+        for partition, st in self._partitions.items():
+            if st.halted:
+                continue
             highwater = consumer.highwater(TopicPartition(self.topic, partition))
             if highwater is not None:
-                LAG.labels(str(partition)).set(max(0, highwater - progress.offset))
+                LAG.labels(str(partition)).set(max(0, highwater - st.checkpoint.offset))
 
 
 @dataclass(slots=True)
 class _Job:
+    """A batch on its way: judged piece by piece, then planned, then committed."""
+
     prepared: Prepared
     deltas: Deltas
     generation: int
     plan: Plan | None = None  # set once the batch is complete
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped: its base is Any
     def __init__(self, owner: Consumer, consumer: AIOKafkaConsumer) -> None:
         self.owner = owner
         self.consumer = consumer

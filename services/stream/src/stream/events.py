@@ -1,4 +1,5 @@
-"""The one event schema, and how a raw Kafka value or an API batch is judged against it.
+"""How a raw Kafka value or an API batch is judged against the one event schema (``contracts.events``,
+shared with orders, the other producer of the topic).
 
 msgspec decodes straight into a typed struct in C (the schema check *is* the parse), which is what
 lets one process aggregate six figures of events per second. Rules msgspec cannot express (a product
@@ -8,9 +9,12 @@ for product events, a price for orders, no timestamps from the future) are check
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
+
+from contracts import events as wire
+from contracts.events import PRODUCT_TYPES, TYPES, Event, EventType
 
 __all__ = [
     "MAX_BATCH",
@@ -25,23 +29,7 @@ __all__ = [
     "rule_violation",
 ]
 
-EventType = Literal["page_view", "click", "add_to_cart", "order_placed", "payment"]
-TYPES: tuple[str, ...] = ("page_view", "click", "add_to_cart", "order_placed", "payment")
-PRODUCT_TYPES = frozenset({"page_view", "click", "add_to_cart"})
 MAX_BATCH = 1000
-
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | int
-
-
-class Event(msgspec.Struct, gc=False):
-    """``ts`` is event time in ms; ids may arrive as numbers and are kept as strings."""
-
-    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    type: EventType
-    user_id: Id
-    ts: Annotated[int, msgspec.Meta(ge=0)]
-    product_id: Id | None = None
-    price: Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None = None
 
 
 class IngestBatch(msgspec.Struct):
@@ -58,9 +46,9 @@ class Invalid(Exception):
         self.message = message
 
 
-_decode = msgspec.json.Decoder(Event).decode
+_decode = wire.decode
 _decode_batch = msgspec.json.Decoder(IngestBatch).decode
-_encode = msgspec.json.Encoder().encode
+_encode = wire.encode
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _MISSING = re.compile(r"missing required field `(\w+)`")
 

@@ -9,10 +9,10 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from asynccore.app import CleanupCtx, add_readiness_check
+from stream.resources import PRODUCER
 
-__all__ = ["PRODUCER", "kafka_producer", "new_producer"]
+__all__ = ["kafka_producer", "new_producer"]
 
-PRODUCER = web.AppKey("kafka_producer", AIOKafkaProducer)
 START_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 2.0
 

@@ -1,6 +1,6 @@
 """Every Redis key the service writes or reads, in one place, under the configured prefix.
 
-One prefix is one analytics state (aggregates *and* the offsets they correspond to), which is what
+One prefix is one state store (aggregates *and* the checkpoints they correspond to), which is what
 lets tests and benchmarks run side by side with the local stack on the same Redis.
 """
 
@@ -20,8 +20,9 @@ class Keys:
         self.outbox_instance = f"{prefix}outbox:instance"
         self.newest = f"{prefix}newest"  # newest event time aggregated (ms)
 
-    def offset(self, topic: str, partition: int) -> str:
-        """``"<next offset>:<newest event time>"`` of a partition, written with the deltas it covers."""
+    def checkpoint(self, topic: str, partition: int) -> str:
+        """A partition's checkpoint, ``"<next offset>:<newest event time>"``, written with the deltas
+        it covers."""
         return f"{self.prefix}off:{topic}:{partition}"
 
     def minute(self, minute: int) -> str:

@@ -1,5 +1,5 @@
-"""Where a partition resumes: its stored offset checked against the log, and the reset policy for
-one outside it.
+"""Where a partition resumes: its checkpoint (the offset stored with the state) checked against the
+log, and the reset policy for one outside it.
 
 A stored offset is the next one to process, so it is valid from the log's start (the oldest record
 retained) to its end (the next record to be written), both included. Outside that range the stored
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from stream.batch import Progress
+from stream.batch import Checkpoint
 
 __all__ = ["Policy", "Resume", "resume_at"]
 
@@ -34,20 +34,20 @@ Policy = Literal["earliest", "latest", "fail"]
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    progress: Progress  # where processing resumes (for a halted partition: the stored progress)
+    checkpoint: Checkpoint  # where processing resumes (for a halted partition: the stored one)
     reason: str | None = None  # ahead_of_log_end | behind_log_start: the stored offset was outside the log
     skipped: int = 0  # records the reset leaves unprocessed (deleted before being read, or jumped over)
     halted: bool = False  # policy "fail": the partition is not consumed
 
 
-def resume_at(stored: Progress | None, log_start: int, log_end: int, policy: Policy) -> Resume:
-    """Where a partition with ``stored`` progress resumes in a log spanning ``[log_start, log_end]``.
+def resume_at(stored: Checkpoint | None, log_start: int, log_end: int, policy: Policy) -> Resume:
+    """Where a partition with the ``stored`` checkpoint resumes in a log spanning ``[log_start, log_end]``.
 
-    No stored progress is a state that never read the partition: it starts at the log start, and
+    No stored checkpoint is a state that never read the partition: it starts at the log start, and
     records deleted before that were never part of it (not a reset).
     """
     if stored is None:
-        return Resume(Progress(log_start))
+        return Resume(Checkpoint(log_start))
     offset = stored.offset
     if log_start <= offset <= log_end:
         return Resume(stored)
@@ -57,5 +57,5 @@ def resume_at(stored: Progress | None, log_start: int, log_end: int, policy: Pol
     # Ahead: every record of the (new) log is unread. Behind: those from the stored offset are.
     first_unread = log_start if offset > log_end else offset
     if policy == "earliest":
-        return Resume(Progress(log_start, stored.max_ts), reason, skipped=log_start - first_unread)
-    return Resume(Progress(log_end, stored.max_ts), reason, skipped=log_end - first_unread)
+        return Resume(Checkpoint(log_start, stored.max_ts), reason, skipped=log_start - first_unread)
+    return Resume(Checkpoint(log_end, stored.max_ts), reason, skipped=log_end - first_unread)

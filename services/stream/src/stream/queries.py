@@ -1,20 +1,33 @@
-"""The read side: what the API answers, straight from the aggregates in Redis.
+"""The read side: what the API answers, straight from the aggregates in the state store (Redis).
 
 Windows are whole minutes of event time: a range ``[from, to)`` covers every minute it overlaps.
+Recommendations sum hourly co-view counts decayed by age (see :mod:`stream.recommend`); risk alerts
+are the list the apply script keeps (see :mod:`stream.risk`).
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from stream.events import TYPES
 from stream.keys import Keys
-from stream.windows import LATENESS_LABELS, hop_window, minutes_between
+from stream.windows import HOUR_MS, LATENESS_LABELS, hop_window, minutes_between
 
-__all__ = ["BY", "funnel", "live_snapshot", "newest_event_ts", "summary", "top_products"]
+__all__ = [
+    "BY",
+    "funnel",
+    "list_alerts",
+    "live_snapshot",
+    "newest_event_ts",
+    "summary",
+    "top_co_viewed",
+    "top_products",
+]
 
 # top-products ?by= → the event type counted
 BY = {"views": "page_view", "clicks": "click", "carts": "add_to_cart", "purchases": "order_placed"}
@@ -92,6 +105,42 @@ async def live_snapshot(redis: Redis, keys: Keys) -> dict[str, object]:
         "freshness_s": round(max(0, now_ms - newest) / 1000, 3) if newest else None,
         "last_minute": await summary(redis, keys, now_ms - 60_000, now_ms),
     }
+
+
+async def top_co_viewed(
+    redis: Redis, keys: Keys, product: str, *, k: int, now_ms: int, half_life_s: int, horizon_h: int
+) -> list[dict[str, object]]:
+    """The ``k`` products most co-viewed with ``product``, by decayed score as of ``now_ms``: the last
+    ``horizon_h`` hourly counts weighted by ``0.5 ** (age / half-life)``, so old scores are never
+    rewritten and the hourly hashes simply expire."""
+    now_hour = now_ms // HOUR_MS
+    hours = range(now_hour - horizon_h + 1, now_hour + 1)
+    async with redis.pipeline(transaction=False) as pipe:
+        for hour in hours:
+            pipe.hgetall(keys.co_views(hour, product))
+        per_hour = await pipe.execute()
+    scores: dict[str, float] = defaultdict(float)
+    for hour, counts in zip(hours, per_hour, strict=True):
+        weight = 0.5 ** ((now_hour - hour) * 3600 / half_life_s)
+        for other, n in counts.items():
+            scores[other.decode()] += int(n) * weight
+    best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [{"product_id": other, "score": round(score, 4)} for other, score in best]
+
+
+async def list_alerts(
+    redis: Redis, keys: Keys, *, limit: int, rule: str | None = None, user_id: str | None = None
+) -> list[dict[str, object]]:
+    """The newest risk alerts first, optionally only one rule's or one user's."""
+    raw = await redis.lrange(keys.alerts, 0, -1 if rule or user_id else limit - 1)
+    alerts = []
+    for item in raw:
+        alert = orjson.loads(item)
+        if (rule is None or alert["rule"] == rule) and (user_id is None or alert["user_id"] == user_id):
+            alerts.append(alert)
+            if len(alerts) == limit:
+                break
+    return alerts
 
 
 def _ratio(part: int, whole: int) -> float:

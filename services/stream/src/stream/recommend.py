@@ -4,29 +4,28 @@ A user's session is the last few distinct products they viewed within ``session 
 A view of a product new to the session pairs it once with each product already there (a re-view
 only refreshes it), so a pair counts the sessions in which both were seen, not how often a user
 flipped between them. A pair counts in the hour of the view, in a hash per product and hour. A query
-sums the last ``horizon`` hours weighted by ``0.5 ** (age / half-life)`` — exponential decay without
-ever rewriting old scores, and the hourly hashes simply expire.
+(:func:`stream.queries.top_co_viewed`) sums the last ``horizon`` hours weighted by
+``0.5 ** (age / half-life)`` — exponential decay without ever rewriting old scores, and the hourly
+hashes simply expire. Pure: no I/O here.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping
 
 import orjson
-from redis.asyncio import Redis
 
-from stream.events import Event
-from stream.keys import Keys
+from stream.batch import JudgedEvent
 from stream.windows import HOUR_MS
 
-__all__ = ["co_views", "top_co_viewed"]
+__all__ = ["co_views"]
 
 CoViews = Counter[tuple[int, str, str]]  # (hour, product, other) → times co-viewed (count both ways)
 
 
 def co_views(
-    views: Mapping[str, list[Event]],
+    views: Mapping[str, list[JudgedEvent]],
     sessions: dict[str, str | None],
     *,
     gap_ms: int,
@@ -45,8 +44,7 @@ def co_views(
         raw = sessions.get(user)
         session: dict[str, int] = dict(orjson.loads(raw)) if raw else {}
         for view in seq:
-            product: str = view.product_id  # type: ignore[assignment]  # str by now (rule_violation)
-            ts = view.ts
+            product, ts = view.product_id, view.ts
             # Entries are oldest first; a user's views arrive at most the allowed lateness out of
             # order, far less than the gap, so only the old end can leave the session.
             while session and ts - next(iter(session.values())) > gap_ms:
@@ -62,22 +60,3 @@ def co_views(
                 del session[next(iter(session))]  # the least recently viewed
         new_sessions[user] = orjson.dumps(list(session.items())).decode()
     return Counter(triples), new_sessions
-
-
-async def top_co_viewed(
-    redis: Redis, keys: Keys, product: str, *, k: int, now_ms: int, half_life_s: int, horizon_h: int
-) -> list[dict[str, object]]:
-    """The ``k`` products most co-viewed with ``product``, by decayed score as of ``now_ms``."""
-    now_hour = now_ms // HOUR_MS
-    hours = range(now_hour - horizon_h + 1, now_hour + 1)
-    async with redis.pipeline(transaction=False) as pipe:
-        for hour in hours:
-            pipe.hgetall(keys.co_views(hour, product))
-        per_hour = await pipe.execute()
-    scores: dict[str, float] = defaultdict(float)
-    for hour, counts in zip(hours, per_hour, strict=True):
-        weight = 0.5 ** ((now_hour - hour) * 3600 / half_life_s)
-        for other, n in counts.items():
-            scores[other.decode()] += int(n) * weight
-    best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-    return [{"product_id": other, "score": round(score, 4)} for other, score in best]

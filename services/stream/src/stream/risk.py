@@ -3,29 +3,70 @@
 * ``order_velocity``: more than N orders placed by one user in one minute;
 * ``cart_spree``: more than M distinct products added to cart by one user in 10 s.
 
-The counters live in Redis and are bumped inside the flush transaction by the apply script, which
-raises the alert at the moment a counter *crosses* its threshold — so an alert fires once whatever
-the batching, and a replay after a crash (which re-applies nothing that committed) fires it once too.
-An alert goes to the API list and, through the outbox, to the ``risk.alerts`` topic.
+The counters live in the state store and are bumped inside the flush transaction by the apply script
+(``lua/apply.lua``), which raises the alert at the moment a counter *crosses* its threshold — so an
+alert fires once whatever the batching, and a replay after a crash (which re-applies nothing that
+committed) fires it once too. An alert goes to the API list and, through the outbox, to the
+``risk.alerts`` topic. Pure: this module builds the counters' part of the write set.
 """
 
 from __future__ import annotations
 
-import orjson
-from redis.asyncio import Redis
+from dataclasses import dataclass
 
 from stream.keys import Keys
-from stream.state import Ops
 from stream.windows import MINUTE_MS
 
-__all__ = ["CART_BUCKET_MS", "RULES", "list_alerts", "risk_ops"]
+__all__ = ["CART_BUCKET_MS", "RULES", "CartAdds", "CartSpree", "OrderCount", "OrderVelocity", "rule_counters"]
 
 CART_BUCKET_MS = 10_000
 RULES = ("order_velocity", "cart_spree")
 
+# Window bounds go to the apply script as text: Lua numbers are doubles and would print in exponent
+# form in the alert JSON.
 
-def risk_ops(
-    ops: Ops,
+
+@dataclass(slots=True)
+class OrderCount:
+    """Orders one user placed in one minute: ``HINCRBY key user n``."""
+
+    key: str
+    ttl: int
+    user: str
+    n: int
+    window_start: str
+    window_end: str
+
+
+@dataclass(slots=True)
+class OrderVelocity:
+    rule: str
+    threshold: int
+    counts: list[OrderCount]
+
+
+@dataclass(slots=True)
+class CartAdds:
+    """Products one user added to cart in one 10 s bucket: ``HSETNX pairs_key user|product`` each,
+    then the newly distinct ones counted with ``HINCRBY counts_key user``."""
+
+    pairs_key: str
+    counts_key: str
+    ttl: int
+    user: str
+    window_start: str
+    window_end: str
+    products: list[str]
+
+
+@dataclass(slots=True)
+class CartSpree:
+    rule: str
+    threshold: int
+    adds: list[CartAdds]
+
+
+def rule_counters(
     keys: Keys,
     orders: dict[tuple[int, str], int],
     carts: dict[tuple[int, str], list[str]],
@@ -33,50 +74,35 @@ def risk_ops(
     orders_per_minute: int,
     cart_products_per_10s: int,
     ttl_s: int,
-) -> None:
-    """Add this batch's rule counters to ``ops``.
+) -> tuple[OrderVelocity, CartSpree]:
+    """This batch's rule counters.
 
-    ``orders``: (minute, user) → orders placed; ``carts``: (10 s bucket, user) → distinct products
-    added. An alert is ``{alert_id, rule, user_id, window_start, window_end, threshold, count}``,
-    written by the apply script only when it fires (window bounds go as text: Lua numbers are
-    doubles and would print in exponent form).
+    ``orders``: (minute, user) → orders placed; ``carts``: (10 s bucket, user) → products added. An
+    alert is ``{alert_id, rule, user_id, window_start, window_end, threshold, count}``, written by the
+    apply script only when it fires.
     """
-    ops.ro = {
-        "r": "order_velocity",
-        "t": orders_per_minute,
-        "c": [
-            [keys.risk_orders(minute), ttl_s, user, n, str(minute), str(minute + MINUTE_MS)]
+    velocity = OrderVelocity(
+        "order_velocity",
+        orders_per_minute,
+        [
+            OrderCount(keys.risk_orders(minute), ttl_s, user, n, str(minute), str(minute + MINUTE_MS))
             for (minute, user), n in orders.items()
         ],
-    }
-    ops.rc = {
-        "r": "cart_spree",
-        "t": cart_products_per_10s,
-        "c": [
-            [
+    )
+    spree = CartSpree(
+        "cart_spree",
+        cart_products_per_10s,
+        [
+            CartAdds(
                 keys.risk_cart_pairs(bucket),
                 keys.risk_cart_counts(bucket),
                 ttl_s,
                 user,
                 str(bucket * CART_BUCKET_MS),
                 str((bucket + 1) * CART_BUCKET_MS),
-                *sorted(products),
-            ]
+                sorted(products),
+            )
             for (bucket, user), products in carts.items()
         ],
-    }
-
-
-async def list_alerts(
-    redis: Redis, keys: Keys, *, limit: int, rule: str | None = None, user_id: str | None = None
-) -> list[dict[str, object]]:
-    """The newest alerts first, optionally only one rule's or one user's."""
-    raw = await redis.lrange(keys.alerts, 0, -1 if rule or user_id else limit - 1)
-    alerts = []
-    for item in raw:
-        alert = orjson.loads(item)
-        if (rule is None or alert["rule"] == rule) and (user_id is None or alert["user_id"] == user_id):
-            alerts.append(alert)
-            if len(alerts) == limit:
-                break
-    return alerts
+    )
+    return velocity, spree

@@ -13,19 +13,20 @@ from aiohttp import web
 from asynccore.app import TASKS, CleanupCtx, create_app
 from asynccore.kafka import ensure_topics
 from asynccore.pools.redis import open_redis, redis_pool
+from asynccore.revocation import token_revocations
 from stream import queries
-from stream.api import KEYS, LIVE, LIVE_LIMITS, REDIS, add_api_routes
+from stream.api import add_api_routes
 from stream.consumer import Consumer
-from stream.kafka import PRODUCER, kafka_producer
+from stream.kafka import kafka_producer
 from stream.keys import Keys
 from stream.live import LiveFeed, LiveLimits
 from stream.metrics import TOP_PRODUCTS
 from stream.outbox import OutboxRelay
+from stream.resources import CONSUMER, KEYS, LIVE, LIVE_LIMITS, PRODUCER, REDIS
 from stream.settings import StreamSettings
 
 __all__ = ["build_app"]
 
-CONSUMER = web.AppKey("consumer", Consumer)
 TOP_N = 10
 TOP_REFRESH_S = 5.0
 
@@ -34,6 +35,7 @@ def build_app(settings: StreamSettings) -> web.Application:
     keys = Keys(settings.stream_redis_prefix)
     resources = [
         redis_pool(REDIS, settings.redis_url),
+        token_revocations(settings),
         _topics(settings),
         kafka_producer(settings.kafka_bootstrap, settings.stream_topic),
     ]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from asynccore.settings import ServiceSettings, strong_secret
+from asynccore.settings import UserServiceSettings, strong_secret
 
 __all__ = ["EventsTopicSettings", "StreamSettings"]
 
@@ -27,7 +27,7 @@ class EventsTopicSettings(BaseSettings):
     stream_partitions: int = Field(default=16, gt=0)
 
 
-class StreamSettings(ServiceSettings, EventsTopicSettings):
+class StreamSettings(UserServiceSettings, EventsTopicSettings):
     stream_port: int = Field(default=8083, gt=0, lt=65536)
     redis_url: str = "redis://127.0.0.1:6379/0"
     stream_dlq_topic: str = Field(default="events.dlq", min_length=1)

@@ -9,6 +9,7 @@ asset, a wrong content type, a document that is not OpenAPI 3.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
@@ -91,21 +92,35 @@ async def check_docs(session: aiohttp.ClientSession, base_url: str, docs_path: s
     browser would not get (an empty list: the page works, from this origin alone). ``base_url`` may
     be ``""`` for a session made with a base URL."""
     report = DocsReport(base_url.rstrip("/") + docs_path)
-    problems = report.problems
     async with session.get(report.page_url, timeout=TIMEOUT) as resp:
         text = await resp.text()
         status, content_type, headers = resp.status, resp.content_type, resp.headers.copy()
     if status != 200 or content_type != "text/html":
-        problems.append(f"page: {status} {content_type}")
+        report.problems.append(f"page: {status} {content_type}")
         return report
+    report.problems += _header_problems(headers)
+    page = parse_page(text)
+    report.problems += [f"page: inline {what}" for what in page.inline]
+    await _check_assets(session, report, page.references)
+    report.openapi_url = page.openapi_url
+    await _check_openapi(session, report)
+    return report
+
+
+def _header_problems(headers: Mapping[str, str]) -> list[str]:
+    """What the page's own headers leave open: scripts from elsewhere, content sniffing."""
+    problems = []
     csp = headers.get("Content-Security-Policy")
     if csp is None or "script-src 'self'" not in csp or "unsafe-" in csp:
         problems.append(f"page: CSP {csp!r} does not limit scripts to this origin")
     if headers.get("X-Content-Type-Options") != "nosniff":
         problems.append("page: no X-Content-Type-Options: nosniff")
-    page = parse_page(text)
-    problems += [f"page: inline {what}" for what in page.inline]
-    pending = list(page.references)
+    return problems
+
+
+async def _check_assets(session: aiohttp.ClientSession, report: DocsReport, references: list[str]) -> None:
+    """Fetch every asset the page references (and what its style sheets reference), once each."""
+    pending = list(references)
     seen: set[str] = set()
     while pending:
         reference = pending.pop(0)
@@ -114,34 +129,40 @@ async def check_docs(session: aiohttp.ClientSession, base_url: str, docs_path: s
             continue
         seen.add(url)
         if not _same_origin(report.page_url, reference):
-            problems.append(f"{reference}: not on the page's origin")
+            report.problems.append(f"{reference}: not on the page's origin")
             continue
         suffix = PurePosixPath(urlsplit(url).path).suffix
         async with session.get(url, timeout=TIMEOUT) as resp:
             body = await resp.read()
             report.assets[url] = resp.content_type
             if resp.status != 200 or not body:
-                problems.append(f"{reference}: {resp.status}, {len(body)} bytes")
+                report.problems.append(f"{reference}: {resp.status}, {len(body)} bytes")
             elif resp.content_type not in ACCEPTED_TYPES.get(suffix, set()):
-                problems.append(f"{reference}: content type {resp.content_type} for a {suffix or '?'} file")
+                report.problems.append(
+                    f"{reference}: content type {resp.content_type} for a {suffix or '?'} file"
+                )
         if suffix == ".css":
             for _, found in CSS_URL.findall(body.decode("utf-8", "replace")):
                 if not found.startswith(("data:", "#")):
                     pending.append(urljoin(url, found))
-    report.openapi_url = page.openapi_url
-    if page.openapi_url is None:
-        problems.append("page: names no OpenAPI document (data-openapi-url)")
-    elif not _same_origin(report.page_url, page.openapi_url):
-        problems.append(f"{page.openapi_url}: the document is not on the page's origin")
-    else:
-        async with session.get(urljoin(report.page_url, page.openapi_url), timeout=TIMEOUT) as resp:
-            if resp.status != 200 or resp.content_type != "application/json":
-                problems.append(f"{page.openapi_url}: {resp.status} {resp.content_type}")
-            else:
-                report.document = await resp.json()
-        document = report.document
-        if document is not None and not (
-            str(document.get("openapi", "")).startswith("3.") and isinstance(document.get("paths"), dict)
-        ):
-            problems.append(f"{page.openapi_url}: not an OpenAPI 3 document")
-    return report
+
+
+async def _check_openapi(session: aiohttp.ClientSession, report: DocsReport) -> None:
+    """The OpenAPI document the page names: on its origin, served as JSON, and OpenAPI 3."""
+    named = report.openapi_url
+    if named is None:
+        report.problems.append("page: names no OpenAPI document (data-openapi-url)")
+        return
+    if not _same_origin(report.page_url, named):
+        report.problems.append(f"{named}: the document is not on the page's origin")
+        return
+    async with session.get(urljoin(report.page_url, named), timeout=TIMEOUT) as resp:
+        if resp.status != 200 or resp.content_type != "application/json":
+            report.problems.append(f"{named}: {resp.status} {resp.content_type}")
+        else:
+            report.document = await resp.json()
+    document = report.document
+    if document is not None and not (
+        str(document.get("openapi", "")).startswith("3.") and isinstance(document.get("paths"), dict)
+    ):
+        report.problems.append(f"{named}: not an OpenAPI 3 document")

@@ -28,13 +28,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from asynccore.app import add_routes, create_app, run
 from asynccore.errors import ApiError
 from asynccore.logs import REQUEST_ID_HEADER
 from asynccore.settings import ServiceSettings, load_settings
-from orders.models import StrictModel, parse_body
+from asynccore.web import read_json
 
 __all__ = ["Sandbox", "SandboxSettings", "build_app", "main"]
 
@@ -45,6 +45,12 @@ class SandboxSettings(ServiceSettings):
     payment_sandbox_port: int = Field(default=8090, gt=0, lt=65536)
     payment_latency_ms: float = Field(default=0.0, ge=0)
     payment_failure_rate: float = Field(default=0.0, ge=0, le=1)
+
+
+class StrictModel(BaseModel):
+    """Strict types (no "5" for 5), frozen: what a provider's API takes."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
 
 
 class Config(StrictModel):
@@ -194,7 +200,7 @@ async def create_charge(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key", "")
     if not key:
         raise ApiError(400, "Idempotency-Key", "header required")
-    body = await parse_body(request, ChargeRequest)
+    body = await read_json(request, ChargeRequest)
     status, charge = await sandbox.charge(key, body, request.headers.get(REQUEST_ID_HEADER))
     return web.json_response(charge, status=status)
 
@@ -205,7 +211,7 @@ async def create_refund(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key", "")
     if not key:
         raise ApiError(400, "Idempotency-Key", "header required")
-    body = await parse_body(request, RefundRequest)
+    body = await read_json(request, RefundRequest)
     status, refund = await sandbox.refund(key, body)
     return web.json_response(refund, status=status)
 
@@ -223,7 +229,7 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def put_config(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX]
-    config = await parse_body(request, Config)
+    config = await read_json(request, Config)
     if config.latency_ms is not None:
         sandbox.latency_ms = float(config.latency_ms)
     if config.failure_rate is not None:

@@ -9,7 +9,7 @@ started again on the same ports and data, which is what the outage tests need.
     broker.kill(); broker.start()   # a crash and a restart, data kept
     broker.close()                  # stopped, data dir removed
 
-Also ``python -m asynccore.kafka_broker wait 127.0.0.1:9092 --timeout 60``: exit 0 once a broker there
+Also ``python -m devservers.kafka_broker wait 127.0.0.1:9092 --timeout 60``: exit 0 once a broker there
 answers a metadata request (the local stack waits for its broker this way).
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -33,9 +34,22 @@ from confluent_kafka.cimpl import NewTopic
 
 from asynccore.testing import free_port
 
-__all__ = ["LAUNCHER", "KafkaBroker", "metadata_answers", "wait_ready"]
+__all__ = ["KafkaBroker", "launcher", "metadata_answers", "wait_ready"]
 
-LAUNCHER = Path(__file__).resolve().parents[4] / "deploy" / "kafka" / "broker"
+
+@functools.cache
+def launcher() -> Path:
+    """``deploy/kafka/broker`` of the checkout this package is installed from (editable, as every dev
+    install of the workspace is), or ``$ASYNCSTACK_KAFKA_LAUNCHER``."""
+    if given := os.environ.get("ASYNCSTACK_KAFKA_LAUNCHER"):
+        return Path(given)
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "deploy" / "kafka" / "broker"
+        if candidate.is_file():
+            return candidate
+    raise RuntimeError("no deploy/kafka/broker above this package: set ASYNCSTACK_KAFKA_LAUNCHER")
+
+
 PR_SET_PDEATHSIG = 1
 START_TIMEOUT_S = 90.0  # a cold JVM on a loaded 2-core box: ~5 s typical, 30 s seen under load
 
@@ -108,7 +122,7 @@ class KafkaBroker:
         """Start (or restart, same ports and data) and return once it answers metadata requests."""
         if self._proc is not None and self._proc.poll() is None:
             raise RuntimeError("the broker is already running")
-        argv = [str(LAUNCHER), "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        argv = [str(launcher()), "--data-dir", str(self.data_dir), "--port", str(self.port)]
         argv += ["--controller-port", str(self.controller_port), "--metrics-port", str(self.metrics_port)]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(

@@ -20,26 +20,20 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Literal
 
-import aiohttp
 import aiomysql
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
-from aiohttp import web
 
-from asynccore.app import CleanupCtx, add_readiness_check, create_app, run
-from asynccore.errors import ApiError
 from asynccore.logs import new_request_id, reset_request_id, set_request_id
-from asynccore.pools.http import http_session
-from asynccore.resilience import CircuitBreaker, CircuitOpen
-from asynccore.settings import load_settings
+from asynccore.resilience import CircuitOpen
 from asynccore.tasks import Supervisor
-from orders import mail
 from orders.db import transaction
+from orders.errors import Contention, NotFound
 from orders.lifecycle import OWES_NOTHING, move, record_refund, start_payment
 from orders.messaging import (
     ATTEMPT_HEADER,
@@ -50,17 +44,15 @@ from orders.messaging import (
     Unsubscribe,
 )
 from orders.metrics import DLQ_MESSAGES, REFUNDS
-from orders.payments import PaymentDeclined, PaymentProvider, PaymentUnavailable
-from orders.resources import DB, database
 from orders.settings import OrdersSettings
 from orders.states import IllegalTransition, Status
 from orders.store import Order, load_order
+from orders.worker import mail
+from orders.worker.payments import PaymentDeclined, PaymentProvider
 
-__all__ = ["WORKER", "Fulfilment", "build_app", "main"]
+__all__ = ["Fulfilment", "GiveUp"]
 
 log = logging.getLogger("orders.worker")
-
-HTTP = web.AppKey("orders_worker_http", aiohttp.ClientSession)
 
 
 class GiveUp(Exception):
@@ -306,15 +298,13 @@ class Fulfilment:
 
     async def _payment_failed(self, order_id: int) -> None:
         """Mark the order payment_failed (if still pending): that queues the void of its payment."""
-        # Already settled one way or another, or unknown: then there is nothing to mark.
-        with contextlib.suppress(IllegalTransition, ApiError):
+        # Already settled one way or another, or unknown: then there is nothing to mark (and under
+        # lasting contention the expiry task cancels it later, which voids the payment too).
+        with contextlib.suppress(IllegalTransition, NotFound, Contention):
             await move(self.pool, order_id, Status.PAYMENT_FAILED)
 
     async def _refund_failed(self, order_id: int) -> None:
         REFUNDS.labels("dead_lettered").inc()
-
-
-WORKER = web.AppKey("orders_worker", Fulfilment)
 
 
 def _attempt(message: AbstractIncomingMessage) -> int:
@@ -326,53 +316,3 @@ def _header(message: AbstractIncomingMessage, name: str, default: int) -> int:
     """A count the worker keeps in a header (``default`` when absent or not a count)."""
     value = (message.headers or {}).get(name, default)
     return value if isinstance(value, int) and value >= 0 else default
-
-
-def fulfilment(settings: OrdersSettings) -> CleanupCtx:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        broker = Broker.from_settings(settings, prefetch=settings.worker_prefetch)
-        breaker = CircuitBreaker(
-            "payment", settings.breaker_failures, settings.breaker_reset_s, failure_on=PaymentUnavailable
-        )
-        provider = PaymentProvider(
-            app[HTTP],
-            settings.payment_url,
-            timeout_s=settings.payment_timeout_s,
-            attempts=settings.payment_retries,
-            backoff_s=settings.payment_backoff_s,
-            breaker=breaker,
-        )
-        worker = Fulfilment(app[DB], broker, provider, settings)
-        app[WORKER] = worker
-        worker.start()
-
-        async def amqp_ready() -> None:
-            if not broker.connected:
-                raise ConnectionError("not connected to RabbitMQ")
-
-        add_readiness_check(app, "amqp", amqp_ready)
-        yield
-        await worker.stop()
-
-    return ctx
-
-
-def build_app(settings: OrdersSettings) -> web.Application:
-    return create_app(
-        "orders-worker",
-        settings,
-        resources=[
-            *database(settings, maxsize=max(4, settings.worker_prefetch)),
-            http_session(HTTP, name="payment", timeout_s=settings.payment_timeout_s * 2),
-            fulfilment(settings),
-        ],
-    )
-
-
-def main() -> None:
-    settings = load_settings(OrdersSettings)
-    run(build_app(settings), settings.orders_worker_port)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``asynccore-crawl URL`` / ``python -m asynccore.crawl URL``: crawl, report, and fail on broken links.
+"""``asyncstack-crawl URL`` / ``python -m crawler URL``: crawl, report, and fail on broken links.
 
 Exit status is 1 when any link is broken (4xx/5xx, timeout, connection error) so ``make warm`` and
 link checks fail loudly; 0 otherwise; 2 for bad arguments. The progress bar goes to stderr and only
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import orjson
 from tqdm import tqdm
 
-from asynccore.crawl.crawler import DEFAULT_MAX_BODY_BYTES, crawl
-from asynccore.crawl.links import normalize_url
-from asynccore.crawl.result import CrawlResult, CrawlSummary
+from crawler.crawler import DEFAULT_MAX_BODY_BYTES, crawl
+from crawler.links import normalize_url
+from crawler.result import CrawlResult, CrawlSummary
 
 __all__ = ["main", "render_text"]
 
@@ -38,7 +38,7 @@ def _positive_float(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="asynccore-crawl",
+        prog="asyncstack-crawl",
         description="Crawl a site with bounded concurrency and report broken links (exit 1 if any).",
     )
     parser.add_argument("url", help="start URL (http or https)")

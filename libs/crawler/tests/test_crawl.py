@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from asynccore.crawl import CrawlResult, PageResult, crawl
-from asynccore.crawl.cli import render_text
-from asynccore.crawl.links import extract_links, normalize_url
 from asynccore.testing import free_port, wait_until
+from crawler import CrawlResult, PageResult, crawl
+from crawler.cli import render_text
+from crawler.links import extract_links, normalize_url
 
 HANG_LIMIT_S = 30.0  # a hanging page is released at teardown; this only bounds a broken teardown
 
@@ -120,7 +120,7 @@ async def make_site() -> AsyncIterator[SiteFactory]:
 
 
 def _crawl_workers() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("asynccore-crawl-worker")]
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("crawler-worker")]
 
 
 def _by_path(site: Site, result: CrawlResult) -> dict[str, PageResult]:
@@ -398,7 +398,7 @@ async def _run_cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "asynccore.crawl",
+        "crawler",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

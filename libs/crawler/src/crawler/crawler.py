@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import aiohttp
 
-from asynccore.crawl.links import extract_links, host_of, normalize_url
-from asynccore.crawl.result import CrawlResult, ErrorKind, PageResult
+from crawler.links import extract_links, host_of, normalize_url
+from crawler.result import CrawlResult, ErrorKind, PageResult
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "crawl"]
 
@@ -28,7 +28,7 @@ DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HEADERS = {
-    "User-Agent": "asynccore-crawl/0.1",
+    "User-Agent": "asyncstack-crawler/0.1",
     "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
 }
 _CHUNK_BYTES = 64 * 1024
@@ -130,8 +130,7 @@ class _Crawl:
         # A worker that raises (a bug, not a failed fetch) cancels the join and the other workers.
         async with asyncio.TaskGroup() as group:
             workers = [
-                group.create_task(self.worker(), name=f"asynccore-crawl-worker-{i}")
-                for i in range(self.concurrency)
+                group.create_task(self.worker(), name=f"crawler-worker-{i}") for i in range(self.concurrency)
             ]
             await self.queue.join()
             for worker in workers:

@@ -1,3 +1,0 @@
-from asynccore.crawl.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m crawler URL``: the CLI (:func:`crawler.cli.main`)."""
+
+from crawler.cli import main
+
+raise SystemExit(main())
