@@ -103,7 +103,9 @@ async def test_redis_out_of_reach_lets_valid_tokens_through_counted(redis_prefix
 async def test_current_caller_is_a_401_for_a_revoked_token_over_http(
     redis: Redis, redis_url: str, redis_prefix: str, service: str
 ) -> None:
-    settings = UserServiceSettings(jwt_secret=SECRET, revocation_url=redis_url, revocation_prefix=redis_prefix)
+    settings = UserServiceSettings(
+        jwt_secret=SECRET, revocation_url=redis_url, revocation_prefix=redis_prefix
+    )
 
     async def me(request: web.Request) -> web.Response:
         who = await current_caller(request, SECRET)
