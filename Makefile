@@ -20,7 +20,7 @@ help:
 	@echo "make bench            every benchmark, then the report (BENCHMARKS.md) and the dashboards"
 	@echo "make bench-asynccore  RED metrics and the shared stack against bare aiohttp"
 	@echo "make bench-blog       cache hits vs ceiling, uncached, churn, cold-key burst"
-	@echo "make bench-orders     flash sale vs a naive locking baseline"
+	@echo "make bench-orders     orders with keys, as clients send them, vs the article's create_order"
 	@echo "make bench-stream     events/s vs a plain aiokafka loop, freshness, the broker's CPU share"
 	@echo "make bench-async-vs-sync  the blog against a gunicorn/Flask baseline"
 	@echo "make bench-report     every benchmark into BENCHMARKS.md (QUICK=1 for a short run)"

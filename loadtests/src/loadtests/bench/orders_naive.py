@@ -1,11 +1,12 @@
-"""The naive baseline the orders benchmark measures against: lock the product rows first.
+"""A naive locking placer for the orders service's invariant tests: lock the product rows first.
 
 ``python -m loadtests.bench.orders_naive`` serves the orders API as ``python -m orders`` does (same
 settings, resources, routes and error table) except for how an order is placed: :class:`NaivePlacer`
 runs ``SELECT … FOR UPDATE`` on the order's product rows (ascending ids), then a round trip per
 UPDATE and INSERT, and commits, so the hot row stays locked for every round trip of the transaction.
-No batching and no stock sightings. Only the benchmark (and the invariant tests) run it; the service
-itself has no switch for it.
+No batching and no stock sightings. The invariant tests (``services/orders/tests``) run it beside
+ours; ``make bench-orders`` no longer does: its baseline is the article's own handler
+(:mod:`loadtests.bench.orders_article`). The service itself has no switch for it.
 """
 
 from __future__ import annotations
