@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import OffsetOutOfRangeError
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from redis.asyncio import Redis
 
 from stream import state
@@ -55,6 +55,9 @@ log = logging.getLogger("stream.consumer")
 
 START_TIMEOUT_S = 30.0
 MAX_RESTART_DELAY_S = 10.0
+# How long fetches may find a newly assigned partition unpositioned before the member rejoins: the
+# listener's reads take milliseconds, a few seconds on a broker or Redis that is struggling.
+POSITION_WAIT_S = 30.0
 FILL_WAIT_MS = 5  # how long one more fetch into the next batch may wait while a flush runs
 OUTBOX_POLL_S = 0.5  # how often a full outbox is looked at again (backpressure)
 OFFSETS_TIMEOUT_S = 30.0  # asking the broker for the logs' start and end offsets on assignment
@@ -95,6 +98,7 @@ class Consumer:
         # before is void at once, as an eager rebalance moves all partitions at once.
         self._generation = 0
         self._failure: Exception | None = None  # from the rebalance listener, raised by the member loop
+        self._unpositioned_since: float | None = None  # see _await_positions
         self._stopping = asyncio.Event()
         FRESHNESS.set_function(self._freshness)
 
@@ -150,6 +154,7 @@ class Consumer:
         )
         consumer.subscribe([self.topic], listener=_Rebalance(self, consumer))
         self._failure = None  # a previous member's
+        self._unpositioned_since = None
         in_flight: asyncio.Task[None] | None = None
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
@@ -159,6 +164,9 @@ class Consumer:
                     raise failure
                 try:
                     judged = await self._fetch(consumer, in_flight)
+                except NoOffsetForPartitionError as exc:
+                    await self._await_positions(exc)
+                    continue
                 except OffsetOutOfRangeError as exc:
                     # The log moved under this member (topic recreated, records deleted): once the
                     # batch in flight is stored, every position is checked as on assignment.
@@ -173,6 +181,7 @@ class Consumer:
                     if (failure := self._failure) is not None:  # the cause (positions not set), not this
                         raise failure from None
                     raise
+                self._unpositioned_since = None
                 if in_flight is not None:
                     await in_flight
                     in_flight = None
@@ -190,6 +199,19 @@ class Consumer:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(START_TIMEOUT_S):
                     await consumer.stop()
+
+    async def _await_positions(self, exc: NoOffsetForPartitionError) -> None:
+        """A fetch raced a rebalance: a partition was assigned whose listener is still reading its
+        checkpoint (Redis, the log's bounds). Wait for the listener, not a rejoin (a rejoin
+        rebalances the whole group into the same race); give up after ``POSITION_WAIT_S``."""
+        now = time.monotonic()
+        if self._unpositioned_since is None:
+            self._unpositioned_since = now
+        elif now - self._unpositioned_since > POSITION_WAIT_S:
+            raise exc
+        async with self._lock:  # held by the listener while it positions the partitions
+            pass
+        await asyncio.sleep(0.05)  # the listener may not have taken the lock yet
 
     async def _fetch(self, consumer: AIOKafkaConsumer, in_flight: asyncio.Task[None] | None) -> _Job | None:
         """The next batch, judged; ``None`` if nothing arrived within ``STREAM_POLL_MS``.
@@ -334,7 +356,13 @@ class Consumer:
         tps = {p: tp for p in partitions if (tp := TopicPartition(self.topic, p)) in assigned}
         self._forget([p for p in partitions if p not in tps])  # revoked meanwhile
         stored, starts, ends, resumes = await self._resume_points(consumer, tps)
+        # A rebalance during those reads may have taken partitions away: seeking one would raise
+        # ("partition is not assigned") and make the member rejoin, rebalancing the group again.
+        now_assigned = consumer.assignment()
+        self._forget([p for p, tp in tps.items() if tp not in now_assigned])
         for p, tp in tps.items():
+            if tp not in now_assigned:
+                continue
             resume = resumes[p]
             if resume.reason is not None:
                 self._report_reset(
