@@ -259,6 +259,9 @@ async def test_freshness_position_and_lag_follow_the_partitions_held(
         await wait_until(
             lambda: consumed(redis, prefix, topics.events, {0: 1}), timeout=30, message="consumed"
         )
+        # The member takes the new checkpoint (and its newest event time) once the flush's Redis
+        # transaction has answered, a moment after another client can read the offset there.
+        await wait_until(lambda: not math.isnan(freshness()), timeout=5, message="freshness set")
         aged = freshness()
         assert 30 <= aged < 60
         await wait_until(lambda: freshness() >= aged + 0.5, timeout=5, message="freshness grows")
