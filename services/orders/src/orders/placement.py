@@ -155,8 +155,9 @@ async def commit_orders(
     """Write every order with its items and event, take each one's stock, COMMIT: one ``CALL``.
 
     ``place_orders_and_commit`` inserts all the rows first, then locks the batch's product rows in
-    ascending id order and takes each order's stock with conditional UPDATEs, undoing just the
-    orders that do not fit (their :class:`OutOfStock` is in their place in the result); the hot rows
+    ascending id order and takes the batch's total per product when it fits (then every order does),
+    else each order's stock with conditional UPDATEs, undoing just the orders that do not fit (their
+    :class:`OutOfStock` is in their place in the result); the hot rows
     are locked only inside the server, after the inserts. A duplicate idempotency key fails the whole
     call before any product row is touched (:class:`DuplicateKey`). The JSON it reads has the field
     names the procedure's ``JSON_TABLE`` paths name.
