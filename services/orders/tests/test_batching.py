@@ -12,6 +12,8 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from asynccore.auth import Caller
+from asynccore.migrations import apply_migrations
+from asynccore.pools.mysql import close_mysql, open_mysql
 from asynccore.testing import metric_value, wait_until
 from orders.api import http_error
 from orders.batching import Batcher
@@ -21,6 +23,7 @@ from orders.inventory import audit
 from orders.models import NewOrder, NewProduct, OrderLine
 from orders.placement import Placed
 from orders.products import create_product
+from orders.resources import MIGRATIONS
 from orders.sightings import Sightings
 
 
@@ -201,6 +204,71 @@ async def test_orders_the_read_refuses_are_answered_without_a_transaction_of_the
 
     assert outcomes == [409] * 50
     assert _batches()[0] == batches  # no batch got as far as writing
+
+
+async def _session_counters(pool: aiomysql.Pool) -> Counter[str]:
+    """Com_select / Com_commit of the pool's one connection (the batcher's, between its batches)."""
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SHOW SESSION STATUS WHERE variable_name IN ('Com_select', 'Com_commit')")
+        return Counter({name: int(value) for name, value in await cur.fetchall()})
+
+
+async def test_keyed_orders_the_read_refuses_are_answered_in_its_transaction(mysql_url: str) -> None:
+    """Sold out: the retry of an order that was placed gets that order, a key reused with another body
+    its 422, every other keyed order its 409 — the keys looked up in the read's transaction, one
+    query for the batch, not a transaction each. Refused keys made nothing: retried, they are 409 again."""
+    pool = await open_mysql(mysql_url, maxsize=1)  # one connection: its session counters are the batcher's
+    batcher = Batcher(pool, Sightings(), max_batch=100, in_flight=1, max_waiting=1000)
+    try:
+        await apply_migrations(mysql_url, MIGRATIONS)
+        product = await _product(pool, stock=2)
+        first = await _buy(pool, batcher, 1, product, key="k1")
+        other = await _buy(pool, batcher, 2, product, key="k2")
+        assert isinstance(first, Placed) and isinstance(other, Placed)
+        before = await _session_counters(pool)
+
+        retried = asyncio.gather(
+            _buy(pool, batcher, 1, product, key="k1"),
+            _buy(pool, batcher, 2, product, key="k2", quantity=2),  # same key, another body
+            *(_buy(pool, batcher, b, product, key=f"k{b}") for b in range(10, 60)),
+        )
+        replay, reused, *refused = await retried
+        spent = await _session_counters(pool) - before
+
+        assert isinstance(replay, Placed) and replay.replayed and replay.order == first.order
+        assert reused == 422 and refused == [409] * 50
+        assert spent["Com_commit"] == 0  # nobody's key needed a transaction of its own
+        assert (
+            spent["Com_select"] <= 2 * 4
+        )  # per batch (at most 2): stock, keys, the orders found, their items
+        again = await asyncio.gather(*(_buy(pool, batcher, b, product, key=f"k{b}") for b in range(10, 60)))
+        assert again == [409] * 50
+        async with transaction(pool) as cur:
+            await cur.execute("SELECT COUNT(*) FROM orders")
+            assert (await cur.fetchone())[0] == 2
+    finally:
+        await batcher.close()
+        await close_mysql(pool)
+
+
+async def test_a_keyed_order_the_server_refuses_is_refused_again_when_retried(
+    pool: aiomysql.Pool, batcher: Batcher
+) -> None:
+    """The read saw 1 for each of 3 keyed orders; the CALL places the first and refuses the others
+    (their keys inserted, then undone): 409 without a lookup, and 409 again on retry, no order made."""
+    product = await _product(pool, stock=1)
+    async with _one_batch_busy(pool, batcher):
+        buys = asyncio.gather(*(_buy(pool, batcher, b, product, key=f"k{b}") for b in range(1, 4)))
+        await wait_until(lambda: batcher.queued == 3, timeout=5)
+    placed, *refused = await buys
+    assert isinstance(placed, Placed) and not placed.replayed and refused == [409, 409]
+
+    again = await asyncio.gather(*(_buy(pool, batcher, b, product, key=f"k{b}") for b in range(1, 4)))
+    assert isinstance(again[0], Placed) and again[0].replayed and again[0].order == placed.order
+    assert again[1:] == [409, 409]
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT idempotency_key FROM orders WHERE idempotency_key LIKE 'k%'")
+        assert await cur.fetchall() == (("k1",),)
 
 
 async def test_a_caller_that_stops_waiting_is_not_placed(pool: aiomysql.Pool, batcher: Batcher) -> None:

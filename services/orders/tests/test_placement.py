@@ -196,6 +196,42 @@ async def test_one_call_places_a_batch_each_order_with_its_own_rows(pool: aiomys
     assert states[a].stock == 3 and states[b].stock == 0 and all(s.holds for s in states.values())
 
 
+async def _savepoints(cur: aiomysql.Cursor) -> int:
+    await cur.execute("SHOW SESSION STATUS LIKE 'Com_savepoint'")
+    return int((await cur.fetchone())[1])
+
+
+async def test_a_batch_whose_total_fits_takes_it_per_product_without_savepoints(pool: aiomysql.Pool) -> None:
+    """The locked stock covers the batch's total per product: one UPDATE per product, no per-order
+    savepoint; a batch one unit over goes order by order (a savepoint each) and refuses the last."""
+    a, b = await product(pool, sku="a", stock=6), await product(pool, sku="b", stock=4)
+    now = Sightings().now()
+
+    def wanted(caller: Caller, *lines: tuple[int, int]) -> tuple[Wanted, list[Line]]:
+        ordered = [Line(i, pid, qty, 100) for i, (pid, qty) in enumerate(lines)]
+        return Wanted(caller, order(*lines), None, "h", now), ordered
+
+    fitting = [wanted(ALICE, (a, 2), (b, 1)), wanted(BOB, (a, 1)), wanted(CAROL, (a, 2), (b, 3))]
+    async with pool.acquire() as conn, in_transaction(conn, ends_itself=True) as cur:
+        before = await _savepoints(cur)
+        placed = await commit_orders(cur, fitting)
+        assert await _savepoints(cur) == before
+    assert all(isinstance(p, Order) for p in placed)
+    ids = [p.id for p in placed if isinstance(p, Order)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    states = {state.product_id: state for state in await audit(pool, [a, b])}
+    assert (states[a].stock, states[b].stock) == (1, 0) and all(s.holds for s in states.values())
+
+    over = [wanted(ALICE, (a, 1)), wanted(BOB, (a, 1))]  # 2 wanted, 1 left: the first gets it
+    async with pool.acquire() as conn, in_transaction(conn, ends_itself=True) as cur:
+        before = await _savepoints(cur)
+        first, second = await commit_orders(cur, over)
+        assert await _savepoints(cur) == before + 2
+    assert isinstance(first, Order) and isinstance(second, OutOfStock) and second.available == 0
+    (state,) = await audit(pool, [a])
+    assert state.stock == 0 and state.holds
+
+
 async def test_unknown_product_is_404_naming_the_item(pool: aiomysql.Pool) -> None:
     pid = await product(pool)
     with pytest.raises(UnknownProduct) as err:

@@ -26,7 +26,7 @@ from orders.batching import Placer
 from orders.db import placeholders, transaction
 from orders.metrics import LOCK_WAIT
 from orders.models import Line
-from orders.placement import Wanted, duplicate_key, new_order, price_lines
+from orders.placement import Placed, Wanted, duplicate_key, new_order, price_lines
 from orders.relay import background
 from orders.resources import DB, database
 from orders.settings import OrdersSettings
@@ -40,7 +40,7 @@ __all__ = ["NaivePlacer", "build_app", "lock_products", "main"]
 class NaivePlacer(Placer):
     """Each order in its own transaction, its product rows locked before anything else is done."""
 
-    async def place(self, wanted: Wanted) -> Order:
+    async def place(self, wanted: Wanted) -> Placed:
         async with transaction(self.pool) as cur:
             locked = await lock_products(cur, wanted.product_ids())
             lines = price_lines(wanted.request, locked)
@@ -48,7 +48,7 @@ class NaivePlacer(Placer):
                 await cur.execute(
                     "UPDATE products SET stock = stock - %s WHERE id = %s", (line.quantity, line.product_id)
                 )
-            return await _write_order(cur, wanted, lines)
+            return Placed(await _write_order(cur, wanted, lines), replayed=False)
 
 
 async def lock_products(cur: aiomysql.Cursor, product_ids: Iterable[int]) -> dict[int, tuple[int, int]]:

@@ -34,22 +34,24 @@ import aiomysql
 
 from asynccore.auth import Caller
 from orders.db import LockConflict, in_transaction, with_lock_retry
-from orders.errors import KeyInProgress, OutOfStock, UnknownProduct
+from orders.errors import KeyInProgress, KeyReused, OrdersError, OutOfStock, UnknownProduct
 from orders.metrics import BATCH_SIZE, STOCKOUTS, TRANSITIONS
 from orders.models import Line, NewOrder
 from orders.placement import (
     DuplicateKey,
     Placed,
+    Refused,
     Wanted,
     commit_orders,
     earlier_order,
+    orders_made,
     place_one,
     price_lines,
     read_stock,
+    replay,
 )
 from orders.sightings import Sightings
 from orders.states import Status
-from orders.store import Order
 
 __all__ = ["Batcher", "Placer"]
 
@@ -59,7 +61,7 @@ CLOSE_TIMEOUT_S = 10.0
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     wanted: Wanted
-    result: asyncio.Future[Order]
+    result: asyncio.Future[Placed]
 
 
 class Placer:
@@ -75,24 +77,28 @@ class Placer:
         """The new order, or the one ``key`` made earlier; the domain's refusal otherwise
         (``orders.errors``: unknown product, out of stock, key reused or in progress, contention)."""
         wanted = Wanted.of(caller, request, key, self.sightings.now())
+        refusal: OrdersError
         try:
-            order = await with_lock_retry(lambda: self.place(wanted), attempts=self.lock_attempts)
+            placed = await with_lock_retry(lambda: self.place(wanted), attempts=self.lock_attempts)
+        except Refused as exc:  # decided with the key looked up: it made no order to replay
+            refusal = exc.error
         except (OutOfStock, UnknownProduct, DuplicateKey) as exc:
             # A key that already made an order replays it, whatever the stock or catalogue says now.
             earlier = await earlier_order(self.pool, wanted)
             if earlier is not None:
                 return earlier
-            if isinstance(exc, DuplicateKey):
-                raise KeyInProgress from None
-            if isinstance(exc, OutOfStock):
-                STOCKOUTS.inc()
-            raise
-        TRANSITIONS.labels(Status.PENDING.value).inc()
-        return Placed(order, replayed=False)
+            refusal = KeyInProgress() if isinstance(exc, DuplicateKey) else exc
+        else:
+            if not placed.replayed:
+                TRANSITIONS.labels(Status.PENDING.value).inc()
+            return placed
+        if isinstance(refusal, OutOfStock):
+            STOCKOUTS.inc()
+        raise refusal
 
-    async def place(self, wanted: Wanted) -> Order:
+    async def place(self, wanted: Wanted) -> Placed:
         """One attempt at placing ``wanted``; what :func:`placement.place_one` raises for it."""
-        return await place_one(self.pool, self.sightings, wanted)
+        return Placed(await place_one(self.pool, self.sightings, wanted), replayed=False)
 
     async def close(self) -> None:
         """Nothing to finish: every order was placed by its own caller."""
@@ -139,8 +145,9 @@ class Batcher(Placer):
         """Batches in flight."""
         return len(self._running)
 
-    async def place(self, wanted: Wanted) -> Order:
-        """The placed order, or what :func:`placement.place_one` would raise for it.
+    async def place(self, wanted: Wanted) -> Placed:
+        """The placed order (or the one its key made, when the read refused it), or what
+        :func:`placement.place_one` would raise for it.
 
         If the caller stops waiting (its request timed out), an order not yet in a batch is dropped;
         one already sent to the server may still commit, as a lone order's COMMIT may race a timeout.
@@ -205,6 +212,7 @@ class Batcher(Placer):
         sending it now would mostly write its rows just for the server to undo them.
         """
         alone: list[_Waiting] = []
+        refused: list[tuple[_Waiting, OutOfStock | UnknownProduct]] = []
         accepted: list[_Waiting] = []
         priced: list[tuple[Wanted, list[Line]]] = []
         keys: set[tuple[str, str]] = set()
@@ -217,7 +225,7 @@ class Batcher(Placer):
                 try:
                     lines = price_lines(wanted.request, seen)
                 except (UnknownProduct, OutOfStock) as exc:
-                    _settle(waiting, exc)
+                    refused.append((waiting, exc))
                     continue
                 if any(left[line.product_id] < line.quantity for line in lines):
                     self._deferred.append(waiting)
@@ -231,6 +239,8 @@ class Batcher(Placer):
                     left[line.product_id] -= line.quantity
                 accepted.append(waiting)
                 priced.append((wanted, lines))
+            if refused:
+                await _refuse(cur, refused)
             if not priced:
                 await conn.rollback()  # end the read's transaction: no CALL will end it
                 return alone
@@ -248,7 +258,11 @@ class Batcher(Placer):
                 self._deferred.clear()
                 self._start()
         for waiting, outcome in zip(accepted, outcomes, strict=True):
-            _settle(waiting, outcome)
+            # A refusal of the CALL's: it had inserted the key, so the key made no order before.
+            _settle(
+                waiting,
+                Refused(outcome) if isinstance(outcome, OutOfStock) else Placed(outcome, replayed=False),
+            )
         return alone
 
     async def _place_alone(self, waiting: _Waiting) -> None:
@@ -259,10 +273,24 @@ class Batcher(Placer):
         except Exception as exc:
             _settle(waiting, exc)
         else:
-            _settle(waiting, order)
+            _settle(waiting, Placed(order, replayed=False))
 
 
-def _settle(waiting: _Waiting, outcome: Order | Exception) -> None:
+async def _refuse(cur: aiomysql.Cursor, refused: list[tuple[_Waiting, OutOfStock | UnknownProduct]]) -> None:
+    """Answer the orders the batch's read refused, their keys looked up in its transaction (one query
+    for them all, not a transaction each): a key that made an order replays it, whatever the stock
+    says now; the others get their refusal as :class:`Refused`, so nobody looks their key up again."""
+    made = await orders_made(cur, [waiting.wanted for waiting, _ in refused])
+    for waiting, error in refused:
+        try:
+            placed = replay(waiting.wanted, made)
+        except KeyReused as exc:
+            _settle(waiting, exc)
+            continue
+        _settle(waiting, Refused(error) if placed is None else placed)
+
+
+def _settle(waiting: _Waiting, outcome: Placed | Exception) -> None:
     """Hand ``waiting``'s caller its order or exception, unless it stopped waiting."""
     result = waiting.result
     if result.done():

@@ -39,14 +39,17 @@ from orders.store import Item, Order, fetch_orders
 __all__ = [
     "DuplicateKey",
     "Placed",
+    "Refused",
     "Wanted",
     "commit_orders",
     "duplicate_key",
     "earlier_order",
     "new_order",
+    "orders_made",
     "place_one",
     "price_lines",
     "read_stock",
+    "replay",
 ]
 
 DUPLICATE_KEY = 1062
@@ -61,6 +64,16 @@ class Placed:
 class DuplicateKey(Exception):
     """Another request with the same idempotency key committed first (not a refusal yet: the caller
     looks that order up, see :func:`earlier_order`)."""
+
+
+class Refused(Exception):
+    """``error`` refuses the order, and its idempotency key (if any) is known to have made no order:
+    the placement decided it with the key looked up in the same transaction (or inserted by it), so
+    the caller has nothing to replay and needs no lookup of its own."""
+
+    def __init__(self, error: OutOfStock | UnknownProduct) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +114,7 @@ async def place_one(pool: aiomysql.Pool, sightings: Sightings, wanted: Wanted) -
             lines = price_lines(wanted.request, seen)
             (placed,) = await commit_orders(cur, [(wanted, lines)])
         if isinstance(placed, OutOfStock):
-            raise placed
+            raise Refused(placed)  # the CALL inserted the key before undoing the order: it made none
         return placed
 
 
@@ -142,8 +155,9 @@ async def commit_orders(
     """Write every order with its items and event, take each one's stock, COMMIT: one ``CALL``.
 
     ``place_orders_and_commit`` inserts all the rows first, then locks the batch's product rows in
-    ascending id order and takes each order's stock with conditional UPDATEs, undoing just the
-    orders that do not fit (their :class:`OutOfStock` is in their place in the result); the hot rows
+    ascending id order and takes the batch's total per product when it fits (then every order does),
+    else each order's stock with conditional UPDATEs, undoing just the orders that do not fit (their
+    :class:`OutOfStock` is in their place in the result); the hot rows
     are locked only inside the server, after the inserts. A duplicate idempotency key fails the whole
     call before any product row is touched (:class:`DuplicateKey`). The JSON it reads has the field
     names the procedure's ``JSON_TABLE`` paths name.
@@ -237,14 +251,38 @@ async def earlier_order(pool: aiomysql.Pool, wanted: Wanted) -> Placed | None:
     if wanted.key is None:
         return None
     async with transaction(pool) as cur:
-        await cur.execute(
-            "SELECT id, request_hash FROM orders WHERE user_id = %s AND idempotency_key = %s",
-            (wanted.caller.user_id, wanted.key),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        (order,) = await fetch_orders(cur, "id = %s", (row[0],))
-    if row[1] != wanted.request_hash:
+        made = await orders_made(cur, [wanted])
+    return replay(wanted, made)
+
+
+async def orders_made(
+    cur: aiomysql.Cursor, wanted: Sequence[Wanted]
+) -> dict[tuple[str, str], tuple[Order, str]]:
+    """``{(user id, idempotency key): (the order it made, that request's hash)}`` for the keys of
+    ``wanted`` that made one. One query for all the keys (and one for the orders found), in the
+    caller's transaction: a batch's refusals cost it one round trip, not a transaction each."""
+    keys = list({(w.caller.user_id, w.key) for w in wanted if w.key is not None})
+    if not keys:
+        return {}
+    # Only placeholders are joined into the SQL; each OR term is a lookup in orders_idempotency.
+    await cur.execute(
+        "SELECT id, user_id, idempotency_key, request_hash FROM orders WHERE "  # noqa: S608
+        + " OR ".join(["(user_id = %s AND idempotency_key = %s)"] * len(keys)),
+        [value for key in keys for value in key],
+    )
+    made = {row[0]: ((row[1], row[2]), row[3]) for row in await cur.fetchall()}
+    if not made:
+        return {}
+    orders = await fetch_orders(cur, f"id IN ({placeholders(len(made))})", list(made))
+    return {made[order.id][0]: (order, made[order.id][1]) for order in orders}
+
+
+def replay(wanted: Wanted, made: dict[tuple[str, str], tuple[Order, str]]) -> Placed | None:
+    """The order ``wanted``'s key made (in ``made``, from :func:`orders_made`), replayed; ``None`` if
+    it made none; :class:`KeyReused` if that order was made from another request body."""
+    if wanted.key is None or (found := made.get((wanted.caller.user_id, wanted.key))) is None:
+        return None
+    order, request_hash = found
+    if request_hash != wanted.request_hash:
         raise KeyReused
     return Placed(order, replayed=True)

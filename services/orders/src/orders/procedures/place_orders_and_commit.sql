@@ -11,8 +11,11 @@
 -- 1. Every order gets its row, items and order.created outbox row (JSON_SET puts the id the server
 --    assigned into the event). No product row is locked yet.
 -- 2. The batch's product rows are locked in ascending id order (as every other stock change locks
---    them, so no deadlock), then each order in turn takes its stock with take_stock's conditional
---    UPDATEs; an order that does not fit is undone alone (savepoint, then its rows deleted).
+--    them, so no deadlock), each one's stock read under the lock against the batch's total demand.
+--    When every product covers its total (the usual case), every order fits whatever their order:
+--    one UPDATE per product takes the total. Otherwise each order in turn takes its stock with
+--    take_stock's conditional UPDATEs; an order that does not fit is undone alone (savepoint, then
+--    its rows deleted). Both give each order the answer it would get alone, in batch order.
 -- 3. COMMIT. Hot rows are locked only for step 2, inside this one call, never across a round trip.
 --
 -- Returns one row, a JSON array with one object per order: {"order_id": id, "short_line": -1} when
@@ -39,6 +42,10 @@ BEGIN
     DECLARE v_lines TEXT;
     DECLARE v_short INT;
     DECLARE v_stock BIGINT;
+    DECLARE v_product BIGINT UNSIGNED;
+    DECLARE v_wanted BIGINT;
+    DECLARE v_demand LONGTEXT DEFAULT '[]';
+    DECLARE v_fits BOOLEAN DEFAULT TRUE;
     DECLARE i INT DEFAULT 0;
     DECLARE each_order CURSOR FOR
         SELECT o.user_id, o.username, o.total_cents, o.idempotency_key, o.request_hash, o.created_at,
@@ -84,11 +91,32 @@ BEGIN
                        price_cents BIGINT UNSIGNED PATH '$.price_cents'))) AS line;
 
     WHILE i < JSON_LENGTH(p_products) DO
-        SELECT stock INTO v_stock FROM products WHERE id = JSON_VALUE(p_products, CONCAT('$[', i, ']'))
-            FOR UPDATE;
+        SET v_product = JSON_VALUE(p_products, CONCAT('$[', i, ']'));
+        SELECT stock INTO v_stock FROM products WHERE id = v_product FOR UPDATE;
+        SELECT SUM(line.quantity) INTO v_wanted
+          FROM JSON_TABLE(p_lines, '$[*]' COLUMNS (
+                   NESTED PATH '$[*]' COLUMNS (
+                       product_id BIGINT UNSIGNED PATH '$.product_id',
+                       quantity BIGINT UNSIGNED PATH '$.quantity'))) AS line
+         WHERE line.product_id = v_product;
+        SET v_fits = v_fits AND v_stock >= v_wanted;
+        SET v_demand = JSON_ARRAY_APPEND(v_demand, '$', v_wanted);
         SET i = i + 1;
     END WHILE;
     SET i = 0;
+    IF v_fits THEN
+        -- Stock only goes down as orders take it, so when the total fits, each order's take in turn
+        -- would have fitted too: no per-order savepoint, CALL and UPDATE while the rows are locked.
+        WHILE i < JSON_LENGTH(p_products) DO
+            UPDATE products SET stock = stock - CAST(JSON_VALUE(v_demand, CONCAT('$[', i, ']')) AS UNSIGNED)
+             WHERE id = JSON_VALUE(p_products, CONCAT('$[', i, ']'));
+            SET i = i + 1;
+        END WHILE;
+        SELECT JSON_ARRAYAGG(JSON_OBJECT('order_id', placed.id, 'short_line', -1) ORDER BY placed.n)
+          INTO v_results
+          FROM JSON_TABLE(v_ids, '$[*]' COLUMNS (n FOR ORDINALITY, id BIGINT UNSIGNED PATH '$')) AS placed;
+        SET i = JSON_LENGTH(v_ids);  -- every order is answered: skip the loop below
+    END IF;
     WHILE i < JSON_LENGTH(v_ids) DO
         SET v_lines = JSON_QUERY(p_lines, CONCAT('$[', i, ']'));
         SET v_order = JSON_VALUE(v_ids, CONCAT('$[', i, ']'));
