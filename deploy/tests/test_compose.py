@@ -75,6 +75,8 @@ NOT_NEEDED_IN_COMPOSE = {
     "ASYNCSTACK_RUN_DIR",
     # The SMTP sink binds this address itself: 0.0.0.0 is already right in a container.
     "SMTP_SINK_HOST",
+    # The blog's SQLite file: read only while BLOG_DATABASE_URL is unset, and compose sets it.
+    "BLOG_DB_PATH",
 }
 # (compose service, variable) a process's settings class has but the process never reads.
 NOT_READ_BY = {
@@ -311,16 +313,22 @@ def test_state_lives_in_named_volumes() -> None:
     for store, path in [("mariadb", "/var/lib/mysql"), ("redis", "/data"), ("rabbitmq", "/var/lib/rabbitmq"),
                         ("kafka", "/var/lib/kafka/data"), ("prometheus", "/prometheus"),
                         ("alertmanager", "/alertmanager"),
-                        ("grafana", "/var/lib/grafana"), ("blog1", "/data"), ("blog2", "/data")]:  # fmt: skip
+                        ("grafana", "/var/lib/grafana")]:  # fmt: skip
         targets = {v.split(":")[1] for v in services()[store].get("volumes", []) if not v.startswith(".")}
         assert path in targets, f"{store} keeps its state in {path}, which is not a named volume"
 
 
-def test_blog_replicas_share_one_sqlite_file() -> None:
-    paths = {resolved_env(s)["BLOG_DB_PATH"] for s in ("blog1", "blog2")}
-    assert len(paths) == 1
-    mounts = {tuple(services()[s]["volumes"]) for s in ("blog1", "blog2")}
-    assert len(mounts) == 1
+def test_blog_replicas_share_one_mariadb_database_and_no_volume() -> None:
+    urls = {resolved_env(s)["BLOG_DATABASE_URL"] for s in ("blog1", "blog2")}
+    assert len(urls) == 1
+    url = urls.pop()
+    assert url.startswith("mysql://") and url.endswith("@mariadb:3306/blog"), url
+    for replica in ("blog1", "blog2"):
+        assert not services()[replica].get("volumes"), f"{replica} keeps state of its own"
+        assert "mariadb" in services()[replica]["depends_on"]
+    init = ROOT / "deploy" / "mariadb" / "initdb" / "10-blog-database.sh"
+    assert "CREATE DATABASE IF NOT EXISTS blog " in init.read_text()
+    assert "./deploy/mariadb/initdb:/docker-entrypoint-initdb.d:ro" in services()["mariadb"]["volumes"]
 
 
 # --- the contract: ports -------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ BEYOND_COMPOSE = {
     "SHUTDOWN_TIMEOUT_S",
 }
 # Hold a credential: never a literal, always a secretKeyRef (SecretStr fields are found on their own).
-CREDENTIAL_VARIABLES = {"REDIS_URL", "REVOCATION_URL", "MYSQL_URL", "AMQP_URL"}
+CREDENTIAL_VARIABLES = {"REDIS_URL", "REVOCATION_URL", "MYSQL_URL", "AMQP_URL", "BLOG_DATABASE_URL"}
 DATA_SERVICES = {"mariadb", "redis", "rabbitmq"}
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import signal
 import socket
 import subprocess
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pymysql
 import pytest
 from conftest import (
     PROCESS_PORTS,
@@ -20,6 +25,9 @@ from conftest import (
     start_stack,
     stop_stack,
 )
+
+from asynccore.pools.mysql import drop_database, parse_mysql_url
+from asynccore.testing import server_url
 
 pytestmark = pytest.mark.stack
 
@@ -85,3 +93,46 @@ def test_configure_fills_every_placeholder(tmp_path: Path) -> None:
     prometheus = (tmp_path / "prometheus.yml").read_text()
     assert f"127.0.0.1:{env['NGINX_EXPORTER_PORT']}" in prometheus
     assert "blog1:" not in prometheus  # no compose hostname survives
+
+
+def test_configure_puts_the_blog_on_this_machines_mariadb_when_asked(tmp_path: Path) -> None:
+    env = stack_env(tmp_path, BLOG_DATABASE_URL="mariadb")
+    ran = subprocess.run(
+        ["bash", str(RUNNER), "configure"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = (tmp_path / "stack.env").read_text().splitlines()
+    url = next(line.split("=", 1)[1] for line in lines if line.startswith("BLOG_DATABASE_URL="))
+    assert url.startswith(server_url("MYSQL") + "/blog_"), "the machine's MariaDB, a database per run dir"
+
+
+def test_the_blog_runs_on_mariadb_through_the_front_door(tmp_path: Path, private_redis: PrivateRedis) -> None:
+    url = f"{server_url('MYSQL')}/stacktest_blog_{uuid.uuid4().hex[:12]}"
+    env = stack_env(tmp_path, ASYNCSTACK_SERVICES="blog", REDIS_URL=private_redis.url, BLOG_DATABASE_URL=url)
+    try:
+        stack = start_stack(tmp_path, env)
+        try:
+            body = json.dumps(
+                {"user": {"username": "maria", "email": "maria@example.com", "password": "long-enough"}}
+            ).encode()
+            request = urllib.request.Request(
+                f"{stack.front}/api/users", data=body, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                assert resp.status == 201
+        finally:
+            stop_stack(stack)
+        target = parse_mysql_url(url)
+        conn = pymysql.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            database=target.database,
+        )
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT username FROM users")
+            assert cur.fetchall() == (("maria",),)
+        assert not (tmp_path / "blog.db").exists(), "nothing written to the SQLite file"
+    finally:
+        asyncio.run(drop_database(url))

@@ -76,3 +76,21 @@ def test_the_report_states_the_signed_in_targets(tmp_path: Path) -> None:
     assert "| 0.20 | >= 0.50 | **NO** |" in text
     assert "| article: signed-in cached p99 (issue 19) | 25.00 ms | < 20 ms | **NO** |" in text
     assert "50 % of the list reads and 25 % of the article reads" in text
+
+
+def test_the_report_sets_the_backends_side_by_side() -> None:
+    """Issue 20: both uncached backends in the table, and MariaDB over SQLite round by round (context)."""
+    runs = {
+        ("list", "uncached"): [_result(100, 50), _result(80, 60)],
+        ("list", "uncached-mariadb"): [_result(50, 90), _result(60, 80)],
+        ("article", "uncached"): [_result(600, 10)],
+        ("article", "uncached-mariadb"): [_result(300, 20)],
+    }
+    args = argparse.Namespace(connections=64, duration=10, warmup=2, rounds=2, articles=200, soak_s=0)
+    text = report(args, runs, None, None, None)
+    assert "| `/api/articles` | blog, cache disabled (SQLite) | 90 |" in text
+    assert "| `/api/articles` | blog, cache disabled (MariaDB) | 55 |" in text
+    assert (
+        "| list: uncached MariaDB / uncached SQLite (issue 20, context; rounds: 0.50, 0.75) | 0.62 |" in text
+    )
+    assert "| article: uncached MariaDB / uncached SQLite (issue 20, context; rounds: 0.50) | 0.50 |" in text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -32,9 +31,9 @@ async def delete_prefix(url: str, prefix: str) -> None:
         await client.aclose()
 
 
-def blog_settings(db_path: Path, prefix: str, **overrides: Any) -> BlogSettings:
+def blog_settings(database_url: str, prefix: str, **overrides: Any) -> BlogSettings:
     values: dict[str, Any] = {
-        "blog_db_path": db_path,
+        "blog_database_url": database_url,
         "blog_cache_prefix": prefix,
         "redis_url": REDIS_URL,
         "revocation_url": REDIS_URL,

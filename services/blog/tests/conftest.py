@@ -1,4 +1,8 @@
-"""Fixtures: a SQLite file per test, the shared Redis under a key prefix per test, real apps."""
+"""Fixtures: a database per test on each backend (a SQLite file; a MariaDB database on the shared
+server, dropped afterwards), the shared Redis under a key prefix per test, real apps.
+
+Every test that touches the database (``database_url``, ``db``, ``settings``, ``client`` …) runs
+once per backend: ids ``[sqlite]`` and ``[mariadb]``."""
 
 from __future__ import annotations
 
@@ -14,16 +18,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from blog_testing import REDIS_URL, Client, MakeCache, MakeClient, blog_settings, delete_prefix
 from redis.asyncio import Redis
 
-from asynccore.migrations import apply_migrations
+from asynccore.pools.mysql import drop_database
 from asynccore.pools.redis import open_redis
-from asynccore.pools.sqlite import SQLiteDB
-from asynccore.testing import wait_until
+from asynccore.testing import server_url, wait_until
 from blog.app import build_app
 from blog.cache import Cache
-from blog.db import MIGRATIONS
+from blog.db import Database
 from blog.passwords import Passwords
 from blog.resources import CACHE
 from blog.settings import BlogSettings
+from blog.storage import migrate, open_database
 
 # Services refuse to start without a JWT secret (no default in code): these tests sign with their own.
 os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(32))
@@ -37,15 +41,25 @@ async def prefix() -> AsyncIterator[str]:
     await delete_prefix(REDIS_URL, name)
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "blog.db"
+BACKENDS = ["sqlite", "mariadb"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The blog database this test owns, on each backend in turn (``BLOG_DATABASE_URL``)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'blog.db'}"
+        return
+    # The shared server's test user may create databases named t_… (deploy/local/ensure-services).
+    url = f"{server_url('MYSQL')}/t_blog_{uuid.uuid4().hex[:16]}"
+    yield url
+    await drop_database(url)
 
 
 @pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[SQLiteDB]:
-    await apply_migrations(str(db_path), MIGRATIONS)
-    database = await SQLiteDB.open(str(db_path))
+async def db(database_url: str) -> AsyncIterator[Database]:
+    await migrate(database_url)
+    database = await open_database(database_url)
     yield database
     await database.close()
 
@@ -89,8 +103,8 @@ def passwords() -> Passwords:
 
 
 @pytest.fixture
-def settings(db_path: Path, prefix: str) -> BlogSettings:
-    return blog_settings(db_path, prefix)
+def settings(database_url: str, prefix: str) -> BlogSettings:
+    return blog_settings(database_url, prefix)
 
 
 @pytest.fixture

@@ -10,21 +10,21 @@ import orjson
 import pytest
 
 from asynccore.errors import ApiError
-from asynccore.pools.sqlite import SQLiteDB
 from blog import articles, comments, profiles, tags, users
 from blog.cache import Cache
+from blog.db import Database
 from blog.inputs import ArticleFilters, NewArticle, NewComment, NewUser, UpdateArticle, UpdateUser
 from blog.passwords import Passwords
 
 
-async def account(db: SQLiteDB, passwords: Passwords, name: str | None = None) -> users.Account:
+async def account(db: Database, passwords: Passwords, name: str | None = None) -> users.Account:
     name = name or f"u{uuid.uuid4().hex[:10]}"
     new = NewUser.model_validate({"username": name, "email": f"{name}@example.com", "password": "password"})
     return await users.register(db, passwords, new)
 
 
 async def write(
-    db: SQLiteDB, cache: Cache, author: users.Account, title: str, tag_list: Sequence[str] = ()
+    db: Database, cache: Cache, author: users.Account, title: str, tag_list: Sequence[str] = ()
 ) -> str:
     new = NewArticle.model_validate(
         {"title": title, "description": "d", "body": "b", "tagList": list(tag_list)}
@@ -37,12 +37,12 @@ def listed(body: bytes) -> tuple[list[str], int]:
     return [a["title"] for a in document["articles"]], document["articlesCount"]
 
 
-async def titles(cache: Cache, db: SQLiteDB, **filters: Any) -> tuple[list[str], int]:
+async def titles(cache: Cache, db: Database, **filters: Any) -> tuple[list[str], int]:
     return listed((await articles.list_cached(db, cache, ArticleFilters(**filters))).body)
 
 
 async def test_lists_filter_by_tag_author_and_favorited_newest_first(
-    db: SQLiteDB, cache: Cache, passwords: Passwords
+    db: Database, cache: Cache, passwords: Passwords
 ) -> None:
     ann, bob = await account(db, passwords), await account(db, passwords)
     await write(db, cache, ann, "one", ["x"])
@@ -61,7 +61,7 @@ async def test_lists_filter_by_tag_author_and_favorited_newest_first(
 
 
 async def test_list_items_carry_no_body_but_the_article_does(
-    db: SQLiteDB, cache: Cache, passwords: Passwords
+    db: Database, cache: Cache, passwords: Passwords
 ) -> None:
     slug = await write(db, cache, await account(db, passwords), "bodies", ["b", "a"])
     item = orjson.loads((await articles.list_cached(db, cache, ArticleFilters())).body)["articles"][0]
@@ -83,7 +83,7 @@ async def test_list_items_carry_no_body_but_the_article_does(
 
 
 async def test_no_stale_read_after_update_and_delete(
-    db: SQLiteDB, cache: Cache, passwords: Passwords
+    db: Database, cache: Cache, passwords: Passwords
 ) -> None:
     author = await account(db, passwords)
     slug = await write(db, cache, author, "Before")
@@ -108,7 +108,7 @@ async def test_no_stale_read_after_update_and_delete(
 
 
 async def test_only_the_author_may_change_an_article(
-    db: SQLiteDB, cache: Cache, passwords: Passwords
+    db: Database, cache: Cache, passwords: Passwords
 ) -> None:
     author, other = await account(db, passwords), await account(db, passwords)
     slug = await write(db, cache, author, "Mine")
@@ -124,7 +124,7 @@ async def test_only_the_author_may_change_an_article(
     assert missing.value.status == 404
 
 
-async def test_same_title_gets_a_distinct_slug(db: SQLiteDB, cache: Cache, passwords: Passwords) -> None:
+async def test_same_title_gets_a_distinct_slug(db: Database, cache: Cache, passwords: Passwords) -> None:
     author = await account(db, passwords)
     first, second = (
         await write(db, cache, author, "Hello, World!"),
@@ -136,7 +136,7 @@ async def test_same_title_gets_a_distinct_slug(db: SQLiteDB, cache: Cache, passw
     assert articles.slugify("!!!") == "article"
 
 
-async def test_favorites_count_and_personal_flags(db: SQLiteDB, cache: Cache, passwords: Passwords) -> None:
+async def test_favorites_count_and_personal_flags(db: Database, cache: Cache, passwords: Passwords) -> None:
     author, reader = await account(db, passwords), await account(db, passwords)
     slug = await write(db, cache, author, "Liked")
     await profiles.follow(db, reader.id, author.username)
@@ -154,7 +154,7 @@ async def test_favorites_count_and_personal_flags(db: SQLiteDB, cache: Cache, pa
     assert (unliked["favorited"], unliked["favoritesCount"]) == (False, 0)
 
 
-async def test_feed_lists_followed_authors_only(db: SQLiteDB, cache: Cache, passwords: Passwords) -> None:
+async def test_feed_lists_followed_authors_only(db: Database, cache: Cache, passwords: Passwords) -> None:
     followed, ignored, reader = [await account(db, passwords) for _ in range(3)]
     await write(db, cache, followed, "followed")
     await write(db, cache, ignored, "ignored")
@@ -166,7 +166,7 @@ async def test_feed_lists_followed_authors_only(db: SQLiteDB, cache: Cache, pass
 
 
 async def test_a_profile_change_shows_in_cached_articles(
-    db: SQLiteDB, cache: Cache, passwords: Passwords
+    db: Database, cache: Cache, passwords: Passwords
 ) -> None:
     author = await account(db, passwords)
     slug = await write(db, cache, author, "Bio")
@@ -176,7 +176,7 @@ async def test_a_profile_change_shows_in_cached_articles(
     assert article["author"]["bio"] == "I write"
 
 
-async def test_tags_follow_articles(db: SQLiteDB, cache: Cache, passwords: Passwords) -> None:
+async def test_tags_follow_articles(db: Database, cache: Cache, passwords: Passwords) -> None:
     author = await account(db, passwords)
     slug = await write(db, cache, author, "Tagged", ["popular", "rare"])
     await write(db, cache, author, "Also", ["popular"])
@@ -190,7 +190,7 @@ async def test_tags_follow_articles(db: SQLiteDB, cache: Cache, passwords: Passw
     assert orjson.loads((await tags.tags_cached(db, cache)).body) == {"tags": []}
 
 
-async def test_comments_only_their_author_deletes(db: SQLiteDB, cache: Cache, passwords: Passwords) -> None:
+async def test_comments_only_their_author_deletes(db: Database, cache: Cache, passwords: Passwords) -> None:
     author, commenter = await account(db, passwords), await account(db, passwords)
     slug = await write(db, cache, author, "Discuss")
     added = orjson.loads(await comments.add(db, cache, commenter.id, slug, NewComment(body="first!")))[

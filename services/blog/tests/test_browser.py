@@ -174,14 +174,14 @@ async def seed(base: str) -> dict[str, Any]:
     }
 
 
-async def test_pages_in_a_real_browser(tmp_path: Path, prefix: str) -> None:
+async def test_pages_in_a_real_browser(database_url: str, prefix: str) -> None:
     node = require_tools()
     shutil.rmtree(OUTPUT_DIR, ignore_errors=True)  # screenshots left are this run's failures
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         "BLOG_PORT": str(port),
-        "BLOG_DB_PATH": str(tmp_path / "blog.db"),
+        "BLOG_DATABASE_URL": database_url,
         "BLOG_CACHE_PREFIX": prefix,
         "REDIS_URL": REDIS_URL,
         "BLOG_PUBLIC_URL": base,

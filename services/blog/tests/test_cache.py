@@ -13,10 +13,10 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from asynccore.errors import ApiError
-from asynccore.pools.sqlite import SQLiteDB
 from asynccore.testing import wait_until
 from blog import articles, users
 from blog.cache import Cache, entry_cost
+from blog.db import Database
 from blog.inputs import NewArticle, NewUser
 from blog.passwords import Passwords
 
@@ -43,7 +43,7 @@ def cache_metric(name: str, family: str) -> float:
     return REGISTRY.get_sample_value(name, {"family": family}) or 0.0
 
 
-async def an_article(db: SQLiteDB, cache: Cache) -> str:
+async def an_article(db: Database, cache: Cache) -> str:
     """A new article by a new author; its slug."""
     name = f"a{uuid.uuid4().hex[:10]}"
     new_user = NewUser.model_validate(
@@ -157,7 +157,7 @@ async def test_peek_on_a_replica_stops_when_another_replica_writes(make_cache: M
     assert (await b.get("article", "s", ("a:s",), load)).body == b"new"
 
 
-async def test_cold_key_under_200_readers_costs_one_sqlite_query(db: SQLiteDB, cache: Cache) -> None:
+async def test_cold_key_under_200_readers_costs_one_sqlite_query(db: Database, cache: Cache) -> None:
     slug = await an_article(db, cache)
     await cache.invalidate(articles.article_version(slug))  # the key is cold again
     before = queries("article_by_slug")
@@ -168,7 +168,7 @@ async def test_cold_key_under_200_readers_costs_one_sqlite_query(db: SQLiteDB, c
 
 
 async def test_cold_key_across_two_replicas_costs_one_sqlite_query(
-    db: SQLiteDB, make_cache: MakeCache
+    db: Database, make_cache: MakeCache
 ) -> None:
     a, b = await make_cache(), await make_cache()
     slug = await an_article(db, a)

@@ -11,7 +11,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,11 +19,11 @@ from blog_testing import MakeCache, MakeClient, blog_settings, post_article, reg
 from prometheus_client import REGISTRY
 
 from asynccore.pools.redis import open_redis
-from asynccore.pools.sqlite import SQLiteDB
 from asynccore.resilience import CircuitBreaker
 from asynccore.testing import RedisServer, TcpProxy, wait_until
 from blog import articles, users
 from blog.cache import Cache
+from blog.db import Database
 from blog.inputs import NewArticle, NewUser, UpdateArticle
 from blog.passwords import Passwords
 from blog.versions import Versions
@@ -46,12 +45,12 @@ def hits(family: str) -> float:
     return REGISTRY.get_sample_value("blog_cache_hits_total", {"family": family}) or 0.0
 
 
-def breaker() -> CircuitBreaker:
-    return CircuitBreaker(f"test-{uuid.uuid4().hex[:8]}", failure_threshold=2, reset_after_s=0.3)
+def breaker(reset_after_s: float = 0.3) -> CircuitBreaker:
+    return CircuitBreaker(f"test-{uuid.uuid4().hex[:8]}", failure_threshold=2, reset_after_s=reset_after_s)
 
 
 async def article_by(
-    db: SQLiteDB, cache: Cache, passwords: Passwords, title: str
+    db: Database, cache: Cache, passwords: Passwords, title: str
 ) -> tuple[users.Account, str]:
     name = f"o{uuid.uuid4().hex[:10]}"
     new_user = NewUser.model_validate(
@@ -63,18 +62,19 @@ async def article_by(
     return author, str(created["article"]["slug"])
 
 
-async def body_of(cache: Cache, db: SQLiteDB, slug: str) -> str:
+async def body_of(cache: Cache, db: Database, slug: str) -> str:
     return str(orjson.loads((await articles.article_cached(db, cache, slug)).body)["article"]["body"])
 
 
 async def test_reads_fall_back_to_sqlite_and_the_cache_resumes(
     private_redis: RedisServer,
     make_cache: MakeCache,
-    db: SQLiteDB,
+    db: Database,
     passwords: Passwords,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cache = await make_cache(private_redis.url, breaker=breaker())
+    # Open for longer than the 100 reads below may take (2 s): on MariaDB each is a network round trip.
+    cache = await make_cache(private_redis.url, breaker=breaker(reset_after_s=3.0))
     author, slug = await article_by(db, cache, passwords, "Outage")
     assert await body_of(cache, db, slug) == "before"
 
@@ -108,7 +108,7 @@ async def test_reads_fall_back_to_sqlite_and_the_cache_resumes(
 
 
 async def test_entries_cached_before_a_partition_are_not_served_after_it(
-    private_redis: RedisServer, make_cache: MakeCache, db: SQLiteDB, passwords: Passwords
+    private_redis: RedisServer, make_cache: MakeCache, db: Database, passwords: Passwords
 ) -> None:
     """The data stays in Redis while one replica is cut off, writes, and comes back."""
     proxy = TcpProxy("127.0.0.1", private_redis.port)
@@ -139,11 +139,11 @@ async def test_entries_cached_before_a_partition_are_not_served_after_it(
 
 
 async def test_the_api_answers_while_redis_is_down(
-    private_redis: RedisServer, make_client: MakeClient, db_path: Path, prefix: str
+    private_redis: RedisServer, make_client: MakeClient, database_url: str, prefix: str
 ) -> None:
     client = await make_client(
         blog_settings(
-            db_path,
+            database_url,
             prefix,
             redis_url=private_redis.url,
             blog_cache_breaker_failures=2,
@@ -178,7 +178,7 @@ async def test_the_api_answers_while_redis_is_down(
 
 
 async def test_a_bump_redis_missed_bypasses_the_cache_until_the_epoch_moves(
-    private_redis: RedisServer, prefix: str, db: SQLiteDB, passwords: Passwords
+    private_redis: RedisServer, prefix: str, db: Database, passwords: Passwords
 ) -> None:
     """Commands fail but the invalidation channel stays up: only the missed bump protects readers."""
     proxy = TcpProxy("127.0.0.1", private_redis.port)

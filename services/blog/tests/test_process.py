@@ -20,12 +20,12 @@ async def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     return code, proc.output
 
 
-async def test_serves_warms_and_stops_cleanly(tmp_path: Path, prefix: str) -> None:
+async def test_serves_warms_and_stops_cleanly(database_url: str, prefix: str) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         "BLOG_PORT": str(port),
-        "BLOG_DB_PATH": str(tmp_path / "blog.db"),
+        "BLOG_DATABASE_URL": database_url,
         "BLOG_CACHE_PREFIX": prefix,
         "REDIS_URL": REDIS_URL,
         "BLOG_PUBLIC_URL": base,

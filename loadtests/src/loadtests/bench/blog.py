@@ -57,7 +57,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from redis.asyncio import Redis
 
-from asynccore.testing import RedisServer, ServiceProcess, free_port, metric_value
+from asynccore.pools.mysql import drop_database
+from asynccore.testing import RedisServer, ServiceProcess, free_port, metric_value, server_url
 from loadtests.bench.harness import (
     Memory,
     cpu_seconds,
@@ -83,7 +84,8 @@ TAGS = [f"topic{i}" for i in range(20)]
 VARIANTS = {
     "cached": "blog, cached",
     "signed": "blog, cached, signed in (a reader's token per request)",
-    "uncached": "blog, cache disabled",
+    "uncached": "blog, cache disabled (SQLite)",
+    "uncached-mariadb": "blog, cache disabled (MariaDB)",
     "bare": "ceiling: bare aiohttp, same bytes",
     "stack": "ceiling: asynccore app, same bytes",
 }
@@ -145,6 +147,7 @@ class Stack:
     author_slugs: list[str] = field(default_factory=list)
     hot_slug: str = ""
     readers: Readers | None = None
+    mariadb_url: str = ""
 
 
 @dataclass
@@ -367,6 +370,8 @@ async def stack_up(args: argparse.Namespace) -> AsyncIterator[Stack]:
             stack.servers["uncached"], stack.urls["uncached"] = await start_blog(
                 "blog-uncached", uncached, cpus
             )
+            if "uncached-mariadb" in args.variants:
+                await start_on_mariadb(stack, args.articles, cpus)
             for variant in ("bare", "stack"):
                 stack.servers[variant], stack.urls[variant] = await start_ceiling(variant, bodies, cpus)
             await signed_in_warm(stack)
@@ -375,6 +380,28 @@ async def stack_up(args: argparse.Namespace) -> AsyncIterator[Stack]:
             for process in stack.servers.values():
                 await process.stop()
             await redis.stop()
+            if stack.mariadb_url:
+                await drop_database(stack.mariadb_url)
+
+
+async def start_on_mariadb(stack: Stack, articles: int, cpus: set[int] | None) -> None:
+    """The uncached blog on a MariaDB database of its own (the machine's server, not pinned: it is the
+    database host), seeded through the API with what the SQLite file holds (the same seed, the same
+    slugs), so the two uncached servers answer the same requests over the same rows."""
+    stack.mariadb_url = f"{server_url('MYSQL')}/blog_bench_{random.randbytes(6).hex()}"
+    log("seeding the same articles into MariaDB through a seeding blog")
+    env = blog_env(stack, BLOG_DATABASE_URL=stack.mariadb_url, BLOG_CACHE_PREFIX=f"{PREFIX}-maria")
+    seeder, url = await start_blog("blog-seeder-mariadb", {**env, **CHEAP_HASH}, None)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            _, slugs = await seed(http, url, articles)
+    finally:
+        await seeder.stop()
+    if slugs[0] != stack.hot_slug:
+        raise RuntimeError(f"MariaDB seeded {slugs[0]!r} where SQLite has {stack.hot_slug!r}")
+    stack.servers["uncached-mariadb"], stack.urls["uncached-mariadb"] = await start_blog(
+        "blog-uncached-mariadb", {**env, "BLOG_CACHE_ENABLED": "false"}, cpus
+    )
 
 
 async def signed_up(stack: Stack, http: aiohttp.ClientSession, count: int) -> Readers:
@@ -632,6 +659,26 @@ def signed_ratios(runs: Runs, name: str) -> list[float]:
     return [signed.requests_per_s / anonymous.requests_per_s for anonymous, signed in pairs]
 
 
+def backend_rows(runs: Runs) -> list[str]:
+    """Uncached MariaDB against uncached SQLite (issue 20): context, no target; round by round, as each
+    pair ran back to back."""
+    lines = []
+    for name, _ in ENDPOINTS:
+        pairs = zip(runs.get((name, "uncached"), []), runs.get((name, "uncached-mariadb"), []), strict=False)
+        ratios = [maria.requests_per_s / lite.requests_per_s for lite, maria in pairs]
+        if ratios:
+            rounds = ", ".join(f"{r:.2f}" for r in ratios)
+            lines.append(
+                row(
+                    f"{name}: uncached MariaDB / uncached SQLite (issue 20, context; rounds: {rounds})",
+                    f"{median(ratios):.2f}",
+                    "",
+                    None,
+                )
+            )
+    return lines
+
+
 def signed_rows(runs: Runs, results: dict[tuple[str, str], WrkResult]) -> list[str]:
     """The issue-19 targets: signed-in cached reads against anonymous cached reads, and their p99."""
     lines = []
@@ -711,7 +758,8 @@ def report(
         "",
         f"wrk -t2 -c{args.connections} -d{args.duration}s (after a {args.warmup}s warm-up per run), "
         f"{args.rounds} round(s), variants interleaved, median per variant; {args.articles} seeded articles; "
-        "servers pinned to CPU 0, wrk to the rest; uvloop, asyncio debug off.",
+        "servers pinned to CPU 0, wrk to the rest; uvloop, asyncio debug off. The MariaDB rows: the "
+        "machine's MariaDB server (not pinned: it is the database host) over loopback.",
         "",
         *table(
             ["endpoint", "server", "req/s", "p50 ms", "p99 ms", "errors"],
@@ -766,6 +814,7 @@ def report(
                 )
             )
     lines += signed_rows(runs, results)
+    lines += backend_rows(runs)
     if churned is not None and burst is not None and ("list", "cached") in results:
         warm = results[("list", "cached")].p99_ms
         churn_ratio = churned.p99_ms / warm

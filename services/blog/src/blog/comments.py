@@ -5,16 +5,14 @@ Comments show on the article's HTML page, so adding or deleting one bumps that a
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
 
 from asynccore.errors import ApiError
-from asynccore.pools.sqlite import SQLiteDB
 from blog.articles import article_version
 from blog.cache import Cache
-from blog.db import execute, fetch_all, fetch_one, utc_now
+from blog.db import Database, Row, execute, fetch_all, fetch_one, utc_now
 from blog.inputs import NewComment
 from blog.profiles import profile_json
 from blog.users import existing_user
@@ -28,7 +26,7 @@ _SELECT = (
 )
 
 
-def comment_json(row: sqlite3.Row) -> dict[str, Any]:
+def comment_json(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "createdAt": row["created_at"],
@@ -38,7 +36,7 @@ def comment_json(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-async def _article_id(db: SQLiteDB, slug: str) -> int:
+async def _article_id(db: Database, slug: str) -> int:
     async with db.read() as conn:
         row = await fetch_one(conn, "article_id_by_slug", "SELECT id FROM articles WHERE slug = ?", (slug,))
     if row is None:
@@ -46,7 +44,7 @@ async def _article_id(db: SQLiteDB, slug: str) -> int:
     return int(row["id"])
 
 
-async def fetch_comments(db: SQLiteDB, viewer_id: int | None, slug: str) -> list[dict[str, Any]]:
+async def fetch_comments(db: Database, viewer_id: int | None, slug: str) -> list[dict[str, Any]]:
     """The comments of article ``slug`` in the order they were written; 404 if it does not exist."""
     article_id = await _article_id(db, slug)
     async with db.read() as conn:
@@ -59,12 +57,12 @@ async def fetch_comments(db: SQLiteDB, viewer_id: int | None, slug: str) -> list
     return [comment_json(row) for row in rows]
 
 
-async def comments_for(db: SQLiteDB, viewer_id: int | None, slug: str) -> bytes:
+async def comments_for(db: Database, viewer_id: int | None, slug: str) -> bytes:
     """``{"comments": […]}`` as ``viewer_id`` sees them (never cached: ``following`` is theirs)."""
     return orjson.dumps({"comments": await fetch_comments(db, viewer_id, slug)})
 
 
-async def add(db: SQLiteDB, cache: Cache, author_id: int, slug: str, new: NewComment) -> bytes:
+async def add(db: Database, cache: Cache, author_id: int, slug: str, new: NewComment) -> bytes:
     now = utc_now()
     async with db.write() as conn:
         row = await fetch_one(conn, "article_id_by_slug", "SELECT id FROM articles WHERE slug = ?", (slug,))
@@ -84,7 +82,7 @@ async def add(db: SQLiteDB, cache: Cache, author_id: int, slug: str, new: NewCom
     return orjson.dumps({"comment": comment_json(created)})
 
 
-async def delete(db: SQLiteDB, cache: Cache, user_id: int, slug: str, comment_id: int) -> None:
+async def delete(db: Database, cache: Cache, user_id: int, slug: str, comment_id: int) -> None:
     """404 unless comment ``comment_id`` is on article ``slug``; 403 unless ``user_id`` wrote it."""
     async with db.write() as conn:
         row = await fetch_one(

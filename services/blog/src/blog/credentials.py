@@ -15,9 +15,8 @@ any cached article. Anonymous requests never come here.
 from __future__ import annotations
 
 from asynccore.auth import VERSION_CLAIM, Caller, issue_token, unauthorized
-from asynccore.pools.sqlite import SQLiteDB
 from blog.cache import Cache
-from blog.db import fetch_one
+from blog.db import Database, fetch_one
 
 __all__ = ["CLAIM", "FAMILY", "current_user_id", "issue", "user_version"]
 
@@ -42,7 +41,7 @@ def _user_id(subject: str) -> int:
         raise unauthorized("invalid subject") from None
 
 
-async def _load_version(db: SQLiteDB, user_id: int) -> bytes:
+async def _load_version(db: Database, user_id: int) -> bytes:
     async with db.read() as conn:
         row = await fetch_one(
             conn, "token_version", "SELECT token_version FROM users WHERE id = ?", (user_id,)
@@ -52,7 +51,7 @@ async def _load_version(db: SQLiteDB, user_id: int) -> bytes:
     return str(row["token_version"]).encode()
 
 
-async def current_user_id(db: SQLiteDB, cache: Cache, caller: Caller) -> int:
+async def current_user_id(db: Database, cache: Cache, caller: Caller) -> int:
     """The id of the user ``caller``'s token names, if that token still counts; 401 otherwise."""
     user_id = _user_id(caller.user_id)
     claimed = caller.version

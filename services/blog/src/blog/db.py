@@ -1,28 +1,92 @@
-"""Named, counted SQL statements against the blog's SQLite database.
+"""The blog's storage seam: a :class:`Database` (SQLite or MariaDB) and named, counted statements.
 
 Every statement goes through these helpers with a short name, so ``blog_sqlite_queries_total{query}``
-says exactly how often SQLite was asked what: the stampede test and the benchmark count cache misses
-that reached the database this way, not by guessing.
+says exactly how often the database was asked what (the name predates MariaDB; dashboards and the
+benchmark read it): the stampede test and the benchmark count cache misses that reached the database
+this way, not by guessing.
+
+The backends (:mod:`blog.db_sqlite`, :mod:`blog.db_mariadb`) give the same rows (read by index or by
+name), the same write transaction (one writer at a time, all or nothing) and the same integrity
+errors (:class:`Duplicate`, :class:`MissingReference`), so nothing above this module knows which one
+it talks to; SQL that differs is in :mod:`blog.dialects`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import aiosqlite
 from prometheus_client import Counter
 
-__all__ = ["MIGRATIONS", "execute", "execute_many", "fetch_all", "fetch_one", "utc_now"]
+from blog.dialects import Dialect
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+__all__ = [
+    "Database",
+    "Duplicate",
+    "IntegrityError",
+    "MissingReference",
+    "Row",
+    "Session",
+    "execute",
+    "execute_many",
+    "fetch_all",
+    "fetch_one",
+    "utc_now",
+]
 
-QUERIES = Counter("blog_sqlite_queries_total", "SQL statements sent to SQLite", ["query"])
+QUERIES = Counter("blog_sqlite_queries_total", "SQL statements sent to the blog's database", ["query"])
 _children: dict[str, Any] = {}
 
 Params = Sequence[Any]
+
+
+class Row(Protocol):
+    """A result row: ``row[0]`` or ``row["slug"]``."""
+
+    def __getitem__(self, key: Any, /) -> Any: ...
+
+
+class Session(Protocol):
+    """One connection inside :meth:`Database.read` or :meth:`Database.write`."""
+
+    async def fetch_all(self, sql: str, params: Params) -> Sequence[Row]: ...
+
+    async def execute(self, sql: str, params: Params) -> tuple[int, int]: ...
+
+    async def execute_many(self, sql: str, rows: Sequence[Params]) -> None: ...
+
+
+class Database(Protocol):
+    dialect: Dialect
+
+    def read(self) -> AbstractAsyncContextManager[Session]:
+        """A connection that sees every committed write."""
+        ...
+
+    def write(self) -> AbstractAsyncContextManager[Session]:
+        """A transaction, committed on exit and rolled back on any exception; one at a time, across
+        every process on the database, so a check-then-write inside it cannot race."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class IntegrityError(Exception):
+    """A write the schema refused."""
+
+
+class Duplicate(IntegrityError):
+    """A row with the same unique key exists; ``key`` names the key (``users.username_key`` …)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class MissingReference(IntegrityError):
+    """A foreign key names a row that does not exist (any more)."""
 
 
 def _count(query: str) -> None:
@@ -32,29 +96,29 @@ def _count(query: str) -> None:
     child.inc()
 
 
-async def fetch_all(conn: aiosqlite.Connection, query: str, sql: str, params: Params = ()) -> list[Any]:
+async def fetch_all(conn: Session, query: str, sql: str, params: Params = ()) -> Sequence[Row]:
     _count(query)
-    return list(await conn.execute_fetchall(sql, params))
+    return await conn.fetch_all(sql, params)
 
 
-async def fetch_one(conn: aiosqlite.Connection, query: str, sql: str, params: Params = ()) -> Any | None:
+async def fetch_one(conn: Session, query: str, sql: str, params: Params = ()) -> Row | None:
     rows = await fetch_all(conn, query, sql, params)
     return rows[0] if rows else None
 
 
-async def execute(conn: aiosqlite.Connection, query: str, sql: str, params: Params = ()) -> tuple[int, int]:
+async def execute(conn: Session, query: str, sql: str, params: Params = ()) -> tuple[int, int]:
     """Run a write; ``(lastrowid, rowcount)``."""
     _count(query)
-    async with conn.execute(sql, params) as cursor:
-        return cursor.lastrowid or 0, cursor.rowcount
+    return await conn.execute(sql, params)
 
 
-async def execute_many(conn: aiosqlite.Connection, query: str, sql: str, rows: Sequence[Params]) -> None:
+async def execute_many(conn: Session, query: str, sql: str, rows: Sequence[Params]) -> None:
     _count(query)
-    await conn.executemany(sql, rows)
+    await conn.execute_many(sql, rows)
 
 
 def utc_now() -> str:
-    """Now as RealWorld timestamps are spelled: ISO 8601, milliseconds, ``Z``."""
+    """Now as RealWorld timestamps are spelled: ISO 8601, milliseconds, ``Z``. Both backends store
+    this text as it is, so a date reads back byte for byte and sorts as time does."""
     now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"

@@ -6,10 +6,9 @@ reach the site at, which behind nginx is not the address this process listens on
 
 from __future__ import annotations
 
-from asynccore.pools.sqlite import SQLiteDB
 from blog import articles, tags
 from blog.cache import Entry
-from blog.db import fetch_all
+from blog.db import Database, fetch_all
 from blog.inputs import ArticleFilters
 from blog.markup import render_markdown
 from blog.pages import Site
@@ -22,7 +21,7 @@ SITEMAP_OTHERS = 2_000
 FEED_ENTRIES = 20
 
 
-async def _authors(db: SQLiteDB) -> list[str]:
+async def _authors(db: Database) -> list[str]:
     async with db.read() as conn:
         rows = await fetch_all(
             conn,
@@ -34,7 +33,7 @@ async def _authors(db: SQLiteDB) -> list[str]:
     return [row["username"] for row in rows]
 
 
-async def _article_stamps(db: SQLiteDB) -> list[dict[str, str]]:
+async def _article_stamps(db: Database) -> list[dict[str, str]]:
     async with db.read() as conn:
         rows = await fetch_all(
             conn,

@@ -17,9 +17,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from asynccore.errors import ApiError
-from asynccore.pools.sqlite import SQLiteDB
 from blog import articles, comments, profiles, tags
 from blog.cache import Cache, Entry, etag_of
+from blog.db import Database
 from blog.inputs import ArticleFilters, strip_not_text, text_problem
 from blog.markup import render_markdown
 
@@ -80,7 +80,7 @@ class Site:
     """What rendering a page needs."""
 
     cache: Cache
-    db: SQLiteDB
+    db: Database
     env: Environment
     page_size: int = 20
 

@@ -11,8 +11,7 @@ from typing import Any
 import orjson
 
 from asynccore.errors import ApiError
-from asynccore.pools.sqlite import SQLiteDB
-from blog.db import execute, fetch_one
+from blog.db import Database, execute, fetch_one
 from blog.users import existing_user
 
 __all__ = ["fetch_profile", "follow", "profile_for", "profile_json", "unfollow", "user_id_of"]
@@ -27,7 +26,7 @@ def _not_found() -> ApiError:
     return ApiError(404, "profile", "not found")
 
 
-async def user_id_of(db: SQLiteDB, username: str) -> int:
+async def user_id_of(db: Database, username: str) -> int:
     async with db.read() as conn:
         row = await fetch_one(
             conn, "user_id_by_username", "SELECT id FROM users WHERE username = ?", (username,)
@@ -37,7 +36,7 @@ async def user_id_of(db: SQLiteDB, username: str) -> int:
     return int(row["id"])
 
 
-async def fetch_profile(db: SQLiteDB, viewer_id: int | None, username: str) -> dict[str, Any]:
+async def fetch_profile(db: Database, viewer_id: int | None, username: str) -> dict[str, Any]:
     """``username``'s profile as ``viewer_id`` (or an anonymous reader) sees it; 404 if unknown."""
     async with db.read() as conn:
         row = await fetch_one(
@@ -53,29 +52,29 @@ async def fetch_profile(db: SQLiteDB, viewer_id: int | None, username: str) -> d
     return profile_json(row["username"], row["bio"], row["image"], bool(row["following"]))
 
 
-async def profile_for(db: SQLiteDB, viewer_id: int | None, username: str) -> bytes:
+async def profile_for(db: Database, viewer_id: int | None, username: str) -> bytes:
     """``{"profile": …}`` as ``viewer_id`` sees it (never cached: ``following`` is theirs)."""
     return orjson.dumps({"profile": await fetch_profile(db, viewer_id, username)})
 
 
-async def follow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
+async def follow(db: Database, follower_id: int, username: str) -> bytes:
     followee_id = await user_id_of(db, username)
     with existing_user():
         await _follow(db, follower_id, followee_id)
     return await profile_for(db, follower_id, username)
 
 
-async def _follow(db: SQLiteDB, follower_id: int, followee_id: int) -> None:
+async def _follow(db: Database, follower_id: int, followee_id: int) -> None:
     async with db.write() as conn:
         await execute(
             conn,
             "follow",
-            "INSERT OR IGNORE INTO follows (follower_id, followee_id) VALUES (?, ?)",
+            db.dialect.insert_or_ignore("follows", ("follower_id", "followee_id")),
             (follower_id, followee_id),
         )
 
 
-async def unfollow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
+async def unfollow(db: Database, follower_id: int, username: str) -> bytes:
     followee_id = await user_id_of(db, username)
     async with db.write() as conn:
         await execute(

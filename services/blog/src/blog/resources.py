@@ -8,35 +8,25 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from asynccore.app import CleanupCtx
-from asynccore.migrations import apply_migrations
 from asynccore.pools.redis import redis_pool
-from asynccore.pools.sqlite import SQLiteDB, sqlite_db
 from asynccore.resilience import CircuitBreaker
 from asynccore.revocation import token_revocations
 from asynccore.web import settings_key
 from blog.cache import Cache
-from blog.db import MIGRATIONS
+from blog.db import Database
 from blog.pages import Site, templates
 from blog.passwords import Passwords
 from blog.settings import BlogSettings
+from blog.storage import database_resources
 
 __all__ = ["CACHE", "DB", "PASSWORDS", "REDIS", "SETTINGS", "SITE", "resources"]
 
 SETTINGS = settings_key(BlogSettings)  # the BlogSettings create_app was given, typed
-DB = web.AppKey("blog_db", SQLiteDB)
+DB = web.AppKey("blog_db", Database)
 REDIS = web.AppKey("blog_redis", Redis)
 CACHE = web.AppKey("blog_cache", Cache)
 PASSWORDS = web.AppKey("blog_passwords", Passwords)
 SITE = web.AppKey("blog_site", Site)
-
-
-def _migrated(settings: BlogSettings) -> CleanupCtx:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        settings.blog_db_path.parent.mkdir(parents=True, exist_ok=True)
-        await apply_migrations(str(settings.blog_db_path), MIGRATIONS)
-        yield
-
-    return ctx
 
 
 def _cache(settings: BlogSettings) -> CleanupCtx:
@@ -84,8 +74,7 @@ def _passwords(settings: BlogSettings) -> CleanupCtx:
 def resources(settings: BlogSettings) -> list[CleanupCtx]:
     """Opened top to bottom, closed bottom to top."""
     return [
-        _migrated(settings),
-        sqlite_db(DB, str(settings.blog_db_path), readers=settings.blog_db_readers),
+        *database_resources(DB, settings.database_url, readers=settings.blog_db_readers),
         redis_pool(REDIS, settings.redis_url),
         _cache(settings),
         _passwords(settings),

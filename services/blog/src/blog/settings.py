@@ -13,7 +13,11 @@ __all__ = ["BlogSettings"]
 
 class BlogSettings(UserServiceSettings):
     blog_port: int = Field(default=8081, ge=1, le=65535)
+    # sqlite:///path (a file: replicas on one host) or mysql://user:pass@host/db (MariaDB/MySQL:
+    # replicas anywhere). Unset: the SQLite file at blog_db_path (what older set-ups configured).
+    blog_database_url: str = Field(default="", pattern=r"^(sqlite:///.+|mysql://.+)?$")
     blog_db_path: Path = Path("/tmp/asyncstack/blog.db")
+    # Reader connections (SQLite); on MariaDB the pool holds this many plus one for the writer.
     blog_db_readers: int = Field(default=4, ge=1, le=64)
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Every Redis key the blog writes starts with this, so tests (and two blogs on one Redis) never meet.
@@ -43,3 +47,8 @@ class BlogSettings(UserServiceSettings):
     # Password hashing is CPU-bound: at most this many at once, a bounded queue behind them.
     blog_hash_concurrency: int = Field(default=2, ge=1)
     blog_hash_queue: int = Field(default=64, ge=0)
+
+    @property
+    def database_url(self) -> str:
+        """``blog_database_url``, or the SQLite file at ``blog_db_path`` when that is unset."""
+        return self.blog_database_url or f"sqlite:///{self.blog_db_path}"

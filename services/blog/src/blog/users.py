@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -10,10 +9,9 @@ from dataclasses import dataclass, replace
 import orjson
 
 from asynccore.errors import ApiError
-from asynccore.pools.sqlite import SQLiteDB
 from blog.cache import Cache
 from blog.credentials import user_version
-from blog.db import execute, fetch_one, utc_now
+from blog.db import Database, Duplicate, MissingReference, Row, execute, fetch_one, utc_now
 from blog.inputs import LoginUser, NewUser, UpdateUser, normal_email, username_key
 from blog.passwords import Passwords
 
@@ -37,7 +35,7 @@ class Account:
 _COLUMNS = "id, username, email, bio, image, token_version"
 
 
-def _account(row: sqlite3.Row) -> Account:
+def _account(row: Row) -> Account:
     return Account(
         int(row["id"]), row["username"], row["email"], row["bio"], row["image"], int(row["token_version"])
     )
@@ -60,19 +58,17 @@ def existing_user() -> Iterator[None]:
     (a database reset under a still-valid token) is a 401, not a foreign-key 500."""
     try:
         yield
-    except sqlite3.IntegrityError as exc:
-        if "FOREIGN KEY" not in str(exc):
-            raise
+    except MissingReference:
         raise ApiError(401, "token", "user no longer exists") from None
 
 
-def _unique_violation(exc: sqlite3.IntegrityError) -> ApiError:
+def _unique_violation(exc: Duplicate) -> ApiError:
     """A UNIQUE race lost to a concurrent writer (another replica) says which field, like the pre-check."""
-    field = "username" if "users.username_key" in str(exc) else "email"
+    field = "username" if "username" in exc.key else "email"
     return ApiError(422, field, TAKEN)
 
 
-async def _check_free(db: SQLiteDB, email: str | None, username: str | None, user_id: int = 0) -> None:
+async def _check_free(db: Database, email: str | None, username: str | None, user_id: int = 0) -> None:
     """422 naming each of ``email``/``username`` another account already has (a username that differs
     only in case or width from another's is taken too)."""
     key = username_key(username) if username is not None else None
@@ -90,7 +86,7 @@ async def _check_free(db: SQLiteDB, email: str | None, username: str | None, use
         raise ApiError(422, "user", TAKEN, errors=errors)
 
 
-async def register(db: SQLiteDB, passwords: Passwords, new: NewUser) -> Account:
+async def register(db: Database, passwords: Passwords, new: NewUser) -> Account:
     await _check_free(db, new.email, new.username)
     password_hash = await passwords.hash(new.password)  # slow: never inside the write transaction
     now = utc_now()
@@ -103,12 +99,12 @@ async def register(db: SQLiteDB, passwords: Passwords, new: NewUser) -> Account:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (new.username, username_key(new.username), new.email, password_hash, now, now),
             )
-    except sqlite3.IntegrityError as exc:
+    except Duplicate as exc:
         raise _unique_violation(exc) from None
     return Account(user_id, new.username, new.email, None, None)
 
 
-async def login(db: SQLiteDB, passwords: Passwords, credentials: LoginUser) -> Account:
+async def login(db: Database, passwords: Passwords, credentials: LoginUser) -> Account:
     async with db.read() as conn:
         row = await fetch_one(
             conn,
@@ -121,7 +117,7 @@ async def login(db: SQLiteDB, passwords: Passwords, credentials: LoginUser) -> A
     return _account(row)
 
 
-async def account(db: SQLiteDB, user_id: int) -> Account:
+async def account(db: Database, user_id: int) -> Account:
     """The caller's account; 401 if the token names a user that does not exist (any more)."""
     async with db.read() as conn:
         row = await fetch_one(
@@ -136,7 +132,7 @@ async def account(db: SQLiteDB, user_id: int) -> Account:
 
 
 async def update(
-    db: SQLiteDB, cache: Cache, passwords: Passwords, user_id: int, changes: UpdateUser
+    db: Database, cache: Cache, passwords: Passwords, user_id: int, changes: UpdateUser
 ) -> Account:
     """Apply the fields sent (``bio``/``image`` may be null: cleared); public ones bump ``users``."""
     current = await account(db, user_id)
@@ -156,12 +152,12 @@ async def update(
         async with db.write() as conn:
             # A new password increments the token version in the same statement: from its commit on,
             # every token issued before is refused (blog.credentials).
-            row = await fetch_one(
+            await execute(
                 conn,
                 "user_update",
                 "UPDATE users SET username = ?, username_key = COALESCE(?, username_key), email = ?,"
                 " bio = ?, image = ?, password_hash = COALESCE(?, password_hash),"
-                " token_version = token_version + ?, updated_at = ? WHERE id = ? RETURNING token_version",
+                " token_version = token_version + ?, updated_at = ? WHERE id = ?",
                 (
                     updated.username,
                     username_key(updated.username) if renamed else None,
@@ -174,7 +170,11 @@ async def update(
                     user_id,
                 ),
             )
-    except sqlite3.IntegrityError as exc:
+            # MariaDB has no UPDATE … RETURNING; in the same transaction this reads what it wrote.
+            row = await fetch_one(
+                conn, "user_token_version", "SELECT token_version FROM users WHERE id = ?", (user_id,)
+            )
+    except Duplicate as exc:
         raise _unique_violation(exc) from None
     if row is None:  # deleted since it was read
         raise ApiError(401, "token", "user no longer exists")

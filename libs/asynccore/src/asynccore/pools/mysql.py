@@ -122,10 +122,13 @@ async def open_mysql(
     connect_timeout_s: float = 2.0,
     create_database: bool = True,
     lock_wait_timeout_s: int | None = None,
+    autocommit: bool = False,
 ) -> aiomysql.Pool:
-    """An ``aiomysql.Pool`` of at most ``maxsize`` connections (autocommit off, utf8mb4).
+    """An ``aiomysql.Pool`` of at most ``maxsize`` connections (autocommit off unless asked, utf8mb4).
 
     ``lock_wait_timeout_s`` bounds a row-lock wait (MariaDB's default is 50 s) so a caller can retry.
+    ``autocommit=True`` suits a caller whose reads are single statements: no snapshot to end, and its
+    writes say ``begin()`` themselves.
     """
     if create_database:
         await ensure_database(url, connect_timeout_s=connect_timeout_s)
@@ -140,7 +143,7 @@ async def open_mysql(
             password=target.password,
             db=target.database,
             connect_timeout=connect_timeout_s,
-            autocommit=False,
+            autocommit=autocommit,
             charset="utf8mb4",
             init_command=(
                 None
@@ -197,6 +200,7 @@ def mysql_pool(
     connect_timeout_s: float = 2.0,
     create_database: bool = True,
     lock_wait_timeout_s: int | None = None,
+    autocommit: bool = False,
 ) -> CleanupCtx:
     """A ``cleanup_ctx`` resource: ``app[key]`` is the pool; ``/readyz`` fails as ``name`` without a
     ping, and a request that finds the server out of reach is a 503 naming ``name``, not a 500."""
@@ -208,6 +212,7 @@ def mysql_pool(
             connect_timeout_s=connect_timeout_s,
             create_database=create_database,
             lock_wait_timeout_s=lock_wait_timeout_s,
+            autocommit=autocommit,
         )
         app[key] = pool
 
