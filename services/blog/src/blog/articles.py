@@ -24,6 +24,7 @@ from blog.inputs import ArticleFilters, NewArticle, UpdateArticle
 from blog.overlay import personalize
 from blog.profiles import profile_json
 from blog.users import USERS_VERSION, existing_user
+from blog.viewer_flags import SLUGS_VERSION, flags_version
 
 __all__ = [
     "ARTICLE",
@@ -137,12 +138,12 @@ async def article_cached(db: SQLiteDB, cache: Cache, slug: str) -> Entry:
 
 async def article_for(db: SQLiteDB, cache: Cache, viewer_id: int | None, slug: str) -> bytes:
     """``{"article": …}`` as ``viewer_id`` sees it: the shared bytes with their own flags laid over."""
-    return await personalize(db, viewer_id, (await article_cached(db, cache, slug)).body)
+    return await personalize(db, cache, viewer_id, (await article_cached(db, cache, slug)).body)
 
 
-async def _written(db: SQLiteDB, writer_id: int, slug: str) -> bytes:
+async def _written(db: SQLiteDB, cache: Cache, writer_id: int, slug: str) -> bytes:
     """What a write answers: straight from SQLite (the next reader fills the cache, once)."""
-    return await personalize(db, writer_id, await _load_article(db, slug))
+    return await personalize(db, cache, writer_id, await _load_article(db, slug))
 
 
 def _filters_sql(filters: ArticleFilters) -> tuple[str, list[Any]]:
@@ -204,7 +205,7 @@ async def list_cached(db: SQLiteDB, cache: Cache, filters: ArticleFilters) -> En
 
 async def list_for(db: SQLiteDB, cache: Cache, viewer_id: int | None, filters: ArticleFilters) -> bytes:
     """A list page as ``viewer_id`` sees it: the shared bytes with their own flags laid over."""
-    return await personalize(db, viewer_id, (await list_cached(db, cache, filters)).body)
+    return await personalize(db, cache, viewer_id, (await list_cached(db, cache, filters)).body)
 
 
 async def feed_for(db: SQLiteDB, viewer_id: int, filters: ArticleFilters) -> bytes:
@@ -263,7 +264,7 @@ async def create(db: SQLiteDB, cache: Cache, author_id: int, new: NewArticle) ->
     with existing_user():
         slug = await _insert(db, author_id, new, now)
     await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION)
-    return await _written(db, author_id, slug)
+    return await _written(db, cache, author_id, slug)
 
 
 async def _insert(db: SQLiteDB, author_id: int, new: NewArticle, now: str) -> str:
@@ -304,17 +305,19 @@ async def update(db: SQLiteDB, cache: Cache, user_id: int, slug: str, changes: U
         if changes.tag_list is not None:
             await _replace_tags(conn, article_id, changes.tag_list)
     names = {article_version(slug), article_version(new_slug), ARTICLES_VERSION}
+    if new_slug != slug:  # the old slug no longer names this article (readers' flags hold slugs)
+        names.add(SLUGS_VERSION)
     if changes.tag_list is not None:
         names.add(TAGS_VERSION)
     await cache.invalidate(*sorted(names))
-    return await _written(db, user_id, new_slug)
+    return await _written(db, cache, user_id, new_slug)
 
 
 async def delete(db: SQLiteDB, cache: Cache, user_id: int, slug: str) -> None:
     async with db.write() as conn:
         article_id = await _owned(conn, slug, user_id)
         await execute(conn, "article_delete", "DELETE FROM articles WHERE id = ?", (article_id,))
-    await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION)
+    await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION, SLUGS_VERSION)
 
 
 async def _set_favorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str, on: bool) -> bytes:
@@ -339,8 +342,8 @@ async def _set_favorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str, on:
                 (1 if on else -1, article_id),
             )
     if changed:
-        await cache.invalidate(article_version(slug), ARTICLES_VERSION)
-    return await _written(db, user_id, slug)
+        await cache.invalidate(article_version(slug), ARTICLES_VERSION, flags_version(user_id))
+    return await _written(db, cache, user_id, slug)
 
 
 async def favorite(db: SQLiteDB, cache: Cache, user_id: int, slug: str) -> bytes:

@@ -1,18 +1,23 @@
 """The viewer's own truth (``favorited``, ``following``) laid over shared cached bytes.
 
 Cached article JSON is the same for everyone: ``favorited`` and ``following`` are ``false`` in it. For
-a signed-in reader one indexed query finds which of the articles on the page they favorited and which
-authors they follow; when that is none of them (the common case) the cached bytes go out untouched.
+a signed-in reader their flags come from their own cache entry (:mod:`blog.viewer_flags`, no SQLite on
+a hit); a reader who favourited and follows nobody gets the cached bytes untouched without them being
+parsed, and so does one whose flags touch none of the articles shown (the common case). A reader with
+too many flags to hold as a set gets one indexed query for the articles on the page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import orjson
 
 from asynccore.pools.sqlite import SQLiteDB
+from blog.cache import Cache
 from blog.db import fetch_all
+from blog.viewer_flags import flags_of
 
 __all__ = ["personalize"]
 
@@ -38,9 +43,12 @@ async def _flags(
     return favorited, following
 
 
-async def personalize(db: SQLiteDB, viewer_id: int | None, body: bytes) -> bytes:
+async def personalize(db: SQLiteDB, cache: Cache, viewer_id: int | None, body: bytes) -> bytes:
     """``body`` (``{"article": …}`` or ``{"articles": […]}``) as ``viewer_id`` should see it."""
     if viewer_id is None:
+        return body
+    flags = await flags_of(db, cache, viewer_id)
+    if flags is not None and not flags.favorited and not flags.following:
         return body
     document: dict[str, Any] = orjson.loads(body)
     articles: list[dict[str, Any]] = (
@@ -48,9 +56,14 @@ async def personalize(db: SQLiteDB, viewer_id: int | None, body: bytes) -> bytes
     )
     if not articles:
         return body
-    slugs = sorted({article["slug"] for article in articles})
-    usernames = sorted({article["author"]["username"] for article in articles})
-    favorited, following = await _flags(db, viewer_id, slugs, usernames)
+    slugs = {article["slug"] for article in articles}
+    usernames = {article["author"]["username"] for article in articles}
+    favorited: AbstractSet[str]
+    following: AbstractSet[str]
+    if flags is None:
+        favorited, following = await _flags(db, viewer_id, sorted(slugs), sorted(usernames))
+    else:
+        favorited, following = flags.favorited & slugs, flags.following & usernames
     if not favorited and not following:
         return body
     for article in articles:

@@ -12,8 +12,10 @@ import orjson
 
 from asynccore.errors import ApiError
 from asynccore.pools.sqlite import SQLiteDB
+from blog.cache import Cache
 from blog.db import execute, fetch_one
 from blog.users import existing_user
+from blog.viewer_flags import flags_version
 
 __all__ = ["fetch_profile", "follow", "profile_for", "profile_json", "unfollow", "user_id_of"]
 
@@ -58,10 +60,11 @@ async def profile_for(db: SQLiteDB, viewer_id: int | None, username: str) -> byt
     return orjson.dumps({"profile": await fetch_profile(db, viewer_id, username)})
 
 
-async def follow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
+async def follow(db: SQLiteDB, cache: Cache, follower_id: int, username: str) -> bytes:
     followee_id = await user_id_of(db, username)
     with existing_user():
         await _follow(db, follower_id, followee_id)
+    await cache.invalidate(flags_version(follower_id))  # their cached flags (blog.viewer_flags)
     return await profile_for(db, follower_id, username)
 
 
@@ -75,7 +78,7 @@ async def _follow(db: SQLiteDB, follower_id: int, followee_id: int) -> None:
         )
 
 
-async def unfollow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
+async def unfollow(db: SQLiteDB, cache: Cache, follower_id: int, username: str) -> bytes:
     followee_id = await user_id_of(db, username)
     async with db.write() as conn:
         await execute(
@@ -84,4 +87,5 @@ async def unfollow(db: SQLiteDB, follower_id: int, username: str) -> bytes:
             "DELETE FROM follows WHERE follower_id = ? AND followee_id = ?",
             (follower_id, followee_id),
         )
+    await cache.invalidate(flags_version(follower_id))
     return await profile_for(db, follower_id, username)
