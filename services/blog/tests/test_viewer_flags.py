@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from asynccore.pools.sqlite import SQLiteDB
 from asynccore.resilience import CircuitBreaker
 from asynccore.testing import RedisServer, wait_until
-from blog import articles, profiles, users, viewer_flags
+from blog import articles, overlay, profiles, users, viewer_flags
 from blog.cache import Cache
 from blog.inputs import ArticleFilters, NewArticle, NewUser, UpdateArticle, UpdateUser
 from blog.passwords import Passwords
@@ -183,3 +183,36 @@ async def test_the_other_replica_drops_its_copy_on_the_push(
 
     # Redis queued b's invalidation before it answered a's bump; b applies it on its next loop turn.
     await wait_until(b_sees_it, timeout=1, message="the other replica shows the reader's favourite")
+
+
+async def test_flags_that_touch_nothing_shown_send_the_cached_bytes(
+    db: SQLiteDB, cache: Cache, passwords: Passwords
+) -> None:
+    author, reader = await account(db, passwords), await account(db, passwords)
+    elsewhere = await write(db, cache, author, "Not on the page")
+    await articles.favorite(db, cache, reader.id, elsewhere)
+    other = await account(db, passwords)
+    slug = await write(db, cache, other, "On the page")
+    shared = (await articles.article_cached(db, cache, slug)).body
+    assert await articles.article_for(db, cache, reader.id, slug) is shared  # untouched, not re-encoded
+    assert overlay.shown_in(shared) is overlay.shown_in(shared)  # read once per answer
+    assert overlay.shown_in(shared).slugs == {slug}
+    assert overlay.shown_in(shared).usernames == {other.username}
+
+
+def test_what_answers_show_is_remembered_within_its_bound() -> None:
+    bodies = [
+        orjson.dumps(
+            {
+                "articles": [
+                    {"slug": f"s{i}-{j}", "author": {"username": f"u{j}"}, "body": "x" * 2000}
+                    for j in range(50)
+                ]
+            }
+        )
+        for i in range(100)
+    ]  # ~100 KB each: 10 MB in all, past the 8 MB bound
+    for body in bodies:
+        assert len(overlay.shown_in(body).slugs) == 50
+    assert overlay._SHOWN.currsize <= overlay.SHOWN_MAX_BYTES
+    assert overlay.shown_in(bodies[-1]) is overlay.shown_in(bodies[-1])
