@@ -42,8 +42,10 @@ class TokenMemo(Generic[V]):
 
     def get(self, secret: str, token: str) -> V | None:
         """The remembered result, or ``None`` (never verified, expired, evicted, or another secret)."""
-        found = self._entries.get((secret, token))
-        return None if found is None else found[0]
+        try:  # one lookup: the cache's own ``get`` asks ``in`` first, then looks up again
+            return self._entries[(secret, token)][0]
+        except KeyError:  # never stored, evicted, or expired (TLRUCache raises for those too)
+            return None
 
     def put(self, secret: str, token: str, verified: V, exp: float) -> None:
         """Remember a *successful* verification until ``exp`` (seconds since the epoch, the claim)."""

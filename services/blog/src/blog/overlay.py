@@ -60,11 +60,12 @@ def shown_in(body: bytes) -> Shown:
 
     The cache hands out one bytes object per entry, so a hit hashes nothing new (bytes keep their hash).
     """
-    shown = _SHOWN.get(body)
-    if shown is None:
+    try:  # one lookup (the cache's own ``get`` asks ``in`` first, then looks up again)
+        return _SHOWN[body]
+    except KeyError:
         shown = _read_shown(body)
-        if shown.cost <= SHOWN_MAX_BYTES:
-            _SHOWN[body] = shown
+    if shown.cost <= SHOWN_MAX_BYTES:
+        _SHOWN[body] = shown
     return shown
 
 
