@@ -142,7 +142,8 @@ async def article_for(db: SQLiteDB, cache: Cache, viewer_id: int | None, slug: s
 
 
 async def _written(db: SQLiteDB, cache: Cache, writer_id: int, slug: str) -> bytes:
-    """What a write answers: straight from SQLite (the next reader fills the cache, once)."""
+    """What a write answers: the article straight from SQLite (the next reader fills the cache, once),
+    with the writer's flags laid over (their cached entry, current: a favourite bumped it)."""
     return await personalize(db, cache, writer_id, await _load_article(db, slug))
 
 
