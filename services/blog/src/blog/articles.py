@@ -138,7 +138,8 @@ async def article_cached(db: SQLiteDB, cache: Cache, slug: str) -> Entry:
 
 async def article_for(db: SQLiteDB, cache: Cache, viewer_id: int | None, slug: str) -> bytes:
     """``{"article": …}`` as ``viewer_id`` sees it: the shared bytes with their own flags laid over."""
-    return await personalize(db, cache, viewer_id, (await article_cached(db, cache, slug)).body)
+    entry = cache.peek(ARTICLE, slug) or await article_cached(db, cache, slug)  # a hit: no coroutine
+    return await personalize(db, cache, viewer_id, entry.body)
 
 
 async def _written(db: SQLiteDB, cache: Cache, writer_id: int, slug: str) -> bytes:
@@ -206,7 +207,8 @@ async def list_cached(db: SQLiteDB, cache: Cache, filters: ArticleFilters) -> En
 
 async def list_for(db: SQLiteDB, cache: Cache, viewer_id: int | None, filters: ArticleFilters) -> bytes:
     """A list page as ``viewer_id`` sees it: the shared bytes with their own flags laid over."""
-    return await personalize(db, cache, viewer_id, (await list_cached(db, cache, filters)).body)
+    entry = cache.peek(LIST, filters.key) or await list_cached(db, cache, filters)  # a hit: no coroutine
+    return await personalize(db, cache, viewer_id, entry.body)
 
 
 async def feed_for(db: SQLiteDB, viewer_id: int, filters: ArticleFilters) -> bytes:

@@ -27,7 +27,7 @@ from blog.cache import Cache
 from blog.db import fetch_all
 from blog.users import USERS_VERSION
 
-__all__ = ["FAMILY", "MAX_NAMES", "SLUGS_VERSION", "Flags", "flags_of", "flags_version"]
+__all__ = ["FAMILY", "MAX_NAMES", "NO_FLAGS", "SLUGS_VERSION", "Flags", "flags_of", "flags_version"]
 
 FAMILY = "viewer_flags"
 SLUGS_VERSION = "slugs"
@@ -41,6 +41,10 @@ _TOO_MANY = b"null"
 class Flags:
     favorited: frozenset[str]  # slugs
     following: frozenset[str]  # usernames
+
+
+NO_FLAGS = Flags(frozenset(), frozenset())
+_NONE = orjson.dumps({"favorited": [], "following": []})  # as _load writes it
 
 
 def flags_version(user_id: int) -> str:
@@ -84,6 +88,8 @@ async def flags_of(db: SQLiteDB, cache: Cache, user_id: int) -> Flags | None:
     )
     if entry.body == _TOO_MANY:
         return None
+    if entry.body == _NONE:  # most readers: nothing to parse
+        return NO_FLAGS
     # Parsed per read rather than kept beside the entry: the in-process tier's budget counts bytes
     # (``entry_cost``), and parsed sets would be memory outside it.
     held = orjson.loads(entry.body)
