@@ -1,7 +1,8 @@
-"""The asyncstack spread over the hosts of a :class:`cluster.Cluster`.
+"""The asyncstack spread over the hosts of a :class:`multihost_cluster.Cluster`.
 
-- data: Redis, MariaDB, RabbitMQ, Apache Kafka (new instances, data in the cluster's temp dir, bound to
-  the data host's address) and the stand-ins for outside services (payment provider, SMTP sink);
+- data: Redis, MariaDB (orders' and the blog's databases), RabbitMQ, Apache Kafka (new instances, data
+  in the cluster's temp dir, bound to the data host's address) and the stand-ins for outside services
+  (payment provider, SMTP sink);
 - app1, app2: one replica each of blog, orders, orders-worker and stream, bound to their host's address,
   configured as deploy/local/run configures them (environment only), pointing at the data host;
 - edge: nginx with deploy/nginx/nginx.conf rendered as deploy/local/run renders it, its upstreams the
@@ -97,7 +98,8 @@ class Stack:
             "MYSQL_URL": self.mysql_url,
             "AMQP_URL": f"amqp://asyncstack:{self.secrets.amqp}@{d}:5672/",
             "KAFKA_BOOTSTRAP": f"{d}:{KAFKA_PORT}",
-            "BLOG_DB_PATH": str(self.cluster.dir / "blog.db"),  # one file on this disk, both replicas
+            # On the data host, as a second machine needs it: no app host shares a disk with another.
+            "BLOG_DATABASE_URL": f"mysql://asyncstack:{self.secrets.mysql}@{d}:3306/blog",
             "BLOG_PUBLIC_URL": self.front,
             "PAYMENT_URL": self.payment,
             "SMTP_HOST": d,
@@ -216,6 +218,7 @@ class Stack:
             input_=(
                 f"CREATE USER 'asyncstack'@'%' IDENTIFIED BY '{self.secrets.mysql}';\n"
                 "GRANT ALL PRIVILEGES ON orders.* TO 'asyncstack'@'%';\n"
+                "GRANT ALL PRIVILEGES ON blog.* TO 'asyncstack'@'%';\n"
             ),
         )
         wait_for(lambda: self._up(addr, 6379), 30, "redis on the data host")
@@ -229,22 +232,24 @@ class Stack:
         return tcp_answers(addr, port)
 
     # --- app hosts ----------------------------------------------------------------------------------------
-    def migrate_orders(self) -> None:
-        """The first orders replica alone until it is ready: it applies the migrations.
+    def migrate(self) -> None:
+        """The first blog and orders replicas alone until they are ready: they apply the migrations.
 
-        As a deployment runs its migration once before the replicas (whether four processes migrating
-        an empty database at once would race is not what this test is about).
+        As a deployment runs its migration once before the replicas (whether processes migrating an
+        empty database at once would race is not what this test is about).
         """
         host = self.apps[0]
-        self.cluster.spawn(host, "orders", [str(BIN / "orders")], self.env(host.addr))
-        url = self.service_url(host, "orders") + "/readyz"
-        wait_for(lambda: self._ready(url), 90, f"{url} answers 200")
+        for service in ("blog", "orders"):
+            self.cluster.spawn(host, service, [str(BIN / service)], self.env(host.addr))
+        for service in ("blog", "orders"):
+            url = self.service_url(host, service) + "/readyz"
+            wait_for(functools.partial(self._ready, url), 90, f"{url} answers 200")
 
     def start_app(self, host: Host, worker: bool = True) -> None:
         env = self.env(host.addr)
-        self.cluster.spawn(host, "blog", [str(BIN / "blog")], env)
-        if not any(p.host is host and p.name == "orders" for p in self.cluster.procs):
-            self.cluster.spawn(host, "orders", [str(BIN / "orders")], env)
+        for service in ("blog", "orders"):
+            if not any(p.host is host and p.name == service for p in self.cluster.procs):
+                self.cluster.spawn(host, service, [str(BIN / service)], env)
         self.cluster.spawn(host, "stream", [str(BIN / "stream")], env)
         if worker:
             self.cluster.spawn(host, "orders-worker", [str(BIN / "orders-worker")], env)

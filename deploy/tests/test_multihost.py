@@ -71,7 +71,7 @@ def hosts() -> Iterator[Stack]:
         cluster.build_network()
         stack = Stack(cluster)
         stack.start_data()
-        stack.migrate_orders()
+        stack.migrate()
         for host in stack.apps:
             stack.start_app(host)
         stack.start_edge()

@@ -139,7 +139,7 @@ async def test_same_title_gets_a_distinct_slug(db: Database, cache: Cache, passw
 async def test_favorites_count_and_personal_flags(db: Database, cache: Cache, passwords: Passwords) -> None:
     author, reader = await account(db, passwords), await account(db, passwords)
     slug = await write(db, cache, author, "Liked")
-    await profiles.follow(db, reader.id, author.username)
+    await profiles.follow(db, cache, reader.id, author.username)
     liked = orjson.loads(await articles.favorite(db, cache, reader.id, slug))["article"]
     again = orjson.loads(await articles.favorite(db, cache, reader.id, slug))["article"]  # idempotent
     assert (liked["favorited"], liked["favoritesCount"], again["favoritesCount"]) == (True, 1, 1)
@@ -159,7 +159,7 @@ async def test_feed_lists_followed_authors_only(db: Database, cache: Cache, pass
     await write(db, cache, followed, "followed")
     await write(db, cache, ignored, "ignored")
     assert listed(await articles.feed_for(db, reader.id, ArticleFilters())) == ([], 0)
-    await profiles.follow(db, reader.id, followed.username)
+    await profiles.follow(db, cache, reader.id, followed.username)
     feed = orjson.loads(await articles.feed_for(db, reader.id, ArticleFilters()))
     assert [a["title"] for a in feed["articles"]] == ["followed"]
     assert feed["articles"][0]["author"]["following"] is True

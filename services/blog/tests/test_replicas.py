@@ -81,3 +81,31 @@ async def test_a_write_on_one_instance_shows_on_the_other(
 
     # Redis queued b's invalidation before it answered a's write; b applies it on its next loop turn.
     await wait_until(b_sees_it, timeout=1, message="the other instance serves the write")
+
+
+async def test_a_readers_favourite_and_follow_show_in_their_signed_in_reads_on_both(
+    make_client: MakeClient, settings: BlogSettings
+) -> None:
+    a, b = await make_client(settings), await make_client(settings)
+    author, reader = await register(a), await register(a)
+    article = await post_article(a, author, "Flags")
+    path = f"/api/articles/{article['slug']}"
+
+    async def flags(client: Client) -> tuple[bool, bool, int]:
+        resp = await client.get(path, headers=auth(reader))
+        assert resp.status == 200
+        seen = (await resp.json())["article"]
+        return seen["favorited"], seen["author"]["following"], seen["favoritesCount"]
+
+    assert await flags(b) == (False, False, 0)  # b now holds the reader's (empty) flags
+    assert (await a.post(f"{path}/favorite", headers=auth(reader))).status == 200
+    username = article["author"]["username"]
+    assert (await a.post(f"/api/profiles/{username}/follow", headers=auth(reader))).status == 200
+    assert await flags(a) == (True, True, 1)  # the writing replica: at once
+
+    async def b_sees_them() -> bool:
+        return await flags(b) == (True, True, 1)
+
+    # As for every cached answer: b drops its copy when Redis's push arrives (queued before the write's
+    # answer left Redis), on its next loop turn.
+    await wait_until(b_sees_them, timeout=1, message="the other instance shows the reader's flags")

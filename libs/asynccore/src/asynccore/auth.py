@@ -2,7 +2,9 @@
 
 The blog issues them; every service verifies them here. Verification is lazy and cached per request:
 a handler asks for the caller with :func:`optional_caller` or :func:`require_caller`, so endpoints that
-take other credentials (an admin bearer token) never trip over JWT parsing.
+take other credentials (an admin bearer token) never trip over JWT parsing. A token that verified is
+remembered until its ``exp`` (:mod:`asynccore.token_memo`): the next request with it skips the HMAC and
+the claims' parsing; a bad one is never remembered, and revocation is checked after this, every time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import jwt
 from aiohttp import web
 
 from asynccore.errors import ApiError
+from asynccore.token_memo import TokenMemo
 
 __all__ = [
     "VERSION_CLAIM",
@@ -39,6 +42,8 @@ class Caller:
 
 
 _CACHE: web.RequestKey[Caller | None] = web.RequestKey("asynccore_caller")
+# Shared by every service in the process (the key holds the secret, so they cannot mix).
+VERIFIED: TokenMemo[Caller] = TokenMemo()
 
 
 def issue_token(secret: str, user_id: str, username: str, ttl_s: int, version: int = 0) -> str:
@@ -48,7 +53,19 @@ def issue_token(secret: str, user_id: str, username: str, ttl_s: int, version: i
 
 
 def verify_token(secret: str, token: str) -> Caller:
-    """The caller a token names; 401 when it is expired, tampered, or signed another way."""
+    """The caller a token names; 401 when it is expired, tampered, or signed another way.
+
+    Remembered in :data:`VERIFIED` until the token's ``exp`` once it verified (only then).
+    """
+    caller = VERIFIED.get(secret, token)
+    if caller is None:
+        caller, exp = _verified(secret, token)
+        VERIFIED.put(secret, token, caller, exp)
+    return caller
+
+
+def _verified(secret: str, token: str) -> tuple[Caller, float]:
+    """The full check (PyJWT): the caller and the token's ``exp``, or asynccore's 401."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "username"]}
@@ -62,7 +79,8 @@ def verify_token(secret: str, token: str) -> Caller:
     version = claims.get(VERSION_CLAIM, 0)
     if type(version) is not int:
         raise unauthorized(f"invalid token: {VERSION_CLAIM} must be an integer")
-    return Caller(user_id=str(claims["sub"]), username=str(claims["username"]), token=token, version=version)
+    user_id, username = str(claims["sub"]), str(claims["username"])
+    return Caller(user_id=user_id, username=username, token=token, version=version), float(claims["exp"])
 
 
 def unauthorized(message: str) -> ApiError:

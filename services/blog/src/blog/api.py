@@ -127,12 +127,16 @@ async def get_profile(request: web.Request) -> web.Response:
 
 async def follow(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    return _json(await profiles.follow(request.app[DB], await signed_in(request), username))
+    return _json(
+        await profiles.follow(request.app[DB], request.app[CACHE], await signed_in(request), username)
+    )
 
 
 async def unfollow(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    return _json(await profiles.unfollow(request.app[DB], await signed_in(request), username))
+    return _json(
+        await profiles.unfollow(request.app[DB], request.app[CACHE], await signed_in(request), username)
+    )
 
 
 # ---------------------------------------------------------------------------- articles

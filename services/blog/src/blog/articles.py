@@ -23,6 +23,7 @@ from blog.inputs import ArticleFilters, NewArticle, UpdateArticle
 from blog.overlay import personalize
 from blog.profiles import profile_json
 from blog.users import USERS_VERSION, existing_user
+from blog.viewer_flags import SLUGS_VERSION, flags_version
 
 __all__ = [
     "ARTICLE",
@@ -146,12 +147,14 @@ async def article_cached(db: Database, cache: Cache, slug: str) -> Entry:
 
 async def article_for(db: Database, cache: Cache, viewer_id: int | None, slug: str) -> bytes:
     """``{"article": …}`` as ``viewer_id`` sees it: the shared bytes with their own flags laid over."""
-    return await personalize(db, viewer_id, (await article_cached(db, cache, slug)).body)
+    entry = cache.peek(ARTICLE, slug) or await article_cached(db, cache, slug)  # a hit: no coroutine
+    return await personalize(db, cache, viewer_id, entry.body)
 
 
-async def _written(db: Database, writer_id: int, slug: str) -> bytes:
-    """What a write answers: straight from the database (the next reader fills the cache, once)."""
-    return await personalize(db, writer_id, await _load_article(db, slug))
+async def _written(db: Database, cache: Cache, writer_id: int, slug: str) -> bytes:
+    """What a write answers: the article straight from the database (the next reader fills the cache, once),
+    with the writer's flags laid over (their cached entry, current: a favourite bumped it)."""
+    return await personalize(db, cache, writer_id, await _load_article(db, slug))
 
 
 def _filters_sql(filters: ArticleFilters) -> tuple[str, list[Any]]:
@@ -214,7 +217,8 @@ async def list_cached(db: Database, cache: Cache, filters: ArticleFilters) -> En
 
 async def list_for(db: Database, cache: Cache, viewer_id: int | None, filters: ArticleFilters) -> bytes:
     """A list page as ``viewer_id`` sees it: the shared bytes with their own flags laid over."""
-    return await personalize(db, viewer_id, (await list_cached(db, cache, filters)).body)
+    entry = cache.peek(LIST, filters.key) or await list_cached(db, cache, filters)  # a hit: no coroutine
+    return await personalize(db, cache, viewer_id, entry.body)
 
 
 async def feed_for(db: Database, viewer_id: int, filters: ArticleFilters) -> bytes:
@@ -273,7 +277,7 @@ async def create(db: Database, cache: Cache, author_id: int, new: NewArticle) ->
     with existing_user():
         slug = await _insert(db, author_id, new, now)
     await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION)
-    return await _written(db, author_id, slug)
+    return await _written(db, cache, author_id, slug)
 
 
 async def _insert(db: Database, author_id: int, new: NewArticle, now: str) -> str:
@@ -314,17 +318,19 @@ async def update(db: Database, cache: Cache, user_id: int, slug: str, changes: U
         if changes.tag_list is not None:
             await _replace_tags(conn, article_id, changes.tag_list)
     names = {article_version(slug), article_version(new_slug), ARTICLES_VERSION}
+    if new_slug != slug:  # the old slug no longer names this article (readers' flags hold slugs)
+        names.add(SLUGS_VERSION)
     if changes.tag_list is not None:
         names.add(TAGS_VERSION)
     await cache.invalidate(*sorted(names))
-    return await _written(db, user_id, new_slug)
+    return await _written(db, cache, user_id, new_slug)
 
 
 async def delete(db: Database, cache: Cache, user_id: int, slug: str) -> None:
     async with db.write() as conn:
         article_id = await _owned(conn, slug, user_id)
         await execute(conn, "article_delete", "DELETE FROM articles WHERE id = ?", (article_id,))
-    await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION)
+    await cache.invalidate(article_version(slug), ARTICLES_VERSION, TAGS_VERSION, SLUGS_VERSION)
 
 
 async def _set_favorite(db: Database, cache: Cache, user_id: int, slug: str, on: bool) -> bytes:
@@ -349,8 +355,8 @@ async def _set_favorite(db: Database, cache: Cache, user_id: int, slug: str, on:
                 (1 if on else -1, article_id),
             )
     if changed:
-        await cache.invalidate(article_version(slug), ARTICLES_VERSION)
-    return await _written(db, user_id, slug)
+        await cache.invalidate(article_version(slug), ARTICLES_VERSION, flags_version(user_id))
+    return await _written(db, cache, user_id, slug)
 
 
 async def favorite(db: Database, cache: Cache, user_id: int, slug: str) -> bytes:

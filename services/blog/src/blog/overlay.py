@@ -1,19 +1,71 @@
 """The viewer's own truth (``favorited``, ``following``) laid over shared cached bytes.
 
 Cached article JSON is the same for everyone: ``favorited`` and ``following`` are ``false`` in it. For
-a signed-in reader one indexed query finds which of the articles on the page they favorited and which
-authors they follow; when that is none of them (the common case) the cached bytes go out untouched.
+a signed-in reader their flags come from their own cache entry (:mod:`blog.viewer_flags`, no SQLite on
+a hit) and are intersected with what the answer shows — its slugs and authors, read from the bytes
+once per answer (:class:`Shown`) — so a reader whose flags touch none of the articles shown (the common
+case) gets the cached bytes untouched, unparsed. A reader with too many flags to hold as a set gets
+one indexed query for the articles on the page.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 
+from blog.cache import Cache
 from blog.db import Database, fetch_all
+from blog.viewer_flags import flags_of
 
-__all__ = ["personalize"]
+__all__ = ["Shown", "personalize", "shown_in"]
+
+# What answers show, remembered by their bytes, bounded by what the entries cost (the bytes counted
+# too, though while the cache holds the answer they are the same object).
+SHOWN_MAX_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """The articles and authors an answer shows (``cost``: bytes it holds, for the memo's bound)."""
+
+    slugs: frozenset[str]
+    usernames: frozenset[str]
+    cost: int
+
+
+def _cost(shown: Shown) -> int:
+    return shown.cost
+
+
+_SHOWN: LRUCache[bytes, Shown] = LRUCache(SHOWN_MAX_BYTES, getsizeof=_cost)
+
+
+def _read_shown(body: bytes) -> Shown:
+    document: dict[str, Any] = orjson.loads(body)
+    articles = [document["article"]] if "article" in document else document.get("articles", [])
+    slugs = frozenset(article["slug"] for article in articles)
+    usernames = frozenset(article["author"]["username"] for article in articles)
+    cost = sys.getsizeof(body) + sum(map(sys.getsizeof, (slugs, usernames, *slugs, *usernames))) + 200
+    return Shown(slugs, usernames, cost)
+
+
+def shown_in(body: bytes) -> Shown:
+    """The slugs and author usernames ``body`` shows: parsed once per answer, then remembered.
+
+    The cache hands out one bytes object per entry, so a hit hashes nothing new (bytes keep their hash).
+    """
+    try:  # one lookup (the cache's own ``get`` asks ``in`` first, then looks up again)
+        return _SHOWN[body]
+    except KeyError:
+        shown = _read_shown(body)
+    if shown.cost <= SHOWN_MAX_BYTES:
+        _SHOWN[body] = shown
+    return shown
 
 
 async def _flags(
@@ -38,21 +90,26 @@ async def _flags(
     return favorited, following
 
 
-async def personalize(db: Database, viewer_id: int | None, body: bytes) -> bytes:
+async def personalize(db: Database, cache: Cache, viewer_id: int | None, body: bytes) -> bytes:
     """``body`` (``{"article": …}`` or ``{"articles": […]}``) as ``viewer_id`` should see it."""
     if viewer_id is None:
         return body
-    document: dict[str, Any] = orjson.loads(body)
-    articles: list[dict[str, Any]] = (
-        [document["article"]] if "article" in document else document.get("articles", [])
-    )
-    if not articles:
+    flags = await flags_of(db, cache, viewer_id)
+    if flags is not None and not flags.favorited and not flags.following:
         return body
-    slugs = sorted({article["slug"] for article in articles})
-    usernames = sorted({article["author"]["username"] for article in articles})
-    favorited, following = await _flags(db, viewer_id, slugs, usernames)
+    shown = shown_in(body)
+    if not shown.slugs:
+        return body
+    favorited: AbstractSet[str]
+    following: AbstractSet[str]
+    if flags is None:
+        favorited, following = await _flags(db, viewer_id, sorted(shown.slugs), sorted(shown.usernames))
+    else:
+        favorited, following = flags.favorited & shown.slugs, flags.following & shown.usernames
     if not favorited and not following:
         return body
+    document: dict[str, Any] = orjson.loads(body)
+    articles = [document["article"]] if "article" in document else document["articles"]
     for article in articles:
         article["favorited"] = article["slug"] in favorited
         article["author"]["following"] = article["author"]["username"] in following

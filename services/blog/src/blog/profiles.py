@@ -11,8 +11,10 @@ from typing import Any
 import orjson
 
 from asynccore.errors import ApiError
+from blog.cache import Cache
 from blog.db import Database, execute, fetch_one
 from blog.users import existing_user
+from blog.viewer_flags import flags_version
 
 __all__ = ["fetch_profile", "follow", "profile_for", "profile_json", "unfollow", "user_id_of"]
 
@@ -57,10 +59,11 @@ async def profile_for(db: Database, viewer_id: int | None, username: str) -> byt
     return orjson.dumps({"profile": await fetch_profile(db, viewer_id, username)})
 
 
-async def follow(db: Database, follower_id: int, username: str) -> bytes:
+async def follow(db: Database, cache: Cache, follower_id: int, username: str) -> bytes:
     followee_id = await user_id_of(db, username)
     with existing_user():
         await _follow(db, follower_id, followee_id)
+    await cache.invalidate(flags_version(follower_id))  # their cached flags (blog.viewer_flags)
     return await profile_for(db, follower_id, username)
 
 
@@ -74,7 +77,7 @@ async def _follow(db: Database, follower_id: int, followee_id: int) -> None:
         )
 
 
-async def unfollow(db: Database, follower_id: int, username: str) -> bytes:
+async def unfollow(db: Database, cache: Cache, follower_id: int, username: str) -> bytes:
     followee_id = await user_id_of(db, username)
     async with db.write() as conn:
         await execute(
@@ -83,4 +86,5 @@ async def unfollow(db: Database, follower_id: int, username: str) -> bytes:
             "DELETE FROM follows WHERE follower_id = ? AND followee_id = ?",
             (follower_id, followee_id),
         )
+    await cache.invalidate(flags_version(follower_id))
     return await profile_for(db, follower_id, username)

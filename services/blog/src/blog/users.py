@@ -181,7 +181,7 @@ async def update(
     updated = replace(updated, token_version=int(row["token_version"]))
     stale = []
     if (current.username, current.bio, current.image) != (updated.username, updated.bio, updated.image):
-        stale.append(USERS_VERSION)  # shown in every cached article of theirs
+        stale.append(USERS_VERSION)  # shown in every cached article of theirs; readers' flags hold names
     if password_hash is not None:
         stale.append(user_version(user_id))  # their older tokens
     if stale:
