@@ -21,7 +21,7 @@ help:
 	@echo "make bench-asynccore  RED metrics and the shared stack against bare aiohttp"
 	@echo "make bench-blog       cache hits vs ceiling, uncached, churn, cold-key burst"
 	@echo "make bench-orders     orders with keys, as clients send them, vs the article's create_order"
-	@echo "make bench-stream     events/s vs a plain aiokafka loop, freshness, the broker's CPU share"
+	@echo "make bench-stream     events/s vs a plain aiokafka loop, Quix Streams and faust, CPU per event, freshness"
 	@echo "make bench-async-vs-sync  the blog against a gunicorn/Flask baseline"
 	@echo "make bench-report     every benchmark into BENCHMARKS.md (QUICK=1 for a short run)"
 	@echo "make load SCENARIO=x  one locust scenario against the running stack (blog|flash_sale|stream_ingest|shop_day); SMOKE=1 a short one"

@@ -5,7 +5,9 @@
 
 1. pre-produces ``--events`` (default 1,000,000) shop events — the load generator's mix, a few late,
    duplicated and malformed — into a fresh topic of ``--partitions`` partitions, created through the
-   admin API (the broker does not create topics on first use);
+   admin API (the broker does not create topics on first use), in large producer batches (up to
+   1 MB or 1 s per partition: small batches cost every consumer per batch and hid half the plain
+   loop's ceiling), tallying per (type, minute) what the alternative apps must count;
 2. ``--rounds`` (default 3) interleaved rounds over that same backlog, the order alternating:
    - **plain loop**: a separate process runs an aiokafka ``getmany`` loop that decodes every event
      (msgspec) and counts by type — the Python ceiling on this machine;
@@ -13,7 +15,14 @@
      every window, HyperLogLog, funnel, recommendation and risk state and flushing each batch to Redis
      with its offsets. Events/s is taken from the offsets it commits to Redis (first to last flush);
      its RSS is sampled over the same span;
-   the report gives medians over the rounds, the min-max beside them, and the ratio service/plain;
+   - **Quix Streams 3.x** and **faust-streaming** (``--apps``): each a tumbling one-minute count per
+     event type in its documented idiom (``loadtests/altstreams``, its own pinned uv environment),
+     its counts checked exactly against the tally; stopped after ``--alt-timeout`` seconds;
+   - with ``--baseline PYTHON``, the service again under another tree's interpreter (an A/B of the
+     service's CPU per event in one run);
+   the report gives medians over the rounds, the min-max beside them, the ratios service/plain and
+   service/each app (events/s from each process's launch to the last event it counted), and CPU per
+   event of the service process (/proc) and of Redis (``INFO cpu`` and ``INFO commandstats``);
 3. **freshness**: a fresh topic and service; events are produced at a fixed ``--rate`` (20,000/s) for
    ``--seconds`` while the API's summary count is polled every 20 ms. The k-th event is visible when
    the count first reaches k: p50/p99/max of (visible - produced). The rate the producer actually
@@ -23,9 +32,9 @@ In every phase the broker JVM's CPU time (``/proc/<pid>/stat``) is read at the s
 measured span: broker CPU-seconds per wall second, and that as a share of the box's cores. Over the
 whole run it is checked against the JMX exporter's ``process_cpu_seconds_total``.
 
-Targets (issue 5): service ≥ 50 % of the plain loop (and ≥ 75,000 events/s), freshness p99 < 1 s,
-memory flat. Prints markdown on stdout, progress on stderr; every Redis key it wrote is deleted, and the
-broker's data dir with it.
+Targets (issues 5 and 19): service ≥ 50 % of the plain loop (and ≥ 75,000 events/s), ≥ 6x Quix and
+≥ 30x faust, freshness p99 < 1 s, memory flat. Prints markdown on stdout, progress on stderr; every
+Redis key it wrote is deleted, and the broker's data dir with it.
 """
 
 from __future__ import annotations
@@ -37,16 +46,21 @@ import math
 import os
 import random
 import re
+import resource
 import secrets
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
+import confluent_kafka
 import msgspec
 import orjson
 from redis.asyncio import Redis
@@ -186,6 +200,7 @@ def plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int) -> None:
                         except msgspec.DecodeError:
                             by_type["invalid"] += 1
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            done_at = time.time()
             broker_cpu = cpu_seconds(broker_pid) - broker_started
         finally:
             await consumer.stop()
@@ -194,6 +209,7 @@ def plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int) -> None:
             "seconds": seconds,
             "cpu_seconds": cpu,
             "broker_cpu_seconds": broker_cpu,
+            "done_at": done_at,
             "by_type": by_type,
         }
 
@@ -202,6 +218,7 @@ def plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int) -> None:
 
 async def run_plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int) -> dict[str, object]:
     argv = ["-m", "loadtests.bench.stream", "--plain-loop", bootstrap, topic, str(count), str(broker_pid)]
+    launched = time.time()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *argv, stdout=asyncio.subprocess.PIPE, env={**os.environ, **QUIET_ENV}
     )
@@ -210,7 +227,131 @@ async def run_plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int
     if proc.returncode != 0:
         raise RuntimeError(f"plain loop failed ({proc.returncode})")
     result: dict[str, object] = orjson.loads(out.splitlines()[-1])
+    result["wall_from_launch"] = float(cast(float, result["done_at"])) - launched
     return result
+
+
+# --- the alternative apps: Quix Streams and faust-streaming, in their own pinned environment ------
+
+ALT_PROJECT = Path(__file__).resolve().parents[3] / "altstreams"  # loadtests/altstreams
+ALT_APPS = {"quix": "Quix Streams", "faust": "faust-streaming"}
+MINUTE_MS = 60_000
+
+Truth = dict[str, dict[str, int]]  # type → minute start (ms, as a string) → events
+
+
+def countable_key(value: bytes) -> tuple[str, int] | None:
+    """(type, minute start) of a value the alternative apps count (``altstreams/counting.py``'s
+    predicate: a JSON object with a string ``type`` and an integer ``ts``), else None."""
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    kind, ts = event.get("type"), event.get("ts")
+    if not isinstance(kind, str) or type(ts) is not int:
+        return None
+    return kind, ts - ts % MINUTE_MS
+
+
+def alt_python() -> Path:
+    """The alternative apps' interpreter, synced from their own uv.lock (faust-streaming pins its own
+    aiokafka: it cannot share the services' environment)."""
+    uv = os.environ.get("UV", "uv")
+    subprocess.run([uv, "sync", "--frozen", "--quiet", "--project", str(ALT_PROJECT)], check=True)
+    return ALT_PROJECT / ".venv" / "bin" / "python"
+
+
+@dataclass
+class AltRun:
+    """One alternative app over the backlog: from its launch to the last event it counted."""
+
+    app: str
+    events: int  # records in the backlog (what it read)
+    counted: int  # events it counted (valid ones)
+    launched_at: float  # epoch seconds
+    first_at: float  # its first event counted
+    done_at: float  # its last event counted
+    cpu_seconds: float  # the process's user + system time, start-up included
+    exact: bool  # every (type, minute) count equal to what was produced
+    mismatches: int  # (type, minute) cells that differ
+    finished: bool = True  # False: stopped at --alt-timeout (events/s is then an upper bound) or crashed
+
+    @property
+    def wall(self) -> float:
+        return self.done_at - self.launched_at
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def per_s_counting(self) -> float:
+        span = self.done_at - self.first_at
+        return self.events / span if span > 0 else 0.0
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return 1e6 * self.cpu_seconds / self.events if self.events else 0.0
+
+
+async def run_alt(
+    app: str,
+    python: Path,
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    backlog: Backlog,
+    timeout_s: float,
+) -> AltRun:
+    """Run ``app`` (quix | faust) over the backlog as a fresh consumer group; check its counts.
+
+    One that has not counted everything within ``timeout_s`` is killed: its events/s is then at
+    most backlog / ``timeout_s``, reported as such (a slow tool must not stall the whole run)."""
+    group = f"bench-{app}-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix=f"bench-{app}-") as state_dir:
+        script = ALT_PROJECT / f"{app}_count.py"
+        args = [bootstrap, topic, group, str(backlog.countable)]
+        args += [state_dir] if app == "quix" else [str(partitions), state_dir]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        launched_at = time.time()
+        proc = await asyncio.create_subprocess_exec(
+            str(python), str(script), *args, stdout=asyncio.subprocess.PIPE, env={**os.environ, **QUIET_ENV}
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                out, _ = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+            end = launched_at + timeout_s
+            return AltRun(app, backlog.events, 0, launched_at, end, end, cpu, False, -1, finished=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    lines = [line for line in out.splitlines() if line.startswith(b'{"counted"')]
+    if not lines:  # crashed (faust once lost a changelog partition's leader): that round fails, not the run
+        log(f"{app} exited {proc.returncode} without a result")
+        end = time.time()
+        return AltRun(app, backlog.events, 0, launched_at, end, end, cpu, False, -1, finished=False)
+    result: dict[str, Any] = orjson.loads(lines[-1])
+    found: Truth = result["counts"]
+    cells = {(k, m) for k, minutes in found.items() for m in minutes}
+    cells |= {(k, m) for k, minutes in backlog.truth.items() for m in minutes}
+    mismatches = sum(found.get(k, {}).get(m, 0) != backlog.truth.get(k, {}).get(m, 0) for k, m in cells)
+    return AltRun(
+        app,
+        backlog.events,
+        int(result["counted"]),
+        launched_at,
+        float(result["first_at"]),
+        float(result["done_at"]),
+        cpu,
+        mismatches == 0 and int(result["counted"]) == backlog.countable,
+        mismatches,
+    )
 
 
 # --- the stream service --------------------------------------------------------------------------
@@ -224,7 +365,7 @@ class Service:
     topic: str
 
 
-async def start_service(bootstrap: str, topic: str, partitions: int) -> Service:
+async def start_service(bootstrap: str, topic: str, partitions: int, python: str = sys.executable) -> Service:
     port = free_port()
     prefix = f"bench-stream:{uuid.uuid4().hex[:8]}:"
     env = {
@@ -239,7 +380,7 @@ async def start_service(bootstrap: str, topic: str, partitions: int) -> Service:
         "STREAM_INGEST_TOKEN": secrets.token_urlsafe(32),
         "STREAM_ADMIN_TOKEN": secrets.token_urlsafe(32),
     }
-    argv = [sys.executable, "-m", "stream"]
+    argv = [python, "-m", "stream"]
     proc = await start_server(argv, env=env, health_url=f"{local_url(port)}/readyz", name="stream")
     return Service(proc, port, prefix, topic)
 
@@ -260,6 +401,25 @@ class Throughput:
     summary: dict[str, object]
     redis_cpu_seconds: float = 0.0  # what Redis (all clients, in practice the service) used meanwhile
     broker_cpu_seconds: float = 0.0  # what the Kafka broker used meanwhile
+    redis_command_seconds: float = 0.0  # INFO commandstats: time Redis spent in commands meanwhile
+    wall_from_launch: float = 0.0  # launch → last event counted (start-up included)
+    total: int = 0  # records in the backlog
+
+    @property
+    def per_s_from_launch(self) -> float:
+        return self.total / self.wall_from_launch if self.wall_from_launch else 0.0
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return 1e6 * self.cpu_seconds / self.events if self.events else 0.0
+
+    @property
+    def redis_us_per_event(self) -> float:
+        return 1e6 * self.redis_cpu_seconds / self.events if self.events else 0.0
+
+    @property
+    def redis_command_us_per_event(self) -> float:
+        return 1e6 * self.redis_command_seconds / self.events if self.events else 0.0
 
     @property
     def per_s(self) -> float:
@@ -289,19 +449,29 @@ class Throughput:
             Memory(),
             {},
             broker_cpu_seconds=float(result["broker_cpu_seconds"]),
+            wall_from_launch=float(result["wall_from_launch"]),
+            total=int(result["events"]),
         )
 
 
 async def aggregate_throughput(
-    bootstrap: str, topic: str, partitions: int, total: int, redis: Redis, broker_pid: int
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    total: int,
+    redis: Redis,
+    broker_pid: int,
+    python: str = sys.executable,
 ) -> Throughput:
-    service = await start_service(bootstrap, topic, partitions)
+    launched = time.perf_counter()
+    service = await start_service(bootstrap, topic, partitions, python)
     memory, stop = Memory(), asyncio.Event()
     pid = service.proc.pid
     assert pid is not None
     sampler: asyncio.Task[None] | None = None
     try:
         first_at, first_n, first_cpu, first_redis_cpu, first_broker_cpu = 0.0, 0, 0.0, 0.0, 0.0
+        first_commands = 0.0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 900
         while (n := await committed(redis, service, partitions)) < total:
@@ -309,14 +479,17 @@ async def aggregate_throughput(
                 first_at, first_n, first_cpu = time.perf_counter(), n, cpu_seconds(pid)
                 first_broker_cpu = cpu_seconds(broker_pid)
                 first_redis_cpu = await redis_cpu_seconds(redis)
+                first_commands = await redis_command_seconds(redis)
                 # RSS from the first flush on, like events/s: start-up is not aggregating.
                 sampler = asyncio.create_task(sample_rss(pid, memory, stop))
             if loop.time() > deadline:
                 raise TimeoutError(f"service flushed {n} of {total} events")
             await asyncio.sleep(0.02)
-        seconds, cpu = time.perf_counter() - first_at, cpu_seconds(pid) - first_cpu
+        done = time.perf_counter()
+        seconds, cpu = done - first_at, cpu_seconds(pid) - first_cpu
         broker_cpu = cpu_seconds(broker_pid) - first_broker_cpu
         redis_cpu = await redis_cpu_seconds(redis) - first_redis_cpu
+        commands = await redis_command_seconds(redis) - first_commands
         stop.set()
         if sampler is not None:
             await sampler
@@ -324,7 +497,18 @@ async def aggregate_throughput(
         summary = await get_json(
             service.port, f"/api/analytics/summary?from={now - 3_600_000}&to={now + 60_000}"
         )
-        return Throughput(total - first_n, seconds, cpu, memory, summary, redis_cpu, broker_cpu)
+        return Throughput(
+            total - first_n,
+            seconds,
+            cpu,
+            memory,
+            summary,
+            redis_cpu,
+            broker_cpu,
+            commands,
+            done - launched,
+            total,
+        )
     finally:
         stop.set()
         await service.proc.stop()
@@ -335,6 +519,17 @@ async def redis_cpu_seconds(redis: Redis) -> float:
     """User + system CPU time the Redis server has used (``INFO cpu``)."""
     info: dict[str, Any] = await redis.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def redis_command_seconds(redis: Redis) -> float:
+    """Seconds Redis has spent in scripts (``INFO commandstats``'s ``usec`` of ``eval``/``evalsha``):
+    the flushes' read and apply, the commands they call included.
+
+    Only scripts: a script's own calls are counted again under their commands, and ``exec`` again
+    includes the apply script it ran, so a sum over every command counts the same time twice or
+    thrice. What a command costs outside its execution (the request, the reply) is in ``INFO cpu``."""
+    info: dict[str, Any] = await redis.info("commandstats")
+    return sum(float(info[k]["usec"]) for k in ("cmdstat_eval", "cmdstat_evalsha") if k in info) / 1e6
 
 
 async def get_json(port: int, path: str) -> dict[str, object]:
@@ -537,6 +732,8 @@ class Backlog:
     seconds: float
     producer_cpu_seconds: float
     broker: BrokerCpu
+    truth: Truth = field(default_factory=dict)  # what the alternative apps must count, exactly
+    countable: int = 0  # events in ``truth``
 
 
 @dataclass
@@ -544,6 +741,8 @@ class Round:
     plain: Throughput
     service: Throughput
     plain_first: bool
+    alts: dict[str, AltRun] = field(default_factory=dict)  # quix, faust
+    base: Throughput | None = None  # the service at --baseline, same round
 
     @property
     def ratio(self) -> float:
@@ -564,22 +763,60 @@ class Run:
     seconds: float
 
 
+# Large producer batches: a consumer's cost per record falls with the records per batch it fetches,
+# and the load generator's 10 ms linger left ~100-record batches per partition, which halved the
+# plain loop's ceiling. Up to 1 MB (the broker's message.max.bytes) or 1 s per partition batch.
+BACKLOG_PRODUCER = {
+    "linger.ms": 1000,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 1_000_000,
+    "queue.buffering.max.messages": 2_000_000,
+    "queue.buffering.max.kbytes": 2_000_000,
+}
+
+
 def produce_backlog(broker: KafkaBroker, topic: str, events: int) -> Backlog:
-    """``events`` of the load generator's mix, as fast as librdkafka takes them (its producer is gone
-    on return, before the broker is)."""
-    from stream.loadgen import Mix, generate, new_kafka_producer, produce
+    """``events`` of the load generator's mix in large batches, as fast as librdkafka takes them,
+    tallying what the alternative apps must count (its producer is gone on return, before the broker is)."""
+    from stream.loadgen import Mix, generate
 
     pid = broker.pid
     assert pid is not None
     broker_cpu, own_cpu, began = cpu_seconds(pid), time.process_time(), time.monotonic()
-    producer = new_kafka_producer(broker.bootstrap)
-    total = produce(producer, topic, generate(Mix(), random.Random(1)), rate=0, duration_s=3600, count=events)
+    # The load generator's producer (idempotent, keys spread by murmur2), with large batches.
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+            "log_level": 4,
+            **BACKLOG_PRODUCER,
+        }
+    )
+    truth: dict[str, Counter[int]] = {}
+    countable = 0
+    pairs = generate(Mix(), random.Random(1))
+    for _ in range(events):
+        key, value = next(pairs)
+        while True:
+            try:
+                producer.produce(topic, value, key=key)
+                break
+            except BufferError:  # the queue is full: let librdkafka send, then the same pair again
+                producer.poll(0.05)
+        if (cell := countable_key(value)) is not None:
+            truth.setdefault(cell[0], Counter())[cell[1]] += 1
+            countable += 1
+    if (left := producer.flush(120)) != 0:
+        raise RuntimeError(f"{left} events not delivered")
     seconds = time.monotonic() - began
     return Backlog(
-        total,
+        events,
         seconds,
         time.process_time() - own_cpu,
         BrokerCpu("pre-producing the backlog, unthrottled", seconds, cpu_seconds(pid) - broker_cpu),
+        {kind: {str(m): n for m, n in minutes.items()} for kind, minutes in truth.items()},
+        countable,
     )
 
 
@@ -600,21 +837,58 @@ async def bench(args: argparse.Namespace) -> str:
         total = backlog.events
         log(f"produced {total:,} in {backlog.seconds:.1f}s")
 
+        log(f"{backlog.countable:,} of them countable by the alternative apps")
+        apps = [a for a in args.apps.split(",") if a]
+        python = alt_python() if apps else Path(sys.executable)
+        variants = ["plain", "service", *(["base"] if args.baseline else []), *apps]
         rounds = []
         result: dict[str, Throughput] = {}
-        for round_no, which in interleaved(args.rounds, ("plain", "service"), alternate=True):
+        alts: dict[str, AltRun] = {}
+        for round_no, which in interleaved(args.rounds, variants, alternate=True):
             if which == "plain":
                 plain = await run_plain_loop(broker.bootstrap, topic_name, total, pid)
                 result[which] = Throughput.of_plain(plain)
-            else:
+            elif which in ("service", "base"):
                 result[which] = await aggregate_throughput(
-                    broker.bootstrap, topic_name, args.partitions, total, redis, pid
+                    broker.bootstrap,
+                    topic_name,
+                    args.partitions,
+                    total,
+                    redis,
+                    pid,
+                    args.baseline if which == "base" else sys.executable,
                 )
-            log(f"round {round_no}: {which} {result[which].per_s:,.0f} events/s")
-            if len(result) == 2:
+            else:
+                alt = await run_alt(
+                    which, python, broker.bootstrap, topic_name, args.partitions, backlog, args.alt_timeout
+                )
+                alts[which] = alt
+                log(
+                    f"round {round_no}: {which} {alt.per_s:,.0f} events/s from launch, "
+                    + (
+                        f"counts {'exact' if alt.exact else f'WRONG in {alt.mismatches} cells'}"
+                        if alt.finished
+                        else f"not finished in {args.alt_timeout:.0f} s"
+                    )
+                )
+            if which in result:
+                t = result[which]
+                log(
+                    f"round {round_no}: {which} {t.per_s:,.0f} events/s, {t.per_s_from_launch:,.0f} from "
+                    f"launch; {t.cpu_us_per_event:.1f} µs process + {t.redis_us_per_event:.1f} µs Redis "
+                    "CPU per event"
+                )
+            if len(result) + len(alts) == len(variants):
                 rounds.append(
-                    Round(result.pop("plain"), result.pop("service"), plain_first=round_no % 2 == 1)
+                    Round(
+                        result.pop("plain"),
+                        result.pop("service"),
+                        plain_first=round_no % 2 == 1,
+                        alts=alts,
+                        base=result.pop("base", None),
+                    )
                 )
+                alts = {}
                 log(f"round {round_no}: service/plain {rounds[-1].ratio:.0%}")
 
         log(f"freshness at {args.rate:,.0f} events/s for {args.seconds:.0f}s")
@@ -655,7 +929,140 @@ def _accounted(summary: dict[str, Any]) -> tuple[int, int]:
 
 def report(args: argparse.Namespace, run: Run) -> str:
     """The run as markdown: throughput against the plain loop, the broker's CPU, freshness and memory."""
-    return "\n".join([*_throughput(args, run), *_broker(run), *_freshness(run)])
+    return "\n".join([*_throughput(args, run), *_tools(run), *_cpu(run), *_broker(run), *_freshness(run)])
+
+
+def _tools(run: Run) -> list[str]:
+    """Every tool over the same backlog, wall clock from its launch to the last event it counted."""
+    rounds, total = run.rounds, run.backlog.events
+    service = [r.service.per_s_from_launch for r in rounds]
+    rows = [
+        [
+            "stream service (everything, flushed to Redis with offsets)",
+            spread(service),
+            spread([r.service.per_s for r in rounds]),
+            "the accounting below",
+            "",
+        ],
+        [
+            "plain aiokafka `getmany` loop (decode + count by type)",
+            spread([r.plain.per_s_from_launch for r in rounds]),
+            spread([r.plain.per_s for r in rounds]),
+            f"{total:,} read",
+            "",
+        ],
+    ]
+    targets = {"quix": 6.0, "faust": 30.0}
+    for app, name in ALT_APPS.items():
+        runs = [r.alts[app] for r in rounds if app in r.alts]
+        if not runs:
+            continue
+        ratios = [r.service.per_s_from_launch / r.alts[app].per_s for r in rounds if app in r.alts]
+        done = [a for a in runs if a.finished]
+        exact = all(a.exact for a in done)
+        unfinished = len(runs) - len(done)
+        counts = (
+            f"{done[0].counted:,} counted; "
+            + ("exact" if exact else f"**WRONG** ({[a.mismatches for a in done]} cells)")
+            + f" in {len(done)} of {len(runs)} rounds"
+            if done
+            else "never finished"
+        )
+        if unfinished:
+            walls = ", ".join(f"{a.wall:.0f} s" for a in runs if not a.finished)
+            counts += f"; {unfinished} unfinished, stopped or crashed at {walls} (events/s: an upper bound)"
+        rows.append(
+            [
+                f"{name}: tumbling 1-minute count per type (`{app}_count.py`)",
+                spread([a.per_s for a in runs]),
+                spread([a.per_s_counting for a in done]) if done else "n/a",
+                counts,
+                f"service ≥ {targets[app]:.0f}x: {spread(ratios, '{:.1f}x')}, "
+                f"{_verdict(median(ratios) >= targets[app])}",
+            ]
+        )
+    per_round = "; ".join(
+        f"{i}. service {r.service.per_s_from_launch:,.0f}, plain {r.plain.per_s_from_launch:,.0f}"
+        + "".join(f", {app} {a.per_s:,.0f}" for app, a in r.alts.items())
+        for i, r in enumerate(rounds, 1)
+    )
+    return [
+        f"The same {total:,} events through every tool, each a fresh consumer group on the same broker "
+        "(events/s = backlog / wall seconds from the process's launch to the last event counted; "
+        "beside it, from the first event counted to the last). The alternative apps run in their own "
+        "pinned environment (`loadtests/altstreams`, its own uv.lock) and their counts are checked, per "
+        "(type, minute), against what the pre-producer tallied.",
+        "",
+        *table(
+            ["tool", "events/s from launch", "events/s while counting", "counts", "target"],
+            rows,
+            align="lrrll",
+        ),
+        "",
+        f"Per round (events/s from launch): {per_round}.",
+        "",
+    ]
+
+
+def _cpu(run: Run) -> list[str]:
+    """CPU per event of the service process and of Redis: /proc and INFO cpu, and INFO commandstats."""
+    rows = []
+    variants = [("this tree", [r.service for r in run.rounds])]
+    if all(r.base is not None for r in run.rounds):
+        variants.append(("--baseline", [cast(Throughput, r.base) for r in run.rounds]))
+    for label, runs in variants:
+        rows.append(
+            [
+                f"service ({label})",
+                spread([t.cpu_us_per_event for t in runs], "{:.1f}"),
+                spread([t.redis_us_per_event for t in runs], "{:.1f}"),
+                spread([t.redis_command_us_per_event for t in runs], "{:.1f}"),
+                spread([t.cpu_us_per_event + t.redis_us_per_event for t in runs], "{:.1f}"),
+                spread([t.per_s for t in runs]),
+            ]
+        )
+    alt_rows = [
+        [
+            f"{name} (whole process, start-up included)",
+            spread([r.alts[app].cpu_us_per_event for r in run.rounds if app in r.alts], "{:.1f}"),
+            "",
+            "",
+            "",
+            "",
+        ]
+        for app, name in ALT_APPS.items()
+        if any(app in r.alts for r in run.rounds)
+    ]
+    per_round = "; ".join(
+        f"{i}. {r.service.cpu_us_per_event:.1f} + {r.service.redis_us_per_event:.1f}"
+        + (
+            f" (baseline {r.base.cpu_us_per_event:.1f} + {r.base.redis_us_per_event:.1f})"
+            if r.base is not None
+            else ""
+        )
+        for i, r in enumerate(run.rounds, 1)
+    )
+    return [
+        "CPU per event, independent of core count (first flush to last): the service process by "
+        "/proc/<pid>/stat, Redis by `INFO cpu` (user + system; every client, in practice the service) "
+        "and by `INFO commandstats` (time inside `eval`: the flushes' read and apply scripts).",
+        "",
+        *table(
+            [
+                "process",
+                "process µs/event",
+                "Redis µs/event (INFO cpu)",
+                "Redis µs/event in scripts (commandstats)",
+                "process + Redis µs/event",
+                "events/s",
+            ],
+            rows + alt_rows,
+            align="lrrrrr",
+        ),
+        "",
+        f"Per round (process + Redis µs/event): {per_round}.",
+        "",
+    ]
 
 
 def _throughput(args: argparse.Namespace, run: Run) -> list[str]:
@@ -859,6 +1266,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30, help="length of the freshness run")
     parser.add_argument(
         "--quick", action="store_true", help="100,000 events, 3 rounds and a 10 s freshness run"
+    )
+    parser.add_argument(
+        "--apps",
+        default="quix,faust",
+        help="alternative apps run each round, comma-separated (default quix,faust; '' for none)",
+    )
+    parser.add_argument(
+        "--alt-timeout",
+        type=float,
+        default=1800,
+        help="seconds an alternative app may take over the backlog before it is stopped (default 1800)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="also run, each round, the service under this interpreter (another tree's environment): "
+        "an A/B of CPU per event in one run",
     )
     parser.add_argument(
         "--plain-loop", nargs=4, metavar=("BOOTSTRAP", "TOPIC", "COUNT", "BROKER_PID"), help=argparse.SUPPRESS

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -69,9 +69,13 @@ RESET_ATTEMPTS = 3  # a reset fenced by the previous owner's last flush is decid
 _LogOffsets = dict[TopicPartition, int]  # the start or end offset of each partition's log
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class PartitionState:
-    """A partition this member holds, as it stands."""
+    """A partition this member holds, as it stands.
+
+    Each (re)assignment makes a new object, and a revocation drops it: a batch remembers the objects
+    it was judged from, and is void once any of them is no longer the one held (:meth:`Consumer._current`).
+    """
 
     checkpoint: Checkpoint  # committed with the aggregates: where processing resumes after a crash
     stored: str | None  # its checkpoint key's value as last read or written: what a flush fences on
@@ -94,9 +98,6 @@ class Consumer:
         self._on_flushed = on_flushed
         self._lock = asyncio.Lock()  # a batch in flight vs. a rebalance
         self._partitions: dict[int, PartitionState] = {}  # every partition held
-        # Bumped whenever positions are reset (assignment, revocation, a fence): every batch judged
-        # before is void at once, as an eager rebalance moves all partitions at once.
-        self._generation = 0
         self._failure: Exception | None = None  # from the rebalance listener, raised by the member loop
         self._unpositioned_since: float | None = None  # see _await_positions
         self._stopping = asyncio.Event()
@@ -243,7 +244,7 @@ class Consumer:
         was judged before is void (its records are fetched again from the stored checkpoints).
         """
         s = self.settings
-        if into is not None and into.generation != self._generation:
+        if into is not None and not self._current(into):
             into = None
         by_partition: dict[int, list[Record]] = {tp.partition: recs for tp, recs in batch.items()}
         judged_to = {p: st.judged for p, st in self._partitions.items() if st.judged is not None}
@@ -255,20 +256,23 @@ class Consumer:
             max_future_ms=int(s.stream_max_future_s * 1000),
             into=into.prepared if into is not None else None,
         )
+        job = into if into is not None else _Job(prepared, Deltas(s.stream_dedup_horizon_s * 1000))
         for partition, checkpoint in prepared.checkpoints.items():
-            self._partitions[partition].judged = checkpoint
-        job = (
-            into
-            if into is not None
-            else _Job(prepared, Deltas(s.stream_dedup_horizon_s * 1000), self._generation)
-        )
+            st = job.judged_from[partition] = self._partitions[partition]
+            st.judged = checkpoint
         job.deltas.add(prepared)
         return job
+
+    def _current(self, job: _Job) -> bool:
+        """Whether every partition in ``job`` is still held as it was when judged: a revocation, a
+        reassignment (a fence, a log that moved) or a stop mid-backpressure voids the whole batch."""
+        held = self._partitions
+        return all(held.get(p) is st for p, st in job.judged_from.items())
 
     def _plan(self, job: _Job) -> _Job | None:
         """What the flush of a judged batch reads first; ``None`` if no assigned partition is in it."""
         s = self.settings
-        if not job.prepared.checkpoints or job.generation != self._generation:
+        if not job.prepared.checkpoints or not self._current(job):
             return None
         job.plan = plan(job.deltas, self.keys, s.stream_rec_session_gap_s * 1000)
         return job
@@ -278,7 +282,7 @@ class Consumer:
         if not await self._outbox_room(job):
             return
         async with self._lock:
-            if job.generation != self._generation:
+            if not self._current(job):
                 return  # judged before a rebalance or a fence moved the positions: it is re-read
             started = time.perf_counter()
             try:
@@ -331,14 +335,13 @@ class Consumer:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(OUTBOX_POLL_S):
                         await self._stopping.wait()
-                if job.generation != self._generation:
+                if not self._current(job):
                     return False  # a rebalance moved the positions meanwhile
                 if self._stopping.is_set():
                     # Nothing after this batch may be flushed: judging stops (no partition has a
-                    # position to continue from) and all of it is read again on restart.
-                    for st in self._partitions.values():
-                        st.judged = None
-                    self._generation += 1
+                    # position to continue from), the next batch is void (new states) and all of
+                    # it is read again on restart.
+                    self._partitions = {p: replace(st, judged=None) for p, st in self._partitions.items()}
                     return False
                 backlog = await self.redis.xlen(self.keys.outbox)
         finally:
@@ -350,7 +353,8 @@ class Consumer:
         """Position ``partitions`` where processing resumes: the stored checkpoints, checked against
         the log's start and end, reset (in Redis too) under ``STREAM_OFFSET_RESET`` when outside it.
 
-        Called under the lock. Whatever was judged but not flushed is void: the generation moves on.
+        Called under the lock. Whatever was judged but not flushed is void: every partition held gets
+        a new :class:`PartitionState`.
         """
         assigned = consumer.assignment()
         tps = {p: tp for p in partitions if (tp := TopicPartition(self.topic, p)) in assigned}
@@ -382,9 +386,12 @@ class Consumer:
             self._partitions[p] = PartitionState(resume.checkpoint, written, None)
             consumer.seek(tp, resume.checkpoint.offset)
             LAG.labels(str(p)).set(max(0, ends[tp] - resume.checkpoint.offset))
-        for st in self._partitions.values():
-            st.judged = None if st.halted else st.checkpoint
-        self._generation += 1
+        # An eager rebalance moves every partition at once: the ones not repositioned here restart
+        # from their checkpoints too, as new states (their batch in hand is void with the rest).
+        self._partitions = {
+            p: PartitionState(st.checkpoint, st.stored, None if st.halted else st.checkpoint, st.halted)
+            for p, st in self._partitions.items()
+        }
 
     async def _resume_points(
         self, consumer: AIOKafkaConsumer, tps: dict[int, TopicPartition]
@@ -456,14 +463,13 @@ class Consumer:
         )
 
     def _forget(self, partitions: list[int]) -> None:
-        """Drop partitions no longer held; whatever was judged but not flushed is void."""
+        """Drop partitions no longer held; whatever was judged from them but not flushed is void."""
         for partition in partitions:
             self._partitions.pop(partition, None)
             with contextlib.suppress(KeyError):
                 LAG.remove(str(partition))
             with contextlib.suppress(KeyError):
                 POSITION.remove(self.topic, str(partition))
-        self._generation += 1
 
     def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         for partition, st in self._partitions.items():
@@ -480,7 +486,8 @@ class _Job:
 
     prepared: Prepared
     deltas: Deltas
-    generation: int
+    # The state each partition in the batch was judged from: the batch is void once one is replaced.
+    judged_from: dict[int, PartitionState] = field(default_factory=dict)
     plan: Plan | None = None  # set once the batch is complete
 
 
