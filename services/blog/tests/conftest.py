@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from asynccore.pools.mysql import drop_database
 from asynccore.pools.redis import open_redis
-from asynccore.testing import server_url, wait_until
+from asynccore.testing import RedisServer, server_url, wait_until
 from blog.app import build_app
 from blog.cache import Cache
 from blog.db import Database
@@ -62,6 +62,15 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = await open_database(database_url)
     yield database
     await database.close()
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[RedisServer]:
+    """A redis-server of the test's own, to stop and start (the shared one is never touched)."""
+    server = RedisServer()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import orjson
@@ -27,14 +27,6 @@ from blog.db import Database
 from blog.inputs import NewArticle, NewUser, UpdateArticle
 from blog.passwords import Passwords
 from blog.versions import Versions
-
-
-@pytest.fixture
-async def private_redis() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def fallbacks() -> float:

@@ -4,7 +4,6 @@ own writes, no SQLite on a hit, names that change hands never claimed, Redis dow
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -130,14 +129,6 @@ async def test_a_reader_with_too_many_flags_is_asked_per_page(
     page = orjson.loads(await articles.list_for(db, cache, reader.id, ArticleFilters()))["articles"]
     assert {a["slug"]: a["favorited"] for a in page} == {slugs[0]: True, slugs[1]: True, slugs[2]: False}
     assert queries("viewer_flags") == before + 1  # the per-page query
-
-
-@pytest.fixture
-async def private_redis() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_redis_down_the_flags_come_from_sqlite(
