@@ -24,7 +24,7 @@ at 64 connections and bounded durations, and prints markdown tables on stdout (p
   rounds, right after the anonymous run of the same endpoint.
 * **churn** — the list on the cached blog while Redis is flushed every 0.5 s.
 * **cold-key burst** — a hot article's version key is deleted (as an expiry would) and 200 readers hit
-  it at once, 100 on each cached replica; ``blog_sqlite_queries_total{query="article_by_slug"}`` from
+  it at once, 100 on each cached replica; ``blog_db_queries_total{query="article_by_slug"}`` from
   both replicas' ``/metrics`` says how many reached SQLite.
 * **memory** — a 90 % read / 10 % write mix (favorite toggles, article edits) for ``--soak-s`` seconds
   (default 600) against the cached blog, its RSS sampled every few seconds.
@@ -543,11 +543,11 @@ async def churn(stack: Stack, args: argparse.Namespace) -> WrkResult:
 async def _queries(http: aiohttp.ClientSession, url: str) -> float:
     async with http.get(f"{url}/metrics") as resp:
         text = await resp.text()
-    return metric_value(text, "blog_sqlite_queries_total", query="article_by_slug") or 0.0
+    return metric_value(text, "blog_db_queries_total", query="article_by_slug") or 0.0
 
 
 async def cold_key_burst(stack: Stack, readers: int = 200) -> float:
-    """SQLite queries caused by ``readers`` concurrent reads of a key that just went cold, on two replicas."""
+    """Database queries caused by ``readers`` concurrent reads of a key that just went cold, on two replicas."""
     replicas = [stack.urls["cached"], stack.replica_url]
     path = paths(stack)["article"]
     connector = aiohttp.TCPConnector(limit=readers + 10)
@@ -578,7 +578,7 @@ async def cold_key_burst(stack: Stack, readers: int = 200) -> float:
         after = sum([await _queries(http, url) for url in replicas])
     if set(statuses) != {200}:
         raise RuntimeError(f"burst answers: {sorted(set(statuses))}")
-    log(f"cold-key burst: {readers} readers on 2 replicas, {after - before:.0f} SQLite queries")
+    log(f"cold-key burst: {readers} readers on 2 replicas, {after - before:.0f} database queries")
     return after - before
 
 
@@ -825,7 +825,7 @@ def report(
                 f"<= {TARGET_CHURN:.0f}",
                 churn_ratio <= TARGET_CHURN,
             ),
-            row("200-reader cold-key burst on 2 replicas: SQLite queries", f"{burst:.0f}", "1", burst == 1),
+            row("200-reader cold-key burst on 2 replicas: database queries", f"{burst:.0f}", "1", burst == 1),
         ]
     if soak is not None:
         memory = soak.memory
