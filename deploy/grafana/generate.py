@@ -434,7 +434,7 @@ def blog() -> dict[str, Any]:
                 [
                     timeseries(
                         "SQLite queries/s by query",
-                        Q(per_s("blog_sqlite_queries_total", "query"), "{{query}}"),
+                        Q(per_s("blog_db_queries_total", "query"), "{{query}}"),
                         unit="ops",
                     ),
                     *pools("blog"),

@@ -47,7 +47,7 @@ COUNTERS_AND_GAUGES = {
     "blog_cache_singleflight_joins_total",
     "blog_cache_errors_total",
     "blog_cache_redis_fallbacks_total",
-    "blog_sqlite_queries_total",
+    "blog_db_queries_total",
     "orders_transitions_total",
     "orders_stockouts_total",
     "orders_lock_retries_total",

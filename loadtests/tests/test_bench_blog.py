@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from asynccore.testing import free_port
-from loadtests.bench.blog import Readers, report, signed_in_script, signed_ratios, write_tokens
+from loadtests.bench.blog import Bursts, Readers, report, signed_in_script, signed_ratios, write_tokens
 from loadtests.bench.wrk import WrkResult, run_wrk
 
 
@@ -94,3 +94,15 @@ def test_the_report_sets_the_backends_side_by_side() -> None:
         "| list: uncached MariaDB / uncached SQLite (issue 20, context; rounds: 0.50, 0.75) | 0.62 |" in text
     )
     assert "| article: uncached MariaDB / uncached SQLite (issue 20, context; rounds: 0.50) | 0.50 |" in text
+
+
+def test_the_report_gives_both_cold_key_bursts() -> None:
+    """After a write the burst must cost 1 query; after an expiry it is context (one per replica + a fill)."""
+    runs = {("list", "cached"): [_result(1000, 5)]}
+    args = argparse.Namespace(connections=64, duration=10, warmup=2, rounds=1, articles=200, soak_s=0)
+    burst = "| 200-reader cold-key burst on 2 replicas, cold after a write: database queries"
+    text = report(args, runs, _result(900, 6), Bursts(written=1, expired=3), None)
+    assert f"{burst} | 1 | 1 | yes |" in text
+    assert "cold after its version expired" in text and "| 3 |  | — |" in text
+    text = report(args, runs, _result(900, 6), Bursts(written=2, expired=3), None)
+    assert f"{burst} | 2 | 1 | **NO** |" in text

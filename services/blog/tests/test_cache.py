@@ -36,7 +36,7 @@ class Loader:
 
 
 def queries(name: str) -> float:
-    return REGISTRY.get_sample_value("blog_sqlite_queries_total", {"query": name}) or 0.0
+    return REGISTRY.get_sample_value("blog_db_queries_total", {"query": name}) or 0.0
 
 
 def cache_metric(name: str, family: str) -> float:

@@ -133,9 +133,9 @@ async def test_a_crawl_finds_no_broken_links_and_warms_the_cache(client: Client)
     assert any(url.endswith("/?page=2") for url in fetched)
     assert any("/api/articles/crawled-" in url for url in fetched)  # JSON twins warmed too
 
-    loads = REGISTRY.get_sample_value("blog_sqlite_queries_total", {"query": "article_by_slug"}) or 0.0
+    loads = REGISTRY.get_sample_value("blog_db_queries_total", {"query": "article_by_slug"}) or 0.0
     for i in range(23):
         assert (await client.get(f"/api/articles/crawled-{i}")).status == 200
         assert (await client.get(f"/article/crawled-{i}")).status == 200
-    after = REGISTRY.get_sample_value("blog_sqlite_queries_total", {"query": "article_by_slug"}) or 0.0
+    after = REGISTRY.get_sample_value("blog_db_queries_total", {"query": "article_by_slug"}) or 0.0
     assert after == loads  # every read was a cache hit

@@ -38,7 +38,7 @@ async def seen(db: Database, cache: Cache, viewer_id: int, slug: str) -> dict[st
 
 
 def queries(name: str) -> float:
-    return REGISTRY.get_sample_value("blog_sqlite_queries_total", {"query": name}) or 0.0
+    return REGISTRY.get_sample_value("blog_db_queries_total", {"query": name}) or 0.0
 
 
 async def test_flags_follow_the_readers_own_writes_at_once(

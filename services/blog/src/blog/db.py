@@ -1,7 +1,7 @@
 """The blog's storage seam: a :class:`Database` (SQLite or MariaDB) and named, counted statements.
 
-Every statement goes through these helpers with a short name, so ``blog_sqlite_queries_total{query}``
-says exactly how often the database was asked what (the name predates MariaDB; dashboards and the
+Every statement goes through these helpers with a short name, so ``blog_db_queries_total{query}``
+says exactly how often the database was asked what, whichever backend (dashboards, alerts and the
 benchmark read it): the stampede test and the benchmark count cache misses that reached the database
 this way, not by guessing.
 
@@ -36,7 +36,7 @@ __all__ = [
     "utc_now",
 ]
 
-QUERIES = Counter("blog_sqlite_queries_total", "SQL statements sent to the blog's database", ["query"])
+QUERIES = Counter("blog_db_queries_total", "SQL statements sent to the blog's database", ["query"])
 _children: dict[str, Any] = {}
 
 Params = Sequence[Any]
