@@ -37,5 +37,16 @@ def report(counts: dict[tuple[str, int], int], counted: int, first_at: float, do
     sys.stdout.flush()
 
 
+PROGRESS_EVERY = 10_000  # events between progress lines: a run stopped at the time limit still has a rate
+
+
+def progress(counted: int, first_at: float) -> None:
+    """A progress line: how many events were counted by now, so a run the benchmark stops at its time
+    limit is measured over what it did count instead of being reported as a bound."""
+    line = {"progress": counted, "first_at": first_at, "at": now()}
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
 def now() -> float:
     return time.time()

@@ -1,11 +1,11 @@
 """faust-streaming: a tumbling one-minute count per event type, in the library's documented idiom.
 
-``python faust_count.py BOOTSTRAP TOPIC GROUP EXPECTED PARTITIONS DATA_DIR``: an agent on TOPIC
-re-keys the stream by type (``group_by``, as faust's windowed page-view count does), counts into a
+``python faust_count.py BOOTSTRAP TOPIC GROUP EXPECTED PARTITIONS DATA_DIR``: an agent on TOPIC re-keys
+the stream by type (``group_by``, as faust's windowed page-view count does), counts into a
 ``Table(...).tumbling(60 s)`` relative to the event's own ``ts`` (in-memory store, changelog topic:
-faust's defaults), and exits once EXPECTED events have been counted, printing
-:func:`counting.report`'s line. Values are read raw and parsed in the agent: a malformed one would
-otherwise crash the agent (faust rethrows a value decode error into it).
+faust's defaults), and exits once EXPECTED events have been counted, printing :func:`counting.report`'s
+line (and :func:`counting.progress` lines on the way). Values are read raw and parsed in the agent: a
+malformed one would otherwise crash the agent (faust rethrows a value decode error into it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import faust
-from counting import MINUTE_MS, countable, now, report
+from counting import MINUTE_MS, PROGRESS_EVERY, countable, now, progress, report
 
 
 def kind(raw: bytes) -> str:
@@ -63,6 +63,8 @@ def main() -> None:
             minute = event["ts"] - event["ts"] % MINUTE_MS
             totals[(event["type"], minute)] = counts[event["type"]].value()
             seen["counted"] += 1
+            if seen["counted"] % PROGRESS_EVERY == 0:
+                progress(seen["counted"], seen["first_at"])
             if seen["counted"] >= expected:
                 report(totals, seen["counted"], seen["first_at"], now())
                 os._exit(0)  # faust's orderly stop takes many seconds and measures nothing

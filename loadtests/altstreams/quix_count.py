@@ -1,11 +1,11 @@
 """Quix Streams 3.x: a tumbling one-minute count per event type, in the library's documented idiom.
 
-``python quix_count.py BOOTSTRAP TOPIC GROUP EXPECTED STATE_DIR``: consume TOPIC from the start,
-re-key by type (``group_by``: Quix windows are per message key), take event time from the value
+``python quix_count.py BOOTSTRAP TOPIC GROUP EXPECTED STATE_DIR``: consume TOPIC from the start, re-key
+by type (``group_by``: Quix windows are per message key), take event time from the value
 (``set_timestamp``), count in ``tumbling_window(1 min).count().current()`` with RocksDB state and
 changelog topics (the defaults), and stop once EXPECTED events have been counted; prints
-:func:`counting.report`'s line. The grace period covers the generator's late events (up to 10 min),
-so every valid event is counted.
+:func:`counting.report`'s line (and :func:`counting.progress` lines on the way). The grace period covers
+the generator's late events (up to 10 min), so every valid event is counted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from counting import countable, now, report
+from counting import PROGRESS_EVERY, countable, now, progress, report
 from quixstreams import Application
 
 
@@ -38,6 +38,8 @@ def main() -> None:
             seen["first_at"] = now()
         counts[(key, window["start"])] = window["value"]
         seen["counted"] += 1
+        if seen["counted"] % PROGRESS_EVERY == 0:
+            progress(seen["counted"], seen["first_at"])
         if seen["counted"] >= expected:
             app.stop()
 

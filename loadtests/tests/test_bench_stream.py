@@ -128,3 +128,22 @@ def test_report_says_when_the_producer_did_not_sustain_the_rate() -> None:
     assert "achieved 15,000 events/s on average, 12,000 in its slowest second" in text
     assert "20,000/s sustained: **not met**" in text
     assert "freshness at 15,000 events/s" in text
+
+
+def test_an_app_stopped_at_the_limit_is_measured_over_what_it_counted() -> None:
+    out = bench._AltOutput()
+    for line in (
+        b'{"progress": 10000, "first_at": 101.0, "at": 110.0}\n',
+        b"a log line\n",
+        b'{"progress": 20000, "first_at": 101.0, "at": 120.0}\n',
+    ):
+        out.take(line)
+    assert out.result is None
+    assert out.progress == (20_000, 101.0, 120.0)
+    counted, first_at, at = out.progress
+    stopped = bench.AltRun("faust", counted, counted, 100.0, first_at, at, 30.0, False, -1, finished=False)
+    assert stopped.per_s == 1_000  # 20,000 counted in the 20 s since launch, not the backlog / the limit
+    assert stopped.per_s_counting == 20_000 / 19
+
+    out.take(b'{"counted": 30000, "first_at": 101.0, "done_at": 125.0, "counts": {}}\n')
+    assert out.result is not None

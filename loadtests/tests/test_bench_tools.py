@@ -308,3 +308,19 @@ def test_benchmarks_md_links_published_plots(tmp_path: Path) -> None:
     assert "![chart](docs/bench/async_vs_sync/chart.png)" in text
     assert "## Orders: FAILED (timed out after 360 s)" in text
     assert "## When async helps, when it hurts" in text and "| CPU |" in text
+
+
+def test_a_module_measured_again_says_when() -> None:
+    first = BenchRun("orders", "Orders", "uv run … orders", "## Orders\n\nfigures\n", True, seconds=60)
+    again = BenchRun(
+        "stream",
+        "Stream",
+        "uv run … stream",
+        "## Stream\n\nfigures\n",
+        True,
+        seconds=90,
+        remeasured="2026-12-07 16:40 UTC on commit abc1234",
+    )
+    text = render_benchmarks([first, again], None, quick=False, started="now", machine_rows=machine())
+    assert "<sub>`uv run … orders` — 60 s</sub>" in text
+    assert "— 90 s; measured again 2026-12-07 16:40 UTC on commit abc1234</sub>" in text

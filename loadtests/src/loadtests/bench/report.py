@@ -11,6 +11,10 @@ writes to its ``--out`` directory are copied under ``docs/bench/<module>/`` with
 the exact commands, every module's tables and plots, and "When async helps, when it hurts", stated
 from the async-vs-sync numbers. A module that fails or overruns leaves a visible FAILED section, and
 the command exits 1 after writing everything else.
+
+``--from DIR`` renders a saved report again without measuring; with ``--again MODULE`` (repeatable) it
+first measures those modules again into it (after a change to one service, say), and their sections
+say when and on which commit.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class BenchRun:
     ok: bool
     detail: str = ""  # why it failed
     seconds: float = 0.0
+    remeasured: str = ""  # when and on which commit, if run again after the rest (``--again``)
 
 
 def _options(module: str) -> str:
@@ -257,7 +262,8 @@ def render_benchmarks(
             body = f"## {run.title}\n\n{body}"
         if not run.ok:
             body = f"## {run.title}: FAILED ({run.detail})\n\n" + (run.markdown or "No output.")
-        lines += [body.rstrip(), "", f"<sub>`{run.command}` — {run.seconds:.0f} s</sub>", ""]
+        again = f"; measured again {run.remeasured}" if run.remeasured else ""
+        lines += [body.rstrip(), "", f"<sub>`{run.command}` — {run.seconds:.0f} s{again}</sub>", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -269,6 +275,20 @@ async def run_all(quick: bool, out: Path) -> list[BenchRun]:
         (out / f"{module}.md").write_text(run.markdown + "\n")
         runs.append(run)
     return runs
+
+
+async def run_again(runs: list[BenchRun], modules: list[str], quick: bool, out: Path) -> list[BenchRun]:
+    """``runs`` (a saved report's) with ``modules`` measured again into ``out``, each saying when."""
+    again = {run.module: run for run in runs}
+    for module, title in MODULES:
+        if module in modules:
+            stamp = f"{datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')} on commit {_commit()}"
+            run = await run_module(module, title, quick=quick, out=out, timeout_s=TIMEOUT_S[quick])
+            run.remeasured = stamp
+            publish_plots(run, out / module)
+            (out / f"{module}.md").write_text(run.markdown + "\n")
+            again[module] = run
+    return [again[module] for module, _ in MODULES if module in again]
 
 
 def _results(out: Path) -> Results | None:
@@ -298,10 +318,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--from", dest="source", type=Path, help="re-render a saved report directory, no runs"
     )
+    parser.add_argument(
+        "--again",
+        action="append",
+        default=[],
+        choices=[module for module, _ in MODULES],
+        help="with --from: measure this module again into that report (repeatable); its section says when",
+    )
     args = parser.parse_args(argv)
+    if args.again and not args.source:
+        parser.error("--again needs --from DIR (the report to measure into)")
     if args.source:
         out = args.source
         runs, saved = rerender(out)
+        if args.again:
+            runs = asyncio.run(run_again(runs, args.again, saved.get("quick", args.quick), out))
+            kept = {**saved, "runs": [asdict(run) for run in runs]}
+            (out / RUNS_FILE).write_text(json.dumps(kept, indent=1))
     else:
         started = datetime.now().astimezone()
         out = REPORTS / f"bench-report-{started.strftime('%Y%m%d-%H%M%S')}"
