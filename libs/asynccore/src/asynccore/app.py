@@ -117,6 +117,7 @@ def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) 
 
 def no_deadline(handler: Handler) -> Handler:
     """Exempt a long-lived handler (SSE, websocket) from the per-request deadline."""
+    # A marker on the function object (read with getattr): mypy knows no such attribute on a Callable.
     handler.__no_deadline__ = True  # type: ignore[attr-defined]
     return handler
 

@@ -56,6 +56,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 def bucket_labels(bounds_s: Iterable[float]) -> list[str]:
     """The ``le`` labels of histogram buckets with upper bounds ``bounds_s``, ``+Inf`` last."""
+    # prometheus_client leaves floatToGoString unannotated; it returns str.
     return [floatToGoString(b) for b in (*bounds_s, float("inf"))]  # type: ignore[no-untyped-call]
 
 

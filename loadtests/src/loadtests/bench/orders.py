@@ -885,6 +885,7 @@ async def bench(args: argparse.Namespace) -> str:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             for v in variants:  # warm up: pool connections, code paths, caches
                 await sustained(session, apis[v.deployment], v, args, WARMUP_S, f"{run_id}-{v.name}-warm")
+            # The lambdas bind the loop's values as defaults, whose types mypy cannot infer ([misc]).
             for round_no, v in interleaved(args.rounds, variants, alternate=True):
                 api, tag = apis[v.deployment], f"{run_id}-{v.name}-r{round_no}"
                 flash[v.name].append(
