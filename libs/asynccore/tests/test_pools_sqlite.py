@@ -111,6 +111,7 @@ async def test_two_instances_on_one_file_write_concurrently_without_lost_updates
             async with db.write() as conn:
                 n = await fetch_value(conn, "SELECT n FROM counter WHERE id = 1")
                 await asyncio.sleep(0)
+                # Why the ignore below: fetch_value is typed Any | None: the row exists here.
                 await conn.execute("UPDATE counter SET n = ? WHERE id = 1", (n + 1,))  # type: ignore[operator]
 
         per_db = 60

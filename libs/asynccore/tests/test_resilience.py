@@ -151,6 +151,7 @@ async def test_breaker_opens_after_consecutive_failures_and_fails_fast(listener:
     assert time.monotonic() - started < 0.05
     assert calls == 0  # the dependency was not touched
     assert raised.value.status == 503
+    # Why the ignore below: the exception's headers are typed as an optional mapping.
     assert 29 <= int(raised.value.headers["Retry-After"]) <= 30  # type: ignore[index]
 
 

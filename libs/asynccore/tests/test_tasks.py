@@ -42,6 +42,7 @@ async def test_a_failing_task_is_logged_and_counted(
         supervisor.spawn(breaks(), name="writer")
         await wait_until(lambda: failures(supervisor, "writer") == 1, timeout=5)
     record = next(r for r in caplog.records if r.message == "background task failed")
+    # Why the ignore below: the log record's extra fields are attributes logging does not declare.
     assert record.task == "writer"  # type: ignore[attr-defined]
     assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
     assert len(supervisor) == 0

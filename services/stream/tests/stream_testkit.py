@@ -165,6 +165,7 @@ def settings_for(kafka: KafkaBroker, topics: Topics, prefix: str, **overrides: o
         "stream_heartbeat_ms": 500,
     }
     values.update(overrides)
+    # Why the ignore below: pydantic-settings takes the fields as keyword values of mixed types.
     return StreamSettings(**values)  # type: ignore[arg-type]
 
 

@@ -64,6 +64,7 @@ async def test_ingest_without_a_valid_credential_is_401_and_produces_nothing(
 ) -> None:
     status, body, sent = await answer(api, "POST", "/api/events", headers, batch("order_placed"))
     assert status == 401, why
+    # Why the ignore below: the JSON body is typed as an object; here it is the error document.
     assert list(body) == ["errors"] and list(body["errors"]) == ["token"], body  # type: ignore[call-overload]
     assert "Bearer" in sent["WWW-Authenticate"], why
     # A batch that is invalid too: still 401 (the credential is checked before the body is read).
@@ -104,6 +105,7 @@ async def test_a_member_may_not_post_business_events_or_for_someone_else(
 ) -> None:
     status, answered, _ = await answer(api, "POST", "/api/events", member_auth("member-7"), body)
     assert status == 403
+    # Why the ignore below: the JSON body is typed as an object; here it is the error document.
     assert list(answered["errors"]) == [field], answered  # type: ignore[call-overload]
     assert await _topic_is_empty(kafka, topics), "nothing of a refused batch is produced"
 
@@ -122,6 +124,7 @@ async def test_a_member_token_revoked_by_a_password_change_is_a_401(
     await publish_token_version(redis, f"{prefix}auth:", "member-8", 1, ttl_s=600)
     own = batch("page_view", user="member-8")
     status, body, _ = await answer(api, "POST", "/api/events", member_auth("member-8"), own)
+    # Why the ignore below: the JSON body is typed as an object; here it is the error document.
     assert status == 401 and "revoked" in body["errors"]["token"][0], body  # type: ignore[index]
     status, _, _ = await answer(api, "POST", "/api/events", member_auth("member-8", version=1), own)
     assert status == 202
@@ -136,10 +139,12 @@ async def _topic_is_empty(kafka: KafkaBroker, topics: Topics) -> bool:
 
 async def test_risk_alerts_are_for_the_admin_token_only(api: aiohttp.ClientSession) -> None:
     status, body, sent = await answer(api, "GET", "/api/risk/alerts", {})
+    # Why the ignore below: the JSON body is typed as an object; here it is the error document.
     assert (status, list(body["errors"])) == (401, ["token"])  # type: ignore[call-overload]
     assert sent["WWW-Authenticate"].startswith("Bearer")
     for refused in (member_auth("42"), member_auth("42", scheme="Bearer"), ingest_auth()):
         status, body, _ = await answer(api, "GET", "/api/risk/alerts", refused)
+        # Why the ignore below: the JSON body is typed as an object; here it is the error document.
         assert (status, list(body["errors"])) == (403, ["token"]), refused  # type: ignore[call-overload]
     status, body, _ = await answer(api, "GET", "/api/risk/alerts?rule=cart_spree", admin_auth())
     assert (status, body) == (200, {"alerts": []})

@@ -77,6 +77,7 @@ async def test_counts_equal_ground_truth_and_dead_letters_reach_the_dlq(
         truth.duplicates,
     )
     assert summary["unique_users"] == pytest.approx(len(truth.users), rel=0.03)  # HyperLogLog
+    # Why the ignore below: the summary is a JSON document typed as object values.
     assert sum(summary["lateness"].values()) == truth.total()  # type: ignore[attr-defined]
 
     messages = await asyncio.to_thread(read_topic, kafka.bootstrap, topics.dlq, len(truth.dead_letters))
