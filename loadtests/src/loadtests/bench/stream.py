@@ -996,7 +996,7 @@ def _tools(run: Run) -> list[str]:
             [
                 f"{name}: tumbling 1-minute count per type (`{app}_count.py`)",
                 spread([a.per_s for a in runs]),
-                spread([a.per_s_counting for a in done]) if done else "n/a",
+                spread(counting) if (counting := [a.per_s_counting for a in runs if a.counted]) else "n/a",
                 counts,
                 f"service ≥ {targets[app]:.0f}x: {spread(ratios, '{:.1f}x')}, "
                 f"{_verdict(median(ratios) >= targets[app])}",
