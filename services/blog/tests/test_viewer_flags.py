@@ -207,3 +207,43 @@ def test_what_answers_show_is_remembered_within_its_bound() -> None:
         assert len(overlay.shown_in(body).slugs) == 50
     assert overlay._SHOWN.currsize <= overlay.SHOWN_MAX_BYTES
     assert overlay.shown_in(bodies[-1]) is overlay.shown_in(bodies[-1])
+
+
+def _reencoded(body: bytes, favorited: set[str], following: set[str]) -> bytes:
+    """The flags laid over by parsing and encoding again: what the byte-level overlay must equal."""
+    document = orjson.loads(body)
+    for article in document["articles"]:
+        article["favorited"] = article["slug"] in favorited
+        article["author"]["following"] = article["author"]["username"] in following
+    return orjson.dumps(document)
+
+
+def test_flags_are_set_in_the_bytes_exactly_as_a_re_encoding_would() -> None:
+    tricky = 'says "favorited":false and "following":false, ünïcode ✓, a \\ backslash'
+    articles = [
+        {
+            "slug": f"s{j}",
+            "title": tricky,
+            "description": tricky,
+            "tagList": ["favorited", "false"],
+            "favorited": False,
+            "favoritesCount": j,
+            "author": {"username": f"u{j % 3}", "bio": tricky, "image": None, "following": False},
+        }
+        for j in range(7)
+    ]
+    body = orjson.dumps({"articles": articles, "articlesCount": 7})
+    places = overlay.shown_in(body).places
+    assert places is not None and [p.slug for p in places] == [f"s{j}" for j in range(7)]
+    for favorited, following in [
+        ({"s0"}, set()),
+        (set(), {"u1"}),
+        ({"s2", "s6"}, {"u0", "u2"}),
+        (set(), set()),
+    ]:
+        assert overlay._flipped(body, places, favorited, following) == _reencoded(body, favorited, following)
+
+
+def test_an_answer_without_one_flag_per_article_is_re_encoded() -> None:
+    body = orjson.dumps({"articles": [{"slug": "s", "author": {"username": "u"}}]})
+    assert overlay.shown_in(body).places is None  # personalize then parses and encodes it

@@ -6,10 +6,15 @@ a hit) and are intersected with what the answer shows — its slugs and authors,
 once per answer (:class:`Shown`) — so a reader whose flags touch none of the articles shown (the common
 case) gets the cached bytes untouched, unparsed. A reader with too many flags to hold as a set gets
 one indexed query for the articles on the page.
+
+A reader whose flags do touch the answer gets the cached bytes with ``false`` turned into ``true`` at
+the places :class:`Shown` found once per answer — not a parse and a re-encode per request, which was
+~80 % of the Python time of a signed-in list read (py-spy, 1,000 readers, 47 % of them flagged).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -29,13 +34,33 @@ __all__ = ["Shown", "personalize", "shown_in"]
 SHOWN_MAX_BYTES = 8 * 1024 * 1024
 
 
+# Where a flag sits in the cached bytes. Inside a JSON string every quote is escaped, so these only
+# match the keys themselves; orjson writes them without spaces.
+_FAVORITED = re.compile(rb'"favorited":false')
+_FOLLOWING = re.compile(rb'"following":false')
+_KEY = len(b'"favorited":')  # == len(b'"following":'): where ``false`` starts in a match
+_FALSE = len(b"false")
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """One article of an answer: its slug and author, and where their ``false`` flags start."""
+
+    slug: str
+    username: str
+    favorited_at: int
+    following_at: int
+
+
 @dataclass(frozen=True, slots=True)
 class Shown:
-    """The articles and authors an answer shows (``cost``: bytes it holds, for the memo's bound)."""
+    """The articles and authors an answer shows (``cost``: bytes it holds, for the memo's bound), and
+    where each article's flags sit (``None``: not one of each per article, so the answer is re-encoded)."""
 
     slugs: frozenset[str]
     usernames: frozenset[str]
     cost: int
+    places: tuple[Place, ...] | None = None
 
 
 def _cost(shown: Shown) -> int:
@@ -50,8 +75,34 @@ def _read_shown(body: bytes) -> Shown:
     articles = [document["article"]] if "article" in document else document.get("articles", [])
     slugs = frozenset(article["slug"] for article in articles)
     usernames = frozenset(article["author"]["username"] for article in articles)
+    favorited = [m.start() + _KEY for m in _FAVORITED.finditer(body)]
+    following = [m.start() + _KEY for m in _FOLLOWING.finditer(body)]
+    places = None
+    if len(favorited) == len(following) == len(articles):  # one of each per article, in article order
+        places = tuple(
+            Place(article["slug"], article["author"]["username"], fav, fol)
+            for article, fav, fol in zip(articles, favorited, following, strict=True)
+        )
     cost = sys.getsizeof(body) + sum(map(sys.getsizeof, (slugs, usernames, *slugs, *usernames))) + 200
-    return Shown(slugs, usernames, cost)
+    cost += 120 * len(places or ())
+    return Shown(slugs, usernames, cost, places)
+
+
+def _flipped(
+    body: bytes, places: tuple[Place, ...], favorited: AbstractSet[str], following: AbstractSet[str]
+) -> bytes:
+    """``body`` with the flags of ``favorited`` slugs and ``following`` usernames set to ``true``."""
+    flips = sorted(
+        [p.favorited_at for p in places if p.slug in favorited]
+        + [p.following_at for p in places if p.username in following]
+    )
+    pieces: list[bytes] = []
+    start = 0
+    for at in flips:
+        pieces += (body[start:at], b"true")
+        start = at + _FALSE
+    pieces.append(body[start:])
+    return b"".join(pieces)
 
 
 def shown_in(body: bytes) -> Shown:
@@ -108,6 +159,8 @@ async def personalize(db: Database, cache: Cache, viewer_id: int | None, body: b
         favorited, following = flags.favorited & shown.slugs, flags.following & shown.usernames
     if not favorited and not following:
         return body
+    if shown.places is not None:
+        return _flipped(body, shown.places, favorited, following)
     document: dict[str, Any] = orjson.loads(body)
     articles = [document["article"]] if "article" in document else document["articles"]
     for article in articles:
