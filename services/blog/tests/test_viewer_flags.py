@@ -247,3 +247,17 @@ def test_flags_are_set_in_the_bytes_exactly_as_a_re_encoding_would() -> None:
 def test_an_answer_without_one_flag_per_article_is_re_encoded() -> None:
     body = orjson.dumps({"articles": [{"slug": "s", "author": {"username": "u"}}]})
     assert overlay.shown_in(body).places is None  # personalize then parses and encodes it
+
+
+def test_parsed_flags_are_remembered_by_their_bytes_within_a_bound() -> None:
+    body = orjson.dumps({"favorited": ["a", "b"], "following": ["u"]})
+    flags = viewer_flags.parsed(body)
+    assert flags == Flags(frozenset({"a", "b"}), frozenset({"u"}))
+    assert viewer_flags.parsed(body) is flags  # parsed once
+    many = [
+        orjson.dumps({"favorited": [f"slug-{i}-{j}" for j in range(1000)], "following": []})
+        for i in range(200)
+    ]  # ~2 MB of bytes, ~7 MB by the memo's reckoning: past its 4 MB
+    for each in many:
+        assert len(viewer_flags.parsed(each).favorited) == 1000
+    assert viewer_flags._PARSED.currsize <= viewer_flags.PARSED_MAX_BYTES
