@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import pytest
@@ -20,7 +21,7 @@ from stream.metrics import LATENESS
 from stream.recommend import co_views
 from stream.settings import StreamSettings
 from stream.windows import LATENESS_BOUNDS_MS, LATENESS_LABELS
-from stream.writes import Found, Plan, WriteSet, build_writes, plan
+from stream.writes import Found, NotStored, Plan, Totals, WriteSet, build_writes, draft_writes, plan
 
 KEYS = Keys("t:")
 SETTINGS = StreamSettings(stream_allowed_lateness_s=60)
@@ -111,13 +112,21 @@ class FakeStore:
         return total
 
 
-@pytest.mark.parametrize("batch_size", [1, 7, 250, 100_000])
-def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int) -> None:
-    now = 1_800_000_000_000
-    parts = scenario(4, 400, t0=now - 3_600_000)
-    truth = judge(parts, now)
-    store, progress = FakeStore(), {p: Checkpoint(0) for p in parts}
-    lateness: Counter[int] = Counter()
+@dataclass
+class Run:
+    store: FakeStore
+    written: list[tuple[WriteSet, Totals]]  # per batch
+    counted_before: int = 0  # candidates the reads found counted by an earlier batch
+    taken_before: int = 0  # … that the drafts took out before the read (stored by the batch before)
+
+
+def run_batches(parts: dict[int, list[bytes]], now: int, batch_size: int, *, drafted: bool = False) -> Run:
+    """Every partition cut into batches of ``batch_size`` records, each judged, aggregated and
+    written to a :class:`FakeStore`; with ``drafted``, most of the write set is built before the
+    read, knowing the ids the batch before stores, as the consumer does."""
+    run = Run(FakeStore(), [])
+    store, progress = run.store, {p: Checkpoint(0) for p in parts}
+    stored_before: dict[str, set[str]] | None = None
     cursor = dict.fromkeys(parts, 0)
     while any(cursor[p] < len(v) for p, v in parts.items()):
         batch = {}
@@ -128,13 +137,34 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
         prepared = prepare(batch, progress, now_ms=now, lateness_ms=60_000, max_future_ms=60_000)
         deltas = aggregate(prepared, SETTINGS.stream_dedup_horizon_s * 1000)
         the_plan = plan(deltas, KEYS, 1_800_000)
+        draft = None
+        if drafted:
+            draft = draft_writes(
+                prepared, deltas, the_plan, KEYS, "events", SETTINGS, stored_before=stored_before
+            )
+            run.taken_before += len(draft.counted)
+        found = store.read(the_plan)
+        run.counted_before += sum(flags.count("1") for flags in found.seen)
         writes, totals = build_writes(
-            prepared, deltas, the_plan, store.read(the_plan), KEYS, "events", SETTINGS
+            prepared, deltas, the_plan, found, KEYS, "events", SETTINGS, draft=draft
         )
         store.apply(writes)
-        lateness.update(totals.lateness)
+        run.written.append((writes, totals))
+        stored_before = {group.key: set(group.members) for group in the_plan.seen}
         progress = prepared.checkpoints
-    total = store.minute_totals()
+    return run
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 250, 100_000])
+def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int) -> None:
+    now = 1_800_000_000_000
+    parts = scenario(4, 400, t0=now - 3_600_000)
+    truth = judge(parts, now)
+    run = run_batches(parts, now, batch_size)
+    lateness: Counter[int] = Counter()
+    for _, totals in run.written:
+        lateness.update(totals.lateness)
+    total = run.store.minute_totals()
     assert [lateness[i] for i in range(len(LATENESS_LABELS))] == [total[label] for label in LATENESS_LABELS]
     assert {t: total[t] for t in truth.counts} == truth.counts
     assert (total["rev"], total["late"], total["invalid"], total["dup"]) == (
@@ -144,6 +174,66 @@ def test_totals_do_not_depend_on_batching_and_match_ground_truth(batch_size: int
         truth.duplicates,
     )
     assert sum(total[k] for k in total if k.startswith("le_") or k == "gt") == truth.total()
+
+
+@pytest.mark.parametrize("batch_size", [7, 250])
+def test_a_write_set_drafted_before_the_read_is_the_one_built_after_it(batch_size: int) -> None:
+    """Building most of the write set before the read (the consumer does, while the previous batch
+    is in Redis) changes nothing written, whether a duplicate's original is in the batch just
+    before (taken out by the draft) or in an older one (found by the read: built again)."""
+    now = 1_800_000_000_000
+    parts = scenario(4, 400, t0=now - 3_600_000)
+    built_after = run_batches(parts, now, batch_size)
+    drafted = run_batches(parts, now, batch_size, drafted=True)
+    assert 0 < drafted.taken_before <= drafted.counted_before == built_after.counted_before
+    if batch_size == 7:  # duplicates of batches older than the one before: built again
+        assert drafted.taken_before < drafted.counted_before
+    assert [(canonical(w), t) for w, t in drafted.written] == [
+        (canonical(w), t) for w, t in built_after.written
+    ]
+
+
+def canonical(writes: WriteSet) -> dict[str, object]:
+    """A write set as what it writes, whatever the order of its keys and members."""
+
+    def pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
+        return sorted(zip(flat[::2], flat[1::2], strict=True))
+
+    return {
+        "hashes": sorted((inc.key, inc.ttl, pairs(inc.deltas)) for inc in writes.hashes),
+        "sorted_sets": sorted((inc.key, inc.ttl, pairs(inc.deltas)) for inc in writes.sorted_sets),
+        "hyperloglogs": sorted((m.key, m.ttl, sorted(m.members)) for m in writes.hyperloglogs),
+        "seen": sorted((m.key, m.ttl, sorted(m.members)) for m in writes.seen),
+        "sessions": sorted((m.key, m.ttl, pairs(m.members)) for m in writes.sessions),
+        "rest": (
+            writes.newest,
+            writes.order_velocity,
+            writes.cart_spree,
+            writes.checkpoints,
+            writes.dead_letters,
+        ),
+    }
+
+
+def test_a_draft_on_ids_the_batch_before_did_not_store_is_refused() -> None:
+    """Should the batch before not have committed, a batch drafted on its ids must not be written."""
+    now = 1_800_000_000_000
+    first = prepare(
+        {0: [Rec(0, 0, ev("a", now))]}, {0: Checkpoint(0)}, now_ms=now, lateness_ms=0, max_future_ms=0
+    )
+    the_plan = plan(aggregate(first, 600_000), KEYS, 1_800_000)
+    again = prepare(
+        {1: [Rec(1, 0, ev("a", now))]}, {1: Checkpoint(0)}, now_ms=now, lateness_ms=0, max_future_ms=0
+    )
+    deltas = aggregate(again, 600_000)
+    plan_again = plan(deltas, KEYS, 1_800_000)
+    stored = {group.key: set(group.members) for group in the_plan.seen}
+    draft = draft_writes(again, deltas, plan_again, KEYS, "events", SETTINGS, stored_before=stored)
+    assert draft.counted == {(0, 0)}
+    with pytest.raises(NotStored):  # the read finds "a" not counted: the first batch did not commit
+        build_writes(
+            again, deltas, plan_again, FakeStore().read(plan_again), KEYS, "events", SETTINGS, draft=draft
+        )
 
 
 def view(product: str, ts: int) -> JudgedEvent:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 import pytest
 
+from stream.batch import Checkpoint, JudgedEvent, prepare
 from stream.events import Invalid, decode_event, decode_ingest_batch
 
 NOW = 1_700_000_000_000
@@ -75,3 +78,59 @@ def test_ingest_batch_names_index_and_field(body: bytes, field: str) -> None:
 def test_ingest_batch_valid() -> None:
     events = decode_ingest_batch(batch(raw(), raw(event_id="e2", type="click")), NOW, 60_000)
     assert [e.event_id for e in events] == ["e1", "e2"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        raw(),
+        raw(user_id=42, product_id=7),
+        raw(type="payment", product_id=..., price=9.5),
+        raw(type="payment", product_id=...),
+        raw(type="payment", price=None),
+        raw(type="order_placed", price=12),
+        raw(type="order_placed", price=0),
+        raw(type="order_placed"),
+        raw(type="order_placed", price=-3),
+        raw(type="order_placed", price=None),
+        raw(type="click", product_id=None),
+        raw(type="click", product_id=""),
+        raw(type="add_to_cart", product_id=...),
+        raw(user_id=""),
+        raw(user_id=True),
+        raw(event_id=3),
+        raw(ts=NOW + 60_000),
+        raw(ts=NOW + 60_001),
+        raw(ts=0),
+        raw(extra={"nested": [1]}),
+        b"{not json",
+        b"[1, 2]",
+        b"",
+    ],
+)
+def test_judging_decodes_as_the_schema_and_its_rules_say(value: bytes) -> None:
+    """Judging decodes most values straight into what aggregation reads; whatever it decodes so, and
+    whatever it refuses, comes out as :func:`decode_event` decides: the same event, or the same
+    reason."""
+    out = prepare({0: [Rec(value)]}, {0: Checkpoint(0)}, now_ms=NOW, lateness_ms=60_000, max_future_ms=60_000)
+    try:
+        event = decode_event(value, NOW, 60_000)
+    except Invalid as exc:
+        assert [(r.reason, r.detail) for r in out.rejected] == [(exc.reason, f"{exc.field}: {exc.message}")]
+        assert out.candidates == []
+        return
+    assert out.rejected == []
+    product = "" if event.product_id is None else str(event.product_id)
+    expected = JudgedEvent(
+        event.event_id, event.type, str(event.user_id), event.ts, product, event.price or 0.0
+    )
+    assert out.candidates == [expected]
+
+
+@dataclass
+class Rec:
+    value: bytes
+    partition: int = 0
+    offset: int = 0
+    timestamp: int = NOW
+    key: bytes | None = None

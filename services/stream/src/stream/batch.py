@@ -10,11 +10,12 @@ in an earlier batch is asked of the state store in the flush transaction (see :m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import msgspec
 
-from stream.events import Invalid, decode_event
+from contracts.events import MAX_PRICE, Text
+from stream.events import PRODUCT_TYPES, EventType, Invalid, decode_event
 
 __all__ = ["Checkpoint", "JudgedEvent", "Prepared", "Record", "Rejected", "prepare"]
 
@@ -34,19 +35,30 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
+NO_PRICE = -1.0  # JudgedEvent.price while decoding, for an event without one
+
+
 class JudgedEvent(msgspec.Struct, gc=False):
     """An event that passed judging, with its ids as strings (the wire allows numbers too).
 
     What aggregation reads, typed as it is: every id a string, ``product_id`` ``""`` for the types
     that carry none (order, payment), ``price`` ``0.0`` where absent (an order always has one).
+
+    Also what most values decode to directly: the wire's schema (``contracts.events.Event``) with
+    string ids only and defaults for what may be absent. A value it refuses, or one breaking a rule
+    beyond the schema, goes the long way (:func:`stream.events.decode_event`): decoded as the wire
+    allows, then judged valid (and converted) or invalid with the reason.
     """
 
-    event_id: str
-    type: str
-    user_id: str
-    ts: int
-    product_id: str
-    price: float
+    event_id: Text
+    type: EventType
+    user_id: Text
+    ts: Annotated[int, msgspec.Meta(ge=0)]
+    product_id: Text = ""
+    price: Annotated[float, msgspec.Meta(ge=0, le=MAX_PRICE)] = NO_PRICE
+
+
+_decode_judged = msgspec.json.Decoder(JudgedEvent).decode
 
 
 @dataclass(slots=True)
@@ -122,13 +134,13 @@ def prepare(
         for rec in records[skip:] if skip else records:  # in offset order
             raw = rec.value or b""
             try:
-                event = decode_event(raw, now_ms, max_future_ms)
+                judged = _decode(raw, now_ms, max_future_ms)
             except Invalid as exc:
                 # Its own ts is missing or untrustworthy: it counts in the minute it was produced.
                 detail, offset = f"{exc.field}: {exc.message}", rec.offset
                 rejected.append(Rejected(exc.reason, detail, partition, offset, rec.key, raw, rec.timestamp))
                 continue
-            ts = event.ts
+            ts = judged.ts
             lag = max_ts - ts
             if lag > lateness_ms:
                 detail = f"{lag} ms behind the watermark base"
@@ -136,17 +148,6 @@ def prepare(
                 continue
             if lag < 0:
                 max_ts, lag = ts, 0
-            # decode_event made the ids strings already (str() of a str is that same str): the
-            # conversion is the type's, once here rather than at every use downstream.
-            product = event.product_id
-            judged = JudgedEvent(
-                event.event_id,
-                event.type,
-                str(event.user_id),
-                ts,
-                "" if product is None else str(product),
-                event.price or 0.0,
-            )
             if judged.event_id in seen:
                 duplicates.append(judged)
                 continue
@@ -157,3 +158,37 @@ def prepare(
         if max_ts > out.newest_ts:
             out.newest_ts = max_ts
     return out
+
+
+def _decode(raw: bytes, now_ms: int, max_future_ms: int) -> JudgedEvent:
+    """One Kafka value → the event as aggregation reads it, or :class:`~stream.events.Invalid`.
+
+    Straight into a :class:`JudgedEvent` when the value allows (string ids, no rule beyond the
+    schema broken); else the long way, :func:`~stream.events.decode_event`, which also names what
+    is wrong.
+    """
+    try:
+        judged = _decode_judged(raw)
+    except msgspec.DecodeError:
+        pass
+    else:
+        kind = judged.type
+        if (
+            judged.ts <= now_ms + max_future_ms
+            and (judged.product_id or kind not in PRODUCT_TYPES)
+            and (judged.price != NO_PRICE or kind != "order_placed")
+        ):
+            if judged.price == NO_PRICE:
+                judged.price = 0.0
+            return judged
+    event = decode_event(raw, now_ms, max_future_ms)
+    # decode_event made the ids strings already (str() of a string is that same string).
+    product = event.product_id
+    return JudgedEvent(
+        event.event_id,
+        event.type,
+        str(event.user_id),
+        event.ts,
+        "" if product is None else str(product),
+        event.price or 0.0,
+    )

@@ -2,10 +2,12 @@
 
 The flush (:meth:`Consumer._commit`) is three steps in one transaction: read the state store →
 build the write set (pure, :mod:`stream.writes`) → apply it with the new checkpoints
-(:mod:`stream.state`). Checkpoints live in Redis next to the aggregates; Kafka's committed offsets
-are never used. On assignment the member checks each checkpoint against the partition's log and
-seeks to it, or resets it under ``STREAM_OFFSET_RESET`` (see :mod:`stream.offsets`); a log that
-moves under a running member (fetch out of range) is checked the same way. On revocation it
+(:mod:`stream.state`). Most of the write set is built before (:meth:`Consumer._plan`), while the
+batch before is still being flushed: Redis and this process work at the same time. Checkpoints
+live in Redis next to the aggregates; Kafka's committed offsets are never used. On assignment the
+member checks each checkpoint against the partition's log and seeks to it, or resets it under
+``STREAM_OFFSET_RESET`` (see :mod:`stream.offsets`); a log that moves under a running member (fetch
+out of range) is checked the same way. On revocation it
 finishes the batch in hand first (the rebalance waits on the same lock), so a partition changes
 hands between batches. Should a flush still race a new owner, the WATCH fence rejects it.
 """
@@ -19,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -47,7 +50,7 @@ from stream.metrics import (
 from stream.offsets import Resume, resume_at
 from stream.settings import StreamSettings
 from stream.state import Fenced, load_checkpoints, move_checkpoints
-from stream.writes import Plan, Totals, build_writes, plan
+from stream.writes import Draft, Plan, ReadGroup, Totals, build_writes, draft_writes, plan
 
 __all__ = ["Consumer", "PartitionState"]
 
@@ -59,6 +62,9 @@ MAX_RESTART_DELAY_S = 10.0
 # listener's reads take milliseconds, a few seconds on a broker or Redis that is struggling.
 POSITION_WAIT_S = 30.0
 FILL_WAIT_MS = 5  # how long one more fetch into the next batch may wait while a flush runs
+# Records judged at a time while a flush runs: the flush's next step (building the write set once
+# the read is back, sending the apply) waits for this thread, and Redis idles meanwhile.
+PIECE_MAX = 2_000
 OUTBOX_POLL_S = 0.5  # how often a full outbox is looked at again (backpressure)
 OFFSETS_TIMEOUT_S = 30.0  # asking the broker for the logs' start and end offsets on assignment
 # A topic recreated (or given more partitions) is noticed within this: aiokafka's 5-minute default
@@ -101,6 +107,7 @@ class Consumer:
         self._failure: Exception | None = None  # from the rebalance listener, raised by the member loop
         self._unpositioned_since: float | None = None  # see _await_positions
         self._stopping = asyncio.Event()
+        self._flushed: _Flushed | None = None  # the batch flushed last (see _plan)
         FRESHNESS.set_function(self._freshness)
 
     def _freshness(self) -> float:
@@ -157,6 +164,7 @@ class Consumer:
         self._failure = None  # a previous member's
         self._unpositioned_since = None
         in_flight: asyncio.Task[None] | None = None
+        self._flushed = None
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 await consumer.start()
@@ -183,12 +191,13 @@ class Consumer:
                         raise failure from None
                     raise
                 self._unpositioned_since = None
+                # Planned (and most of its write set built) while the batch in flight is in Redis.
+                job = self._plan(judged) if judged is not None else None
                 if in_flight is not None:
                     await in_flight
                     in_flight = None
-                job = self._plan(judged) if judged is not None else None
                 if job is not None:
-                    in_flight = asyncio.create_task(self._flush(consumer, job))
+                    in_flight = self._start_flush(consumer, job)
                 self._report_lag(consumer)
             if in_flight is not None:
                 await in_flight
@@ -224,17 +233,33 @@ class Consumer:
         (buffered by aiokafka) join the batch even with no flush to wait for, without waiting for
         more: while draining a backlog, batches are as full as the fetcher allows from the start
         rather than growing with the flush time.
+
+        The flush runs on this thread too, and ``getmany`` returns buffered records without yielding
+        to it: while a flush runs, records are judged ``PIECE_MAX`` at a time, and before each piece
+        the flush takes its next step if it can (:func:`_let_flush_on`), so that Redis and this
+        process work at the same time rather than by turns.
         """
         s = self.settings
-        batch = await consumer.getmany(timeout_ms=s.stream_poll_ms, max_records=s.stream_batch_max)
+        busy = in_flight is not None and not in_flight.done()
+        if busy:
+            await _let_flush_on()
+        piece = min(s.stream_batch_max, PIECE_MAX) if busy else s.stream_batch_max
+        batch = await consumer.getmany(timeout_ms=s.stream_poll_ms, max_records=piece)
         judged = self._judge(batch, None) if batch else None
         while judged is not None and (room := s.stream_batch_max - judged.prepared.records) > 0:
             waiting = in_flight is not None and not in_flight.done()
-            more = await consumer.getmany(timeout_ms=FILL_WAIT_MS if waiting else 0, max_records=room)
+            if waiting:
+                await _let_flush_on()
+            more = await consumer.getmany(
+                timeout_ms=FILL_WAIT_MS if waiting else 0,
+                max_records=min(room, PIECE_MAX) if waiting else room,
+            )
             if more:
                 judged = self._judge(more, judged)
             elif not waiting:
                 break
+        if judged is not None and in_flight is not None and not in_flight.done():
+            await _let_flush_on()  # before the batch is planned
         return judged
 
     def _judge(self, batch: dict[TopicPartition, list[ConsumerRecord]], into: _Job | None) -> _Job:
@@ -270,12 +295,29 @@ class Consumer:
         return all(held.get(p) is st for p, st in job.judged_from.items())
 
     def _plan(self, job: _Job) -> _Job | None:
-        """What the flush of a judged batch reads first; ``None`` if no assigned partition is in it."""
+        """What the flush of a judged batch reads first, and the part of its write set that does not
+        depend on the read; ``None`` if no assigned partition is in it.
+
+        The seen ids of the batch flushed last count as stored if it was judged from the same
+        partition states: it commits before this batch's read, or else both are void
+        (:class:`~stream.writes.NotStored` should that ever not hold).
+        """
         s = self.settings
         if not job.prepared.checkpoints or not self._current(job):
             return None
         job.plan = plan(job.deltas, self.keys, s.stream_rec_session_gap_s * 1000)
+        stored = None
+        if (before := self._flushed) is not None and _chained(before.judged_from, job):
+            stored = {group.key: set(group.members) for group in before.seen}
+        job.draft = draft_writes(
+            job.prepared, job.deltas, job.plan, self.keys, self.topic, s, stored_before=stored
+        )
         return job
+
+    def _start_flush(self, consumer: AIOKafkaConsumer, job: _Job) -> asyncio.Task[None]:
+        assert job.plan is not None
+        self._flushed = _Flushed(job.judged_from, job.plan.seen)
+        return asyncio.create_task(self._flush(consumer, job))
 
     async def _flush(self, consumer: AIOKafkaConsumer, job: _Job) -> None:
         """Commit a judged batch, unless backpressure or a rebalance voids it first."""
@@ -309,7 +351,9 @@ class Consumer:
         expected = {p: st.stored if (st := self._partitions.get(p)) else None for p in prepared.checkpoints}
         async with state.transaction(self.redis, keys, self.topic, expected) as tx:
             found = await tx.read(the_plan)
-            writes, totals = build_writes(prepared, job.deltas, the_plan, found, keys, self.topic, s)
+            writes, totals = build_writes(
+                prepared, job.deltas, the_plan, found, keys, self.topic, s, draft=job.draft
+            )
             fired = await tx.apply(
                 writes, alerts_kept=s.stream_alerts_kept, alerts_topic=s.stream_alerts_topic
             )
@@ -489,6 +533,30 @@ class _Job:
     # The state each partition in the batch was judged from: the batch is void once one is replaced.
     judged_from: dict[int, PartitionState] = field(default_factory=dict)
     plan: Plan | None = None  # set once the batch is complete
+    draft: Draft | None = None  # … with what it writes whatever the read finds
+
+
+async def _let_flush_on() -> None:
+    """Let the flush in flight take its next step before this task goes on, if that step is ready.
+
+    One yield runs the loop once: Redis's answer, if it has come, is read and wakes the flush, but
+    behind this task (scheduled first). The second yield lets the flush run ahead of it.
+    """
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+class _Flushed(NamedTuple):
+    """Of the batch flushed last: what :meth:`Consumer._plan` needs to know about it."""
+
+    judged_from: dict[int, PartitionState]
+    seen: list[ReadGroup]  # the ids it stores
+
+
+def _chained(before: dict[int, PartitionState], job: _Job) -> bool:
+    """Whether ``job`` was judged on from where a batch judged from ``before`` left off: the
+    partitions in both, from the same states (a rebalance or a fence gives every partition a new one)."""
+    return all(before.get(p, st) is st for p, st in job.judged_from.items())
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped: its base is Any

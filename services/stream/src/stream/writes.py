@@ -1,6 +1,8 @@
 """The flush's pure half: what a batch must read from the state store (:func:`plan`), and from what
 the read found, the batch's write set (:func:`build_writes`) — every delta, dead letter and
-checkpoint that :mod:`stream.state` then applies in one transaction.
+checkpoint that :mod:`stream.state` then applies in one transaction. Most of the write set does not
+depend on the read (:func:`draft_writes`): it is built before, while the previous batch is still in
+Redis, so that only the co-views and sessions are left between the read and the apply.
 
 The write set's fields are the apply script's named inputs (``lua/apply.lua``): each entry is one
 key's worth, with its members flat (``[field, n, field, n, …]``) so the script hands them to Redis
@@ -10,6 +12,8 @@ in chunks. No I/O and no Redis here.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import orjson
@@ -26,15 +30,18 @@ from stream.windows import LATENESS_LABELS, MINUTE_MS
 __all__ = [
     "Checkpointed",
     "DeadLetter",
+    "Draft",
     "Found",
     "Increments",
     "Members",
     "Newest",
+    "NotStored",
     "Plan",
     "ReadGroup",
     "Totals",
     "WriteSet",
     "build_writes",
+    "draft_writes",
     "plan",
 ]
 
@@ -142,6 +149,16 @@ class Totals:
     duplicates: int = 0
 
 
+@dataclass(slots=True)
+class Draft:
+    """What :func:`draft_writes` built before the read."""
+
+    writes: WriteSet
+    totals: Totals
+    # (seen group, index) of the candidates it took out of the deltas as counted by the batch before
+    counted: set[tuple[int, int]]
+
+
 def plan(deltas: Deltas, keys: Keys, gap_ms: int) -> Plan:
     """What to read for a complete batch: its candidates' ids, and the sessions of users with views."""
     buckets = range(0)
@@ -157,6 +174,39 @@ def plan(deltas: Deltas, keys: Keys, gap_ms: int) -> Plan:
     )
 
 
+def draft_writes(
+    prepared: Prepared,
+    deltas: Deltas,
+    the_plan: Plan,
+    keys: Keys,
+    topic: str,
+    s: StreamSettings,
+    *,
+    stored_before: Mapping[str, AbstractSet[str]] | None = None,
+) -> Draft:
+    """The part of the write set that does not depend on the read: every delta but the co-views
+    and sessions (:func:`build_writes` adds those), and the totals but the duplicates.
+
+    Built before the read, while the batch before this one is still being flushed: its seen ids
+    (``stored_before``, seen key → ids) are taken out of ``deltas`` at once, as the read will find
+    them counted once it has committed. Any other candidate the read finds counted (rare: a
+    duplicate of an older batch, a replay) makes :func:`build_writes` build it again.
+    """
+    counted: set[tuple[int, int]] = set()
+    if stored_before:
+        for g, group in enumerate(the_plan.seen):
+            if ids := stored_before.get(group.key):
+                counted.update((g, i) for i, member in enumerate(group.members) if member in ids)
+        if counted:
+            deltas.remove(_candidates_at(deltas, the_plan, counted))
+    return Draft(*_write_set(prepared, deltas, the_plan, keys, topic, s), counted)
+
+
+class NotStored(Exception):
+    """A batch was drafted on ids the batch before it stores, and the read does not find them: that
+    batch did not commit, so this one must not either (it is read again from the stored checkpoints)."""
+
+
 def build_writes(
     prepared: Prepared,
     deltas: Deltas,
@@ -165,23 +215,44 @@ def build_writes(
     keys: Keys,
     topic: str,
     s: StreamSettings,
+    draft: Draft | None = None,
 ) -> tuple[WriteSet, Totals]:
     """The batch's write set, given which candidates an earlier batch counted and the users' sessions.
 
+    ``draft`` is what :func:`draft_writes` built for the same batch before the read (used up:
+    completed in place, or built again if the read found more candidates counted than it took out).
     ``deltas`` is used up: candidates found already counted are taken out of it.
     """
-    totals = Totals()
-    already = _already_counted(deltas, the_plan, found)
-    if already:
-        deltas.remove(already)
-    totals.duplicates = len(already) + len(prepared.duplicates)
-    _count(prepared, deltas, totals)
-    retention = s.stream_retention_s
-    hashes = _minute_counts(deltas.counts, keys, retention, totals)
-    sessions: list[Members] = []
+    counted = {  # "1": counted by an earlier batch
+        (g, i)
+        for g, flags in enumerate(found.seen)
+        if "1" in flags
+        for i, flag in enumerate(flags)
+        if flag == "1"
+    }
+    taken = draft.counted if draft is not None else set()
+    if not taken <= counted:
+        raise NotStored(f"{len(taken - counted)} ids of the batch before are not stored")
+    if more := counted - taken:
+        deltas.remove(_candidates_at(deltas, the_plan, more))
+    if draft is None or more:
+        writes, totals = _write_set(prepared, deltas, the_plan, keys, topic, s)
+    else:
+        writes, totals = draft.writes, draft.totals
+    totals.duplicates = len(counted) + len(prepared.duplicates)
     if deltas.views:
-        co_viewed, sessions = _co_views_and_sessions(deltas.views, found, keys, s)
-        hashes += co_viewed
+        co_viewed, writes.sessions = _co_views_and_sessions(deltas.views, found, keys, s)
+        writes.hashes = writes.hashes + co_viewed
+    return writes, totals
+
+
+def _write_set(
+    prepared: Prepared, deltas: Deltas, the_plan: Plan, keys: Keys, topic: str, s: StreamSettings
+) -> tuple[WriteSet, Totals]:
+    """The write set without co-views and sessions, from ``deltas`` as they stand (left as they are)."""
+    totals = Totals()
+    counts = _count(prepared, deltas, totals)
+    retention = s.stream_retention_s
     seen_ttl = 2 * s.stream_dedup_horizon_s + int(s.stream_allowed_lateness_s)
     velocity, spree = _rule_counters(deltas, keys, s)
     dlq = s.stream_dlq_topic
@@ -189,12 +260,11 @@ def build_writes(
         newest=Newest(keys.newest, prepared.newest_ts),
         order_velocity=velocity,
         cart_spree=spree,
-        hashes=hashes,
+        hashes=_minute_counts(counts, keys, retention, totals),
         sorted_sets=_product_panes(deltas, keys, s.stream_product_retention_s),
         hyperloglogs=_unique_users(deltas, keys, retention),
         # All candidates: re-adding an id already counted is a no-op.
         seen=[Members(g.key, seen_ttl, g.members) for g in the_plan.seen],
-        sessions=sessions,
         checkpoints=[
             Checkpointed(keys.checkpoint(topic, partition), checkpoint.encode())
             for partition, checkpoint in prepared.checkpoints.items()
@@ -206,20 +276,18 @@ def build_writes(
     return writes, totals
 
 
-def _already_counted(deltas: Deltas, the_plan: Plan, found: Found) -> list[tuple[JudgedEvent, int]]:
-    """Candidates (with their lag) whose id the read found counted by an earlier batch."""
-    already: list[tuple[JudgedEvent, int]] = []
-    for flags, bucket in zip(found.seen, the_plan.seen_buckets, strict=True):
-        if "1" in flags:  # "1": counted by an earlier batch
-            events, lags = deltas.events[bucket], deltas.lags[bucket]
-            already += [(events[i], lags[i]) for i, flag in enumerate(flags) if flag == "1"]
-    return already
+def _candidates_at(
+    deltas: Deltas, the_plan: Plan, positions: AbstractSet[tuple[int, int]]
+) -> list[tuple[JudgedEvent, int]]:
+    """The candidates (with their lag) at ``positions``: (seen group of the plan, index in it)."""
+    buckets = the_plan.seen_buckets
+    return [(deltas.events[buckets[g]][i], deltas.lags[buckets[g]][i]) for g, i in sorted(positions)]
 
 
-def _count(prepared: Prepared, deltas: Deltas, totals: Totals) -> None:
-    """Add the counts by type and lateness class, duplicates, late and invalid events to
-    ``deltas.counts`` ((minute, hash field) → n) and to ``totals``."""
-    counts = deltas.counts
+def _count(prepared: Prepared, deltas: Deltas, totals: Totals) -> Counter[tuple[int, str]]:
+    """``deltas.counts`` ((minute, hash field) → n) with the counts by type and lateness class,
+    duplicates, late and invalid events added (``deltas`` is left as it is); those go to ``totals`` too."""
+    counts = deltas.counts.copy()
     for (minute, kind, late), n in deltas.kinds.items():
         counts[(minute, kind)] += n
         counts[(minute, LATENESS_LABELS[late])] += n
@@ -236,6 +304,7 @@ def _count(prepared: Prepared, deltas: Deltas, totals: Totals) -> None:
             counts[(minute, "invalid")] += 1
             counts[(minute, f"inv:{rej.reason}")] += 1
             totals.invalid[rej.reason] += 1
+    return counts
 
 
 def _minute_counts(

@@ -67,26 +67,101 @@ for _, e in ipairs(w.sessions) do chunked('HSET', e.key, e.members) call('EXPIRE
 for _, c in ipairs(w.checkpoints) do call('SET', c.key, c.value) end
 if w.newest.ts > tonumber(call('GET', w.newest.key) or '0') then call('SET', w.newest.key, w.newest.ts) end
 
--- Risk counters fire when they cross the threshold in this batch: once per user and window.
+-- Fields of one hash raised (fields[i] by adds[i]), read and written 999 at a time (HMGET + HSET
+-- rather than an HINCRBY each); the new values, in the order of fields.
+local function add_all(key, fields, adds)
+  local values, n, i = {}, #fields, 1
+  while i <= n do
+    local j = math.min(i + 998, n)
+    local now, args = call('HMGET', key, unpack(fields, i, j)), {}
+    for k = i, j do
+      local v = (tonumber(now[k - i + 1]) or 0) + adds[k]
+      values[k] = v
+      args[2 * (k - i) + 1], args[2 * (k - i) + 2] = fields[k], v
+    end
+    call('HSET', key, unpack(args))
+    i = j + 1
+  end
+  return values
+end
+
+-- entries grouped by entry[field] (a key), in order of first appearance: {{key =, at = {i, ...}}, ...}
+local function by_key(entries, field)
+  local groups, index = {}, {}
+  for i, e in ipairs(entries) do
+    local key = e[field]
+    local g = index[key]
+    if not g then
+      g = {key = key, at = {}}
+      index[key] = g
+      groups[#groups + 1] = g
+    end
+    g.at[#g.at + 1] = i
+  end
+  return groups
+end
+
+-- Risk counters fire when they cross the threshold in this batch: once per user and window. Each
+-- user is in one entry per window (key), each product once in an entry.
 local velocity = w.order_velocity
-for _, c in ipairs(velocity.counts) do
-  local v = call('HINCRBY', c.key, c.user, c.n)
-  expire_once(c.key, c.ttl)
+local counts, ordered = velocity.counts, {}  -- ordered[i]: entry i's counter after this batch
+for _, g in ipairs(by_key(counts, 'key')) do
+  local users, adds = {}, {}
+  for k, i in ipairs(g.at) do users[k], adds[k] = counts[i].user, counts[i].n end
+  for k, v in ipairs(add_all(g.key, users, adds)) do ordered[g.at[k]] = v end
+  expire_once(g.key, counts[g.at[1]].ttl)
+end
+for i, c in ipairs(counts) do
+  local v = ordered[i]
   if v - c.n <= velocity.threshold and v > velocity.threshold then
     fire(velocity.rule, c.user, c.window_start, c.window_end, velocity.threshold, v)
   end
 end
 local spree = w.cart_spree
-for _, a in ipairs(spree.adds) do
-  local added = 0  -- products new to this user and window
-  for _, product in ipairs(a.products) do added = added + call('HSETNX', a.pairs_key, a.user .. '|' .. product, 1) end
-  expire_once(a.pairs_key, a.ttl)
-  if added > 0 then
-    local v = call('HINCRBY', a.counts_key, a.user, added)
-    expire_once(a.counts_key, a.ttl)
-    if v - added <= spree.threshold and v > spree.threshold then
-      fire(spree.rule, a.user, a.window_start, a.window_end, spree.threshold, v)
+local adds, added = spree.adds, {}  -- added[i]: products new to entry i's user and window
+for _, g in ipairs(by_key(adds, 'pairs_key')) do
+  local fields, owner = {}, {}  -- as HSETNX pairs_key user|product 1, every product of every entry
+  for _, i in ipairs(g.at) do
+    added[i] = 0
+    for _, product in ipairs(adds[i].products) do
+      fields[#fields + 1] = adds[i].user .. '|' .. product
+      owner[#fields] = i
     end
+  end
+  local n, p = #fields, 1
+  while p <= n do
+    local q = math.min(p + 998, n)
+    local now, new = call('HMGET', g.key, unpack(fields, p, q)), {}
+    for k = p, q do
+      if not now[k - p + 1] then
+        added[owner[k]] = added[owner[k]] + 1
+        new[#new + 1] = fields[k]
+        new[#new + 1] = 1
+      end
+    end
+    if #new > 0 then call('HSET', g.key, unpack(new)) end
+    p = q + 1
+  end
+  expire_once(g.key, adds[g.at[1]].ttl)
+end
+local grown, grown_by = {}, {}  -- the entries with new products, and how many
+for i = 1, #adds do
+  if added[i] > 0 then
+    grown[#grown + 1] = adds[i]
+    grown_by[#grown] = added[i]
+  end
+end
+local totals = {}  -- totals[entry]: its user's distinct products in the window after this batch
+for _, g in ipairs(by_key(grown, 'counts_key')) do
+  local users, more = {}, {}
+  for k, j in ipairs(g.at) do users[k], more[k] = grown[j].user, grown_by[j] end
+  for k, v in ipairs(add_all(g.key, users, more)) do totals[grown[g.at[k]]] = v end
+  expire_once(g.key, grown[g.at[1]].ttl)
+end
+for i, a in ipairs(adds) do
+  local v, n = totals[a], added[i]
+  if n > 0 and v - n <= spree.threshold and v > spree.threshold then
+    fire(spree.rule, a.user, a.window_start, a.window_end, spree.threshold, v)
   end
 end
 

@@ -11,22 +11,27 @@ local request = cmsgpack.unpack(ARGV[1])
 local call = redis.call
 local out = {checkpoints = {}, seen = {}, sessions = {}}
 
--- At most 1,000 members a call: Lua's unpack has a bounded stack.
-local function chunked(cmd, key, members, into)
-  local n, i = #members, 1
+-- At most 1,000 members a call: Lua's unpack has a bounded stack. Each reply value goes through
+-- the table convert (into[k] = convert[v]) if given, else is kept as it is.
+local function chunked(cmd, key, members, convert)
+  local into, k, n, i = {}, 0, #members, 1
   while i <= n do
     local j = math.min(i + 999, n)
-    for _, v in ipairs(call(cmd, key, unpack(members, i, j))) do into[#into + 1] = v end
+    for _, v in ipairs(call(cmd, key, unpack(members, i, j))) do
+      k = k + 1
+      into[k] = convert and convert[v] or v
+    end
     i = j + 1
   end
   return into
 end
 
+local FLAG = {[0] = '0', [1] = '1'}  -- SMISMEMBER's integers as the characters of a string
 for i, key in ipairs(KEYS) do out.checkpoints[i] = call('GET', key) end
 for i, group in ipairs(request.seen) do
-  out.seen[i] = table.concat(chunked('SMISMEMBER', group.key, group.members, {}))
+  out.seen[i] = table.concat(chunked('SMISMEMBER', group.key, group.members, FLAG))
 end
 for i, group in ipairs(request.sessions) do
-  out.sessions[i] = chunked('HMGET', group.key, group.members, {})
+  out.sessions[i] = chunked('HMGET', group.key, group.members)
 end
 return cmsgpack.pack(out)
