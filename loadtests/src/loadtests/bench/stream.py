@@ -269,7 +269,8 @@ _COMPILE = (
 
 def compile_bytecode(python: Path | str) -> None:
     """Compile what ``python`` imports (its environment and the workspace sources) to bytecode."""
-    subprocess.run([str(python), "-c", _COMPILE], check=True, stdout=subprocess.DEVNULL)
+    # -W ignore: the standard library's own test data is full of deliberate SyntaxWarnings.
+    subprocess.run([str(python), "-W", "ignore", "-c", _COMPILE], check=True, stdout=subprocess.DEVNULL)
 
 
 def alt_python() -> Path:
