@@ -8,7 +8,7 @@
 local w = cmsgpack.unpack(ARGV[1])
 local alerts, outbox = KEYS[1], KEYS[2]
 local kept, alerts_topic = w.alerts_kept - 1, w.alerts_topic
-local call, fired, expiring = redis.call, {}, {}
+local call, fired = redis.call, {}
 
 -- cmd key m1 m2 ..., at most 1,000 members a call: Lua's unpack has a bounded stack.
 local function chunked(cmd, key, members)
@@ -18,10 +18,6 @@ local function chunked(cmd, key, members)
     call(cmd, key, unpack(members, i, j))
     i = j + 1
   end
-end
-
-local function expire_once(key, ttl)  -- risk keys recur across a batch's users: one EXPIRE each
-  if not expiring[key] then call('EXPIRE', key, ttl) expiring[key] = true end
 end
 
 -- The alert JSON (the shape stream.risk documents), to the API list and the outbox.
@@ -36,9 +32,10 @@ local function fire(rule, user, window_start, window_end, threshold, count)
   fired[#fired + 1] = rule
 end
 
--- deltas = {member, n, member, n, ...}: one read and one write per 999 members.
+-- deltas = {member, n, member, n, ...}: one read and one write per 999 members. Returns the new
+-- values, in the order of the members.
 local function increment(e, read, write, score_first)
-  local key, d = e.key, e.deltas
+  local key, d, values = e.key, e.deltas, {}
   local n, i = #d, 1
   while i <= n do
     local j = math.min(i + 1997, n)
@@ -47,6 +44,7 @@ local function increment(e, read, write, score_first)
     local now, args = call(read, key, unpack(names)), {}
     for k = 1, #names do
       local v = (tonumber(now[k]) or 0) + d[i + 2 * k - 1]
+      values[#values + 1] = v
       if score_first then  -- ZADD takes the score first
         args[2 * k - 1], args[2 * k] = v, names[k]
       else
@@ -57,6 +55,7 @@ local function increment(e, read, write, score_first)
     i = j + 1
   end
   call('EXPIRE', key, e.ttl)
+  return values
 end
 
 for _, e in ipairs(w.hashes) do increment(e, 'HMGET', 'HSET', false) end
@@ -66,24 +65,6 @@ for _, e in ipairs(w.seen) do chunked('SADD', e.key, e.members) call('EXPIRE', e
 for _, e in ipairs(w.sessions) do chunked('HSET', e.key, e.members) call('EXPIRE', e.key, e.ttl) end
 for _, c in ipairs(w.checkpoints) do call('SET', c.key, c.value) end
 if w.newest.ts > tonumber(call('GET', w.newest.key) or '0') then call('SET', w.newest.key, w.newest.ts) end
-
--- Fields of one hash raised (fields[i] by adds[i]), read and written 999 at a time (HMGET + HSET
--- rather than an HINCRBY each); the new values, in the order of fields.
-local function add_all(key, fields, adds)
-  local values, n, i = {}, #fields, 1
-  while i <= n do
-    local j = math.min(i + 998, n)
-    local now, args = call('HMGET', key, unpack(fields, i, j)), {}
-    for k = i, j do
-      local v = (tonumber(now[k - i + 1]) or 0) + adds[k]
-      values[k] = v
-      args[2 * (k - i) + 1], args[2 * (k - i) + 2] = fields[k], v
-    end
-    call('HSET', key, unpack(args))
-    i = j + 1
-  end
-  return values
-end
 
 -- entries grouped by entry[field] (a key), in order of first appearance: {{key =, at = {i, ...}}, ...}
 local function by_key(entries, field)
@@ -102,14 +83,15 @@ local function by_key(entries, field)
 end
 
 -- Risk counters fire when they cross the threshold in this batch: once per user and window. Each
--- user is in one entry per window (key), each product once in an entry.
+-- user is in one entry per window (key), each product once in an entry. Counters are raised a key
+-- at a time with increment (HMGET + HSET), not an HINCRBY each.
 local velocity = w.order_velocity
 local counts, ordered = velocity.counts, {}  -- ordered[i]: entry i's counter after this batch
 for _, g in ipairs(by_key(counts, 'key')) do
-  local users, adds = {}, {}
-  for k, i in ipairs(g.at) do users[k], adds[k] = counts[i].user, counts[i].n end
-  for k, v in ipairs(add_all(g.key, users, adds)) do ordered[g.at[k]] = v end
-  expire_once(g.key, counts[g.at[1]].ttl)
+  local d = {}
+  for _, i in ipairs(g.at) do d[#d + 1] = counts[i].user d[#d + 1] = counts[i].n end
+  local e = {key = g.key, deltas = d, ttl = counts[g.at[1]].ttl}
+  for k, v in ipairs(increment(e, 'HMGET', 'HSET', false)) do ordered[g.at[k]] = v end
 end
 for i, c in ipairs(counts) do
   local v = ordered[i]
@@ -142,7 +124,7 @@ for _, g in ipairs(by_key(adds, 'pairs_key')) do
     if #new > 0 then call('HSET', g.key, unpack(new)) end
     p = q + 1
   end
-  expire_once(g.key, adds[g.at[1]].ttl)
+  call('EXPIRE', g.key, adds[g.at[1]].ttl)
 end
 local grown, grown_by = {}, {}  -- the entries with new products, and how many
 for i = 1, #adds do
@@ -153,10 +135,10 @@ for i = 1, #adds do
 end
 local totals = {}  -- totals[entry]: its user's distinct products in the window after this batch
 for _, g in ipairs(by_key(grown, 'counts_key')) do
-  local users, more = {}, {}
-  for k, j in ipairs(g.at) do users[k], more[k] = grown[j].user, grown_by[j] end
-  for k, v in ipairs(add_all(g.key, users, more)) do totals[grown[g.at[k]]] = v end
-  expire_once(g.key, grown[g.at[1]].ttl)
+  local d = {}
+  for _, j in ipairs(g.at) do d[#d + 1] = grown[j].user d[#d + 1] = grown_by[j] end
+  local e = {key = g.key, deltas = d, ttl = grown[g.at[1]].ttl}
+  for k, v in ipairs(increment(e, 'HMGET', 'HSET', false)) do totals[grown[g.at[k]]] = v end
 end
 for i, a in ipairs(adds) do
   local v, n = totals[a], added[i]
