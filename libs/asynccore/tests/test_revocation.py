@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
@@ -82,6 +83,25 @@ async def test_a_published_change_takes_effect_within_the_remembered_second(
         return False
 
     await wait_until(refused, timeout=2, message="the published change never took effect")
+
+
+async def _mget_calls(redis: Redis) -> int:
+    return int((await redis.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0))
+
+
+async def test_users_checked_together_cost_one_mget(redis: Redis, redis_prefix: str) -> None:
+    """A flash sale: 500 distinct buyers arriving at once are one round trip, not 500 (this package's
+    tests run one at a time, so the server's MGET count is this test's)."""
+    await publish_token_version(redis, redis_prefix, "buyer-7", 1, ttl_s=60)
+    revocations = TokenRevocations(redis, redis_prefix)
+    before = await _mget_calls(redis)
+    buyers = [caller(f"buyer-{n}", 0) for n in range(500)]
+    outcomes = await asyncio.gather(*(revocations.check(buyer) for buyer in buyers), return_exceptions=True)
+    assert await _mget_calls(redis) - before == 1
+    refused = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, ApiError)]
+    assert refused == [7]  # each buyer still gets its own answer
+    assert await revocations.check(buyers[3]) is buyers[3]  # remembered: no second read
+    assert await _mget_calls(redis) - before == 1
 
 
 async def test_redis_out_of_reach_lets_valid_tokens_through_counted(redis_prefix: str) -> None:
