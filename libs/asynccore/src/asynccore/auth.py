@@ -9,6 +9,7 @@ the claims' parsing; a bad one is never remembered, and revocation is checked af
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -41,6 +42,9 @@ class Caller:
     version: int = 0  # ``ver``: password changes before the token was issued (asynccore.revocation)
 
 
+# One decoder with the contract's options, and the secret prepared once as a key (PyJWK): each call
+# to jwt.decode merges its options and prepares the key anew, ~9 of its ~35 µs (timeit).
+_DECODER = jwt.PyJWT(options={"require": ["sub", "exp", "username"]})
 _CACHE: web.RequestKey[Caller | None] = web.RequestKey("asynccore_caller")
 # Shared by every service in the process (the key holds the secret, so they cannot mix).
 VERIFIED: TokenMemo[Caller] = TokenMemo()
@@ -67,9 +71,7 @@ def verify_token(secret: str, token: str) -> Caller:
 def _verified(secret: str, token: str) -> tuple[Caller, float]:
     """The full check (PyJWT): the caller and the token's ``exp``, or asynccore's 401."""
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "username"]}
-        )
+        claims = _DECODER.decode(token, _key(secret), algorithms=[ALGORITHM])
     except jwt.ExpiredSignatureError:
         raise unauthorized("token expired") from None
     except jwt.InvalidTokenError as exc:
@@ -81,6 +83,12 @@ def _verified(secret: str, token: str) -> tuple[Caller, float]:
         raise unauthorized(f"invalid token: {VERSION_CLAIM} must be an integer")
     user_id, username = str(claims["sub"]), str(claims["username"])
     return Caller(user_id=user_id, username=username, token=token, version=version), float(claims["exp"])
+
+
+@functools.lru_cache(maxsize=8)  # a process knows one secret, two while it rotates
+def _key(secret: str) -> jwt.PyJWK:
+    encoded = jwt.utils.base64url_encode(secret.encode()).decode()
+    return jwt.PyJWK({"kty": "oct", "k": encoded, "alg": ALGORITHM})
 
 
 def unauthorized(message: str) -> ApiError:

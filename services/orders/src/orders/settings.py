@@ -20,9 +20,10 @@ class OrdersSettings(UserServiceSettings):
     lock_wait_timeout_s: int = Field(default=5, gt=0)
     lock_retry_attempts: int = Field(default=4, gt=0)
     # Concurrent orders share transactions (orders.batching): at most this many orders per batch,
-    # this many batches running per process; 1 order per batch turns coalescing off.
+    # this many batches running per process; 1 order per batch turns coalescing off. 2, not 4: fewer,
+    # larger calls cost 20 % less CPU per order (service + MariaDB) in bench-orders, at more orders/s.
     orders_batch_max: int = Field(default=50, gt=0, le=500)
-    orders_batches_in_flight: int = Field(default=4, gt=0)
+    orders_batches_in_flight: int = Field(default=2, gt=0)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     amqp_timeout_s: float = Field(default=5.0, gt=0)
     # Tests give every run its own exchanges and queues by setting a unique prefix.
