@@ -147,3 +147,19 @@ def test_an_app_stopped_at_the_limit_is_measured_over_what_it_counted() -> None:
 
     out.take(b'{"counted": 30000, "first_at": 101.0, "done_at": 125.0, "counts": {}}\n')
     assert out.result is not None
+
+
+def test_cpu_per_event_is_judged_against_the_start_of_the_work_in_the_same_run() -> None:
+    run = _run(20_000, 19_500)
+
+    def cpu(process_s: float, redis_s: float) -> bench.Throughput:
+        # 1,000 events: 1 ms of the process's CPU is 1 µs an event
+        summary = {"counts": {"page_view": 990}, "late": 4, "invalid": 3, "duplicates": 3}
+        return bench.Throughput(1_000, 0.01, process_s, bench.Memory(), summary, redis_s, redis_s)
+
+    for round_, (ours, base) in zip(run.rounds, [(9.0, 20.0), (10.0, 19.0), (12.0, 20.0)], strict=True):
+        round_.service, round_.base = cpu(ours / 2000, ours / 2000), cpu(base / 2000, base / 2000)
+    args = argparse.Namespace(partitions=16, baseline_rev=bench.START_OF_WORK)
+    text = bench.report(args, run)
+    assert "| service (the start of the work, 4d91965) |" in text
+    assert "this tree / that one 0.53 (rounds 0.45, 0.53, 0.60): **not met**" in text

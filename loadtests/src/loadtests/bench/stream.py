@@ -19,8 +19,10 @@
      event type in its documented idiom (``loadtests/altstreams``, its own pinned uv environment),
      its counts checked exactly against the tally; stopped after ``--alt-timeout`` seconds (default 240),
      when its events/s is taken from the progress lines it prints every 10,000 events counted;
-   - with ``--baseline PYTHON``, the service again under another tree's interpreter (an A/B of the
-     service's CPU per event in one run);
+   - the service again as it was at the start of issue 19's work (``--baseline-rev``, default
+     :data:`START_OF_WORK`: a git worktree of that commit with its own uv environment), or under
+     another tree's interpreter (``--baseline PYTHON``): an A/B of the CPU per event in one run, the
+     target being half the start's;
    the report gives medians over the rounds, the min-max beside them, the ratios service/plain and
    service/each app (events/s from each process's launch to the last event it counted), and CPU per
    event of the service process (/proc) and of Redis (``INFO cpu`` and ``INFO commandstats``);
@@ -55,7 +57,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -235,6 +237,7 @@ async def run_plain_loop(bootstrap: str, topic: str, count: int, broker_pid: int
 # --- the alternative apps: Quix Streams and faust-streaming, in their own pinned environment ------
 
 ALT_PROJECT = Path(__file__).resolve().parents[3] / "altstreams"  # loadtests/altstreams
+ROOT = Path(__file__).resolve().parents[4]  # the repository
 ALT_APPS = {"quix": "Quix Streams", "faust": "faust-streaming"}
 MINUTE_MS = 60_000
 
@@ -271,6 +274,30 @@ def compile_bytecode(python: Path | str) -> None:
     """Compile what ``python`` imports (its environment and the workspace sources) to bytecode."""
     # -W ignore: the standard library's own test data is full of deliberate SyntaxWarnings.
     subprocess.run([str(python), "-W", "ignore", "-c", _COMPILE], check=True, stdout=subprocess.DEVNULL)
+
+
+# Issue 19's first commit: its CPU-per-event target is "at most half of what the same benchmark
+# measures at the start of this work, in one run".
+START_OF_WORK = "4d919653f332852db407133ef0716eb256e440b3"
+CPU_TARGET = 0.5  # process + Redis µs per event, this tree / the start of the work
+
+
+@contextlib.contextmanager
+def tree_python(rev: str) -> Iterator[Path]:
+    """The interpreter of ``rev``'s tree: a detached git worktree with its own environment, synced
+    from its own uv.lock, removed afterwards."""
+    uv = os.environ.get("UV", "uv")
+    with tempfile.TemporaryDirectory(prefix="bench-stream-base-") as parent:
+        tree = Path(parent) / "tree"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        subprocess.run([*git, "add", "--detach", "--quiet", str(tree), rev], check=True)
+        try:
+            subprocess.run(
+                [uv, "sync", "--frozen", "--quiet", "--all-packages", "--project", str(tree)], check=True
+            )
+            yield tree / ".venv" / "bin" / "python"
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
 
 
 def alt_python() -> Path:
@@ -966,7 +993,9 @@ def _accounted(summary: dict[str, Any]) -> tuple[int, int]:
 
 def report(args: argparse.Namespace, run: Run) -> str:
     """The run as markdown: throughput against the plain loop, the broker's CPU, freshness and memory."""
-    return "\n".join([*_throughput(args, run), *_tools(run), *_cpu(run), *_broker(run), *_freshness(run)])
+    return "\n".join(
+        [*_throughput(args, run), *_tools(run), *_cpu(args, run), *_broker(run), *_freshness(run)]
+    )
 
 
 def _tools(run: Run) -> list[str]:
@@ -1046,12 +1075,37 @@ def _tools(run: Run) -> list[str]:
     ]
 
 
-def _cpu(run: Run) -> list[str]:
+def _base_label(args: argparse.Namespace) -> str:
+    if args.baseline_rev:
+        return f"the start of the work, {args.baseline_rev[:7]}"
+    return "--baseline"
+
+
+def _cpu_target(args: argparse.Namespace, run: Run) -> list[str]:
+    """Issue 19's target: process + Redis CPU per event at most half the start of the work's."""
+    pairs = [(r.service, r.base) for r in run.rounds if r.base is not None]
+    if not pairs:
+        return []
+    ratios = [
+        (ours.cpu_us_per_event + ours.redis_us_per_event) / (base.cpu_us_per_event + base.redis_us_per_event)
+        for ours, base in pairs
+    ]
+    ratio = median(ratios)
+    return [
+        f"Target (issue 19): process + Redis CPU per event ≤ {CPU_TARGET:.0%} of the service at "
+        f"{_base_label(args)}, same run — this tree / that one {ratio:.2f} (rounds "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + f"): {_verdict(ratio <= CPU_TARGET)}.",
+        "",
+    ]
+
+
+def _cpu(args: argparse.Namespace, run: Run) -> list[str]:
     """CPU per event of the service process and of Redis: /proc and INFO cpu, and INFO commandstats."""
     rows = []
     variants = [("this tree", [r.service for r in run.rounds])]
     if all(r.base is not None for r in run.rounds):
-        variants.append(("--baseline", [cast(Throughput, r.base) for r in run.rounds]))
+        variants.append((_base_label(args), [cast(Throughput, r.base) for r in run.rounds]))
     for label, runs in variants:
         rows.append(
             [
@@ -1078,7 +1132,7 @@ def _cpu(run: Run) -> list[str]:
     per_round = "; ".join(
         f"{i}. {r.service.cpu_us_per_event:.1f} + {r.service.redis_us_per_event:.1f}"
         + (
-            f" (baseline {r.base.cpu_us_per_event:.1f} + {r.base.redis_us_per_event:.1f})"
+            f" ({_base_label(args)}: {r.base.cpu_us_per_event:.1f} + {r.base.redis_us_per_event:.1f})"
             if r.base is not None
             else ""
         )
@@ -1104,6 +1158,7 @@ def _cpu(run: Run) -> list[str]:
         "",
         f"Per round (process + Redis µs/event): {per_round}.",
         "",
+        *_cpu_target(args, run),
     ]
 
 
@@ -1323,6 +1378,13 @@ def main(argv: list[str] | None = None) -> None:
         "a stopped app's events/s is measured over the events it had counted by then)",
     )
     parser.add_argument(
+        "--baseline-rev",
+        metavar="REV",
+        help="also run, each round, the service as it was at this commit (a git worktree with its own "
+        f"uv environment): an A/B of CPU per event in one run (default {START_OF_WORK[:7]}, the start of "
+        "issue 19's work; --quick: none; '' for none)",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="PYTHON",
         help="also run, each round, the service under this interpreter (another tree's environment): "
@@ -1341,7 +1403,17 @@ def main(argv: list[str] | None = None) -> None:
         args.alt_timeout = min(args.alt_timeout, 60)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    print(asyncio.run(bench(args)))
+    if args.baseline_rev is None:
+        args.baseline_rev = "" if args.quick or args.baseline else START_OF_WORK
+    if args.baseline and args.baseline_rev:
+        parser.error("--baseline and --baseline-rev name the same comparison: give one")
+    if not args.baseline_rev:
+        print(asyncio.run(bench(args)))
+        return
+    log(f"preparing the service's tree at {args.baseline_rev[:7]} (a worktree, its own environment)")
+    with tree_python(args.baseline_rev) as python:
+        args.baseline = str(python)
+        print(asyncio.run(bench(args)))
 
 
 if __name__ == "__main__":
