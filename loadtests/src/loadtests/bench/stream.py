@@ -282,20 +282,23 @@ START_OF_WORK = "4d919653f332852db407133ef0716eb256e440b3"
 CPU_TARGET = 0.5  # process + Redis µs per event, this tree / the start of the work
 
 
+def synced_python(project: Path, *options: str) -> Path:
+    """``project``'s interpreter, its environment synced from its own uv.lock."""
+    uv = os.environ.get("UV", "uv")
+    subprocess.run([uv, "sync", "--frozen", "--quiet", *options, "--project", str(project)], check=True)
+    return project / ".venv" / "bin" / "python"
+
+
 @contextlib.contextmanager
 def tree_python(rev: str) -> Iterator[Path]:
     """The interpreter of ``rev``'s tree: a detached git worktree with its own environment, synced
     from its own uv.lock, removed afterwards."""
-    uv = os.environ.get("UV", "uv")
     with tempfile.TemporaryDirectory(prefix="bench-stream-base-") as parent:
         tree = Path(parent) / "tree"
         git = ["git", "-C", str(ROOT), "worktree"]
         subprocess.run([*git, "add", "--detach", "--quiet", str(tree), rev], check=True)
         try:
-            subprocess.run(
-                [uv, "sync", "--frozen", "--quiet", "--all-packages", "--project", str(tree)], check=True
-            )
-            yield tree / ".venv" / "bin" / "python"
+            yield synced_python(tree, "--all-packages")
         finally:
             subprocess.run([*git, "remove", "--force", str(tree)], check=False)
 
@@ -303,9 +306,7 @@ def tree_python(rev: str) -> Iterator[Path]:
 def alt_python() -> Path:
     """The alternative apps' interpreter, synced from their own uv.lock (faust-streaming pins its own
     aiokafka: it cannot share the services' environment)."""
-    uv = os.environ.get("UV", "uv")
-    subprocess.run([uv, "sync", "--frozen", "--quiet", "--project", str(ALT_PROJECT)], check=True)
-    return ALT_PROJECT / ".venv" / "bin" / "python"
+    return synced_python(ALT_PROJECT)
 
 
 @dataclass
@@ -478,6 +479,11 @@ class Throughput:
     @property
     def redis_us_per_event(self) -> float:
         return 1e6 * self.redis_cpu_seconds / self.events if self.events else 0.0
+
+    @property
+    def total_us_per_event(self) -> float:
+        """This process's CPU and Redis's, per event."""
+        return self.cpu_us_per_event + self.redis_us_per_event
 
     @property
     def redis_command_us_per_event(self) -> float:
@@ -1086,10 +1092,7 @@ def _cpu_target(args: argparse.Namespace, run: Run) -> list[str]:
     pairs = [(r.service, r.base) for r in run.rounds if r.base is not None]
     if not pairs:
         return []
-    ratios = [
-        (ours.cpu_us_per_event + ours.redis_us_per_event) / (base.cpu_us_per_event + base.redis_us_per_event)
-        for ours, base in pairs
-    ]
+    ratios = [ours.total_us_per_event / base.total_us_per_event for ours, base in pairs]
     ratio = median(ratios)
     return [
         f"Target (issue 19): process + Redis CPU per event ≤ {CPU_TARGET:.0%} of the service at "
@@ -1113,7 +1116,7 @@ def _cpu(args: argparse.Namespace, run: Run) -> list[str]:
                 spread([t.cpu_us_per_event for t in runs], "{:.1f}"),
                 spread([t.redis_us_per_event for t in runs], "{:.1f}"),
                 spread([t.redis_command_us_per_event for t in runs], "{:.1f}"),
-                spread([t.cpu_us_per_event + t.redis_us_per_event for t in runs], "{:.1f}"),
+                spread([t.total_us_per_event for t in runs], "{:.1f}"),
                 spread([t.per_s for t in runs]),
             ]
         )
@@ -1407,12 +1410,10 @@ def main(argv: list[str] | None = None) -> None:
         args.baseline_rev = "" if args.quick or args.baseline else START_OF_WORK
     if args.baseline and args.baseline_rev:
         parser.error("--baseline and --baseline-rev name the same comparison: give one")
-    if not args.baseline_rev:
-        print(asyncio.run(bench(args)))
-        return
-    log(f"preparing the service's tree at {args.baseline_rev[:7]} (a worktree, its own environment)")
-    with tree_python(args.baseline_rev) as python:
-        args.baseline = str(python)
+    with contextlib.ExitStack() as stack:
+        if args.baseline_rev:
+            log(f"preparing the service's tree at {args.baseline_rev[:7]} (a worktree, its own environment)")
+            args.baseline = str(stack.enter_context(tree_python(args.baseline_rev)))
         print(asyncio.run(bench(args)))
 
 
