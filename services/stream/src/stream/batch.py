@@ -15,7 +15,7 @@ from typing import Annotated, Protocol
 import msgspec
 
 from contracts.events import MAX_PRICE, Text
-from stream.events import PRODUCT_TYPES, EventType, Invalid, decode_event
+from stream.events import EventType, Invalid, decode_event, follows_rules
 
 __all__ = ["Checkpoint", "JudgedEvent", "Prepared", "Record", "Rejected", "prepare"]
 
@@ -172,13 +172,9 @@ def _decode(raw: bytes, now_ms: int, max_future_ms: int) -> JudgedEvent:
     except msgspec.DecodeError:
         pass
     else:
-        kind = judged.type
-        if (
-            judged.ts <= now_ms + max_future_ms
-            and (judged.product_id or kind not in PRODUCT_TYPES)
-            and (judged.price != NO_PRICE or kind != "order_placed")
-        ):
-            if judged.price == NO_PRICE:
+        has_price = judged.price != NO_PRICE
+        if follows_rules(judged.type, judged.ts, judged.product_id != "", has_price, now_ms, max_future_ms):
+            if not has_price:
                 judged.price = 0.0
             return judged
     event = decode_event(raw, now_ms, max_future_ms)
