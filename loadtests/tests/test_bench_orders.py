@@ -18,7 +18,17 @@ from aiohttp import ClientSession, web
 from asynccore.pools.mysql import drop_database
 from asynccore.testing import free_port
 from loadtests.bench import orders_article
-from loadtests.bench.orders import MYSQL_SERVER, Api, lua_orders, query, stock_and_sold
+from loadtests.bench.orders import (
+    MYSQL_SERVER,
+    Api,
+    Cost,
+    Flash,
+    Replays,
+    lua_orders,
+    median_sale,
+    query,
+    stock_and_sold,
+)
 from loadtests.bench.wrk import run_wrk
 
 
@@ -106,3 +116,32 @@ async def test_the_articles_handler_sells_the_stock_once(article: tuple[str, str
     assert await stock_and_sold(Api("article", db), product) == (0, 3)
     assert await query(db, "SELECT COUNT(*), CAST(SUM(total) * 100 AS SIGNED) FROM orders") == [(3, 5997)]
     await asyncio.sleep(0.05)  # the untracked fulfilment tasks (0 s here) finish before the loop closes
+
+
+def _sale(seconds: float, *, invariant: bool = True, wrong: int = 0, others: int = 0) -> Flash:
+    return Flash(
+        successes=100,
+        conflicts=900 - others,
+        others=others,
+        other_statuses="503 x1" if others else "",
+        sell_out_s=seconds / 2,
+        seconds=seconds,
+        p99_ms=seconds * 1000,
+        stock_left=0,
+        invariant=invariant,
+        cost=Cost(0.1, 0.05, {}),
+        replays=Replays(30, wrong, "k: 201, was 409" if wrong else ""),
+    )
+
+
+def test_a_rounds_flash_sale_is_its_median_sale_with_every_sale_checked() -> None:
+    """The round's figures are one real sale's, the median by orders/s (the lower middle of an even
+    number); an oversell, a wrong replay or an odd status in any sale of the round still shows."""
+    fast, middle, slow = _sale(0.1), _sale(0.2), _sale(0.4, invariant=False, wrong=1, others=1)
+    kept = median_sale([slow, fast, middle])
+    assert (kept.seconds, kept.p99_ms, kept.orders_per_s) == (0.2, 200.0, 5000.0)
+    assert not kept.invariant
+    assert (kept.replays.checked, kept.replays.wrong, kept.replays.detail) == (90, 1, "k: 201, was 409")
+    assert kept.other_statuses == "503 x1 (another sale)"
+    assert median_sale([fast, middle, _sale(0.3), _sale(0.5)]).seconds == 0.3
+    assert median_sale([middle]) == middle
