@@ -112,6 +112,13 @@ def test_free_port_is_bindable_on_loopback() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+def test_free_port_is_never_one_an_outgoing_connection_could_take() -> None:
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = {free_port() for _ in range(200)}
+    assert not any(low <= port <= high for port in ports)
+    assert len(ports) > 150  # random, so parallel test processes rarely meet
+
+
 def test_metric_value_reads_one_sample_by_labels() -> None:
     text = 'x_total{a="1",b="2"} 3.0\nx_total{a="9",b="2"} 7.0\n'
     assert metric_value(text, "x_total", a="9") == 7.0

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import random
 import signal
 import socket
 import tempfile
@@ -105,11 +106,38 @@ def server_url(name: str) -> str:
     raise RuntimeError(f"{path} has no {name}_SERVER: run deploy/local/ensure-services")
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands to outgoing connections (Linux's ``ip_local_port_range``)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+    return range(int(low), int(high) + 1)
+
+
+# Below the ephemeral range: an outgoing connection (a client socket to MariaDB, Kafka, ...) never
+# takes one of these between free_port() returning and the server binding it. CI once lost a run
+# to exactly that on an OS-chosen port (36573).
+_LISTEN_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it, so parallel tests differ)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nobody listens on and no outgoing connection will take.
+
+    Random below the kernel's ephemeral range, so parallel tests rarely pick the same one and a
+    client socket opened meanwhile cannot steal it; probed by binding it once.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in _LISTEN_PORTS if not ephemeral.start <= p < ephemeral.stop]
+    for _ in range(100):
+        port = random.choice(candidates)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {_LISTEN_PORTS} after 100 tries")
 
 
 def metric_value(metrics_text: str, name: str, **labels: str) -> float | None:
