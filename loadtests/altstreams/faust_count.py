@@ -3,9 +3,10 @@
 ``python faust_count.py BOOTSTRAP TOPIC GROUP EXPECTED PARTITIONS DATA_DIR``: an agent on TOPIC re-keys
 the stream by type (``group_by``, as faust's windowed page-view count does), counts into a
 ``Table(...).tumbling(60 s)`` relative to the event's own ``ts`` (in-memory store, changelog topic:
-faust's defaults), and exits once EXPECTED events have been counted, printing :func:`counting.report`'s
-line (and :func:`counting.progress` lines on the way). Values are read raw and parsed in the agent: a
-malformed one would otherwise crash the agent (faust rethrows a value decode error into it).
+faust's defaults; windows kept a day), and exits once EXPECTED events have been counted, printing
+:func:`counting.report`'s line (and :func:`counting.progress` lines on the way). Values are read raw
+and parsed in the agent: a malformed one would otherwise crash the agent (faust rethrows a value
+decode error into it).
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ def main() -> None:
         web_enabled=False,
     )
     events = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+    # faust expires a window by the wall clock, not by stream time (its table cleanup, every 30 s:
+    # ``window.stale(range_end, time.time())``): with 30 minutes, a backlog read more than 30 minutes
+    # after it was produced lost its windows mid-run and each late event started its cell again at 1
+    # (49 cells wrong in the first full run). A day keeps every window of any backlog the bench reads.
     counts = (
-        app.Table("counts", default=int)
-        .tumbling(60, expires=timedelta(minutes=30))
-        .relative_to(event_seconds)
+        app.Table("counts", default=int).tumbling(60, expires=timedelta(days=1)).relative_to(event_seconds)
     )
     seen = {"counted": 0, "first_at": 0.0}
     totals: dict[tuple[str, int], int] = {}
