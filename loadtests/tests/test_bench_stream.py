@@ -10,8 +10,11 @@ import argparse
 import asyncio
 import math
 import os
+import time
+import uuid
 from collections.abc import Iterator
 
+import confluent_kafka
 import pytest
 
 from asynccore.testing import free_port
@@ -38,6 +41,44 @@ async def test_backlog_is_read_whole_by_the_plain_loop_with_the_brokers_cpu(brok
     assert plain.events == 3_000
     assert plain.per_s > 0
     assert plain.broker_cpu_seconds >= 0
+
+
+async def test_the_paced_producer_starts_its_clock_warm(broker: KafkaBroker) -> None:
+    """The freshness run's first events reach the broker as they are produced, not in a burst once
+    librdkafka has connected and got its producer id; the warm-up message goes elsewhere."""
+    assert broker.pid is not None
+    topic, warmup = f"paced-{uuid.uuid4().hex[:8]}", bench.new_topic(broker, "paced-warmup", 1)
+    # LogAppendTime: each record's timestamp is when the broker appended it.
+    broker.create_topic(topic, 4, **{"message.timestamp.type": "LogAppendTime"})
+    paced = await asyncio.to_thread(
+        bench.produce_paced, broker.bootstrap, topic, 2_000, 1.0, broker.pid, warmup
+    )
+    records = await asyncio.to_thread(_read_all, broker.bootstrap, topic, paced.sent)
+    assert len(records) == paced.sent >= 1_900
+    assert [value for _, value in await asyncio.to_thread(_read_all, broker.bootstrap, warmup, 1)] == [
+        b"warm-up"
+    ]
+    appended_ms = sorted(ts for ts, _ in records)
+    # The first 500 events are 0.25 s of production: a cold producer appended them all at once.
+    assert appended_ms[499] - appended_ms[0] >= 150
+
+
+def _read_all(bootstrap: str, topic: str, count: int) -> list[tuple[int, bytes]]:
+    """``count`` records of ``topic`` as (timestamp ms, value), read from the start (30 s at most)."""
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"}
+    )
+    try:
+        consumer.subscribe([topic])
+        records: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + 30
+        while len(records) < count and time.monotonic() < deadline:
+            for message in consumer.consume(1_000, timeout=0.5):
+                if message.error() is None:
+                    records.append((message.timestamp()[1], message.value()))
+        return records
+    finally:
+        consumer.close()
 
 
 async def test_jmx_exporter_reports_the_brokers_cpu(broker: KafkaBroker) -> None:
