@@ -425,6 +425,9 @@ class _AltOutput:
         self.result: bytes | None = None
 
     def take(self, line: bytes) -> None:
+        # faust's worker writes its spinner's terminal codes (b"\x1b[?25l\x08\x1b[?25h") to stdout,
+        # ahead of whatever the app prints first.
+        line = line[max(0, line.find(b"{")) :]
         if line.startswith(b'{"counted"'):
             self.result = line
         elif line.startswith(b'{"progress"'):
