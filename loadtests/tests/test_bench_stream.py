@@ -10,16 +10,14 @@ import argparse
 import asyncio
 import math
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import confluent_kafka
 import pytest
 
 from asynccore.testing import free_port
-from devservers.kafka_broker import KafkaBroker
+from devservers.kafka_broker import KafkaBroker, read_topic
 from loadtests.bench import stream as bench
 from loadtests.bench.harness import spread
 from loadtests.bench.report import deadline
@@ -55,32 +53,14 @@ async def test_the_paced_producer_starts_its_clock_warm(broker: KafkaBroker) -> 
     paced = await asyncio.to_thread(
         bench.produce_paced, broker.bootstrap, topic, 2_000, 1.0, broker.pid, warmup
     )
-    records = await asyncio.to_thread(_read_all, broker.bootstrap, topic, paced.sent)
+    records = await asyncio.to_thread(read_topic, broker.bootstrap, topic, paced.sent)
     assert len(records) == paced.sent >= 1_900
-    assert [value for _, value in await asyncio.to_thread(_read_all, broker.bootstrap, warmup, 1)] == [
+    assert [m.value() for m in await asyncio.to_thread(read_topic, broker.bootstrap, warmup, 1)] == [
         b"warm-up"
     ]
-    appended_ms = sorted(ts for ts, _ in records)
+    appended_ms = sorted(m.timestamp()[1] for m in records)
     # The first 500 events are 0.25 s of production: a cold producer appended them all at once.
     assert appended_ms[499] - appended_ms[0] >= 150
-
-
-def _read_all(bootstrap: str, topic: str, count: int) -> list[tuple[int, bytes]]:
-    """``count`` records of ``topic`` as (timestamp ms, value), read from the start (30 s at most)."""
-    consumer = confluent_kafka.Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"}
-    )
-    try:
-        consumer.subscribe([topic])
-        records: list[tuple[int, bytes]] = []
-        deadline = time.monotonic() + 30
-        while len(records) < count and time.monotonic() < deadline:
-            for message in consumer.consume(1_000, timeout=0.5):
-                if message.error() is None:
-                    records.append((message.timestamp()[1], message.value() or b""))
-        return records
-    finally:
-        consumer.close()
 
 
 @pytest.mark.parametrize("app", ["quix", "faust"])

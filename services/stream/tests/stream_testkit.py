@@ -40,38 +40,6 @@ def producer(bootstrap: str) -> confluent_kafka.Producer:
     )
 
 
-def read_topic(
-    bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0
-) -> list[confluent_kafka.Message]:
-    """Everything in ``topic`` (at least ``expected`` messages, or whatever arrived by the deadline).
-
-    Blocking: call it through ``asyncio.to_thread`` from a test whose loop runs a consumer."""
-    consumer = confluent_kafka.Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "log_level": 4,
-        }
-    )
-    consumer.subscribe([topic])
-    got: list[confluent_kafka.Message] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(got) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                got.append(msg)
-        # Whatever else is already there (a duplicate would show up here).
-        while (msg := consumer.poll(0.5)) is not None:
-            if msg.error() is None:
-                got.append(msg)
-    finally:
-        consumer.close()
-    return got
-
-
 def topic_size(bootstrap: str, topic: str, partitions: int) -> int:
     """How many records ``topic`` holds (the sum of its partitions' high watermarks; blocking)."""
     consumer = confluent_kafka.Consumer(

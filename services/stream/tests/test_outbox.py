@@ -10,10 +10,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from stream_testkit import Topics, outbox_empty, read_topic
+from stream_testkit import Topics, outbox_empty
 
 from asynccore.testing import wait_until
-from devservers.kafka_broker import KafkaBroker
+from devservers.kafka_broker import KafkaBroker, read_topic
 from stream.kafka import new_producer
 from stream.keys import Keys
 from stream.outbox import ID_HEADER, INSTANCE_HEADER, OutboxRelay

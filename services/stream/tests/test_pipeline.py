@@ -17,14 +17,13 @@ from stream_testkit import (
     now_ms,
     outbox_empty,
     produce_partitions,
-    read_topic,
     settings_for,
     stored_total,
 )
 from stream_truth import judge, scenario
 
 from asynccore.testing import wait_until
-from devservers.kafka_broker import KafkaBroker
+from devservers.kafka_broker import KafkaBroker, read_topic
 from stream import queries
 from stream.consumer import Consumer
 from stream.kafka import new_producer

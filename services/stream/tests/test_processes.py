@@ -25,14 +25,13 @@ from stream_testkit import (
     ingest_auth,
     now_ms,
     produce_partitions,
-    read_topic,
     stored_offsets,
     stored_total,
 )
 from stream_truth import Truth, judge, scenario
 
 from asynccore.testing import ServiceProcess, TcpProxy, free_port, metric_value, wait_until
-from devservers.kafka_broker import KafkaBroker, metadata_answers
+from devservers.kafka_broker import KafkaBroker, metadata_answers, read_topic
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import confluent_kafka
@@ -34,7 +35,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from asynccore.testing import free_port
 
-__all__ = ["KafkaBroker", "launcher", "metadata_answers", "wait_ready"]
+__all__ = ["KafkaBroker", "launcher", "metadata_answers", "read_topic", "wait_ready"]
 
 
 @functools.cache
@@ -184,6 +185,38 @@ class KafkaBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0
+) -> list[confluent_kafka.Message]:
+    """Everything in ``topic`` (at least ``expected`` messages, or whatever arrived by the deadline).
+
+    Blocking: call it through ``asyncio.to_thread`` from a test whose loop runs a consumer."""
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "log_level": 4,
+        }
+    )
+    consumer.subscribe([topic])
+    got: list[confluent_kafka.Message] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(got) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got.append(msg)
+        # Whatever else is already there (a duplicate would show up here).
+        while (msg := consumer.poll(0.5)) is not None:
+            if msg.error() is None:
+                got.append(msg)
+    finally:
+        consumer.close()
+    return got
 
 
 def main() -> None:
